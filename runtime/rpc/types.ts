@@ -1,0 +1,84 @@
+// The RPC layer's public shapes. The channel (channel.ts) implements them over any Transport; the SDK
+// and the sidecar build on them. Payloads are opaque bytes here: typed encoding lives in the SDK.
+import type { Metadata } from "./status.ts";
+
+export interface CallOptions {
+  metadata?: Metadata;
+  /** Relative timeout in milliseconds. Propagated to the server, enforced on both sides. */
+  timeoutMs?: number;
+  /** Absolute deadline (Date.now() milliseconds). The earlier of this and timeoutMs wins. */
+  deadline?: number;
+  /** Aborting cancels the call: a CANCEL frame goes to the server, the client sees CANCELLED. */
+  signal?: AbortSignal;
+}
+
+export interface CallShape {
+  serverStreaming: boolean;
+  clientStreaming: boolean;
+}
+
+export interface FinalStatus {
+  code: number;
+  details: string;
+  trailers: Metadata;
+}
+
+export interface UnaryResult {
+  response: Uint8Array;
+  headers: Metadata;
+  trailers: Metadata;
+}
+
+/** The client's view of one call. */
+export interface ClientCall extends AsyncIterable<Uint8Array> {
+  readonly callId: number;
+  readonly method: string;
+  /** Sends one request message; resolves once flow control lets the caller send the next. */
+  write(message: Uint8Array): Promise<void>;
+  /** Half-close: no more request messages. */
+  end(): void;
+  cancel(reason?: string): void;
+  /** Response headers; resolves with {} if the call ends without any. */
+  readonly headers: Promise<Metadata>;
+  /** Always resolves, never rejects, once the call is over. */
+  readonly status: Promise<FinalStatus>;
+  /** Iterating yields response messages and throws RpcError if the call ends with a non-OK status. */
+}
+
+/** The server's (handler's) view of one call. */
+export interface ServerCall extends AsyncIterable<Uint8Array> {
+  readonly callId: number;
+  readonly method: string;
+  readonly metadata: Metadata;
+  /** Absolute deadline in Date.now() milliseconds, if the client set one. */
+  readonly deadline: number | undefined;
+  /** Aborted when the client cancels, the deadline passes or the connection is lost. */
+  readonly signal: AbortSignal;
+  readonly shape: CallShape;
+  sendHeaders(metadata: Metadata): void;
+  /** Sends one response message; resolves once flow control lets the handler send the next. */
+  write(message: Uint8Array): Promise<void>;
+  /** Ends the call with a status (default OK). Later calls are ignored. */
+  end(code?: number, details?: string, trailers?: Metadata): void;
+  readonly ended: boolean;
+  /** Iterating yields request messages until the client half-closes. */
+}
+
+/**
+ * Handles every incoming call on a channel. If it throws or rejects, the call ends with UNKNOWN (or the
+ * RpcError's code) and the error's message; if it returns without ending the call, the call ends OK.
+ */
+export type ServerHandler = (call: ServerCall) => void | Promise<void>;
+
+/** Settings each side announces in HELLO; the channel obeys the peer's. */
+export interface ChannelSettings {
+  maxMessageBytes: number;
+  initialWindowBytes: number;
+  maxConcurrentCalls: number;
+}
+
+export const DEFAULT_SETTINGS: ChannelSettings = {
+  maxMessageBytes: 4 * 1024 * 1024,
+  initialWindowBytes: 1024 * 1024,
+  maxConcurrentCalls: 1024,
+};
