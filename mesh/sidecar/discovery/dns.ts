@@ -192,7 +192,8 @@ export class DnsDiscovery {
     for (const r of records) {
       if (!isIP(r.address) || seen.has(r.address)) continue;
       seen.add(r.address);
-      ttl = ttl === undefined ? r.ttl : Math.min(ttl, r.ttl);
+      // Bun 1.4.5 leaves ttl undefined past the 256th record of an answer; such records do not pace refreshes.
+      if (Number.isFinite(r.ttl) && r.ttl >= 0) ttl = ttl === undefined ? r.ttl : Math.min(ttl, r.ttl);
       if (endpoints.length < this.maxEndpoints) endpoints.push({ host: r.address, port });
     }
     if (seen.size > this.maxEndpoints) this.log.warn({ answered: seen.size, kept: this.maxEndpoints }, "DNS answer larger than maxEndpoints; extra records ignored");
