@@ -34,6 +34,8 @@ export const FrameFlag = {
   END_STREAM: 1,
   /** MESSAGE from the server: the body is response headers (a Metadata protobuf), not a payload. */
   HEADERS: 2,
+  /** MESSAGE: the frame carries no message, only its flags (a bare half-close). */
+  NO_MESSAGE: 4,
 } as const;
 
 export const FrameKindName: Record<number, string> = Object.fromEntries(

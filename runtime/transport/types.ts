@@ -34,6 +34,11 @@ export interface Transport {
   /** Starts delivering frames to `sink`. Called once. */
   start(sink: FrameSink): void;
   /**
+   * shm/rpal: a frame that arrived on the session's uds control connection after negotiation
+   * (doorbells, frames the transport chose to send that way). `body` is valid only during the call.
+   */
+  onControlFrame?(kind: FrameKind, flags: number, callId: number, aux: number, body: Uint8Array): void;
+  /**
    * Queues one frame. Never drops and never throws for a full buffer: the bytes are buffered and
    * `bufferedBytes` grows; callers apply backpressure by watching `bufferedBytes`/`onWritable`.
    * Throws only if the transport is closed or the body exceeds what the peer accepts.

@@ -1,0 +1,703 @@
+// RpcChannel: gRPC-shaped calls in both directions over any Transport.
+//
+// A call is a CALL frame (head: method, metadata, timeout) followed by MESSAGE frames each way and
+// one END frame (status + trailers) from the server; CANCEL aborts it from the client side. Call ids
+// are odd for calls started by the side that connected (the app) and even for the other side, as in
+// HTTP/2, so both sides can start calls without coordination.
+//
+// Flow control is per call and counted in bytes, like HTTP/2: the receiver grants `initialWindowBytes`
+// and tops it up (WINDOW frames) only as its consumer reads, so a fast sender cannot grow the peer's
+// memory without bound. A sender may send while its window is positive (one message may overshoot);
+// a peer that ignores its window loses that call (RESOURCE_EXHAUSTED), not the connection.
+import { logger, type Logger } from "../log.ts";
+import type { Transport } from "../transport/types.ts";
+import { FrameFlag, FrameKind } from "./frame.ts";
+import { MessageQueue } from "./message-queue.ts";
+import { type Metadata, RpcError, Status, statusName } from "./status.ts";
+import {
+  type CallOptions,
+  type CallShape,
+  type ChannelSettings,
+  type ClientCall,
+  DEFAULT_SETTINGS,
+  type FinalStatus,
+  type ServerCall,
+  type ServerHandler,
+  type UnaryResult,
+} from "./types.ts";
+import { decodeCallHead, decodeEndStatus, decodeHeaders, encodeCallHead, encodeEndStatus, encodeHeaders, WireError } from "./wire.ts";
+
+/** Above this many bytes buffered in the transport, writers wait for it to drain. */
+const TRANSPORT_HIGH_WATER = 8 * 1024 * 1024;
+const UNARY: CallShape = { serverStreaming: false, clientStreaming: false };
+const SERVER_STREAMING: CallShape = { serverStreaming: true, clientStreaming: false };
+const EMPTY = new Uint8Array(0);
+
+export interface ChannelOptions {
+  /** True on the side that opened the connection (the app): its calls get odd ids. */
+  initiator: boolean;
+  local?: ChannelSettings;
+  peer?: ChannelSettings;
+  /** For logs: who is on the other end. */
+  peerName?: string;
+  log?: Logger;
+}
+
+export interface ChannelStats {
+  callsStarted: number;
+  callsServed: number;
+  activeClientCalls: number;
+  activeServerCalls: number;
+  flowControlViolations: number;
+}
+
+/** Per-call, per-direction flow-control state. */
+class Window {
+  /** Bytes we may still send before the peer grants more. */
+  send: number;
+  /** Bytes the peer sent us beyond what we granted back (what its window thinks is in flight). */
+  recvBalance = 0;
+  /** Bytes our consumer read that we have not yet granted back. */
+  recvUnacked = 0;
+  private waiters: (() => void)[] = [];
+
+  constructor(initialSend: number) {
+    this.send = initialSend;
+  }
+
+  grant(bytes: number): void {
+    this.send += bytes;
+    if (this.send > 0) this.wake();
+  }
+
+  waitForRoom(): Promise<void> {
+    return new Promise((resolve) => this.waiters.push(resolve));
+  }
+
+  wake(): void {
+    const w = this.waiters;
+    this.waiters = [];
+    for (const f of w) f();
+  }
+}
+
+class ClientCallImpl implements ClientCall {
+  readonly headers: Promise<Metadata>;
+  readonly status: Promise<FinalStatus>;
+  readonly responses: MessageQueue;
+  readonly window: Window;
+  finished = false;
+  begun = false;
+  halfClosed = false;
+  finalStatus: FinalStatus | undefined;
+  timer: ReturnType<typeof setTimeout> | undefined;
+  deadline: number | undefined;
+  beginWaiters: (() => void)[] = [];
+  private resolveHeaders!: (md: Metadata) => void;
+  private resolveStatus!: (s: FinalStatus) => void;
+  private headersResolved = false;
+
+  constructor(
+    private readonly ch: RpcChannel,
+    readonly callId: number,
+    readonly method: string,
+    readonly shape: CallShape,
+    readonly options: CallOptions,
+  ) {
+    this.headers = new Promise((r) => (this.resolveHeaders = r));
+    this.status = new Promise((r) => (this.resolveStatus = r));
+    this.responses = new MessageQueue((n) => ch.consumed(this.window, callId, n, this.finished));
+    this.window = new Window(ch.peerSettings.initialWindowBytes);
+  }
+
+  setHeaders(md: Metadata): void {
+    if (this.headersResolved) return;
+    this.headersResolved = true;
+    this.resolveHeaders(md);
+  }
+
+  settle(status: FinalStatus): void {
+    this.finalStatus = status;
+    this.setHeaders({});
+    this.responses.end(status.code === Status.OK ? undefined : new RpcError(status.code, status.details, status.trailers));
+    this.window.wake();
+    const w = this.beginWaiters;
+    this.beginWaiters = [];
+    for (const f of w) f();
+    this.resolveStatus(status);
+  }
+
+  write(message: Uint8Array): Promise<void> {
+    return this.ch.clientWrite(this, message, false);
+  }
+
+  /** Sends the last request message and half-closes in one frame. */
+  writeLast(message: Uint8Array): Promise<void> {
+    return this.ch.clientWrite(this, message, true);
+  }
+
+  end(): void {
+    this.ch.clientHalfClose(this);
+  }
+
+  cancel(reason = "cancelled by the caller"): void {
+    this.ch.clientCancel(this, Status.CANCELLED, reason);
+  }
+
+  [Symbol.asyncIterator](): AsyncIterator<Uint8Array> {
+    return this.responses[Symbol.asyncIterator]();
+  }
+}
+
+class ServerCallImpl implements ServerCall {
+  readonly requests: MessageQueue;
+  readonly window: Window;
+  readonly controller = new AbortController();
+  ended = false;
+  responsesSent = 0;
+  timer: ReturnType<typeof setTimeout> | undefined;
+
+  constructor(
+    private readonly ch: RpcChannel,
+    readonly callId: number,
+    readonly method: string,
+    readonly metadata: Metadata,
+    readonly deadline: number | undefined,
+    readonly shape: CallShape,
+  ) {
+    this.requests = new MessageQueue((n) => ch.consumed(this.window, callId, n, this.ended));
+    this.window = new Window(ch.peerSettings.initialWindowBytes);
+  }
+
+  get signal(): AbortSignal {
+    return this.controller.signal;
+  }
+
+  sendHeaders(metadata: Metadata): void {
+    this.ch.serverSendHeaders(this, metadata);
+  }
+
+  write(message: Uint8Array): Promise<void> {
+    return this.ch.serverWrite(this, message);
+  }
+
+  end(code: number = Status.OK, details = "", trailers?: Metadata): void {
+    this.ch.serverEnd(this, code, details, trailers);
+  }
+
+  [Symbol.asyncIterator](): AsyncIterator<Uint8Array> {
+    return this.requests[Symbol.asyncIterator]();
+  }
+}
+
+export class RpcChannel {
+  readonly localSettings: ChannelSettings;
+  readonly peerSettings: ChannelSettings;
+  readonly closed: Promise<Error | undefined>;
+  readonly stats: ChannelStats = {
+    callsStarted: 0,
+    callsServed: 0,
+    activeClientCalls: 0,
+    activeServerCalls: 0,
+    flowControlViolations: 0,
+  };
+
+  private readonly log: Logger;
+  private readonly peerName: string;
+  private nextCallId: number;
+  private readonly clientCalls = new Map<number, ClientCallImpl>();
+  private readonly serverCalls = new Map<number, ServerCallImpl>();
+  private readonly startQueue: ClientCallImpl[] = [];
+  private handler: ServerHandler | undefined;
+  private isClosed = false;
+  private closeError: Error | undefined;
+  private resolveClosed!: (e: Error | undefined) => void;
+  private draining = false;
+  private peerDraining = false;
+  private drainWaiters: (() => void)[] = [];
+  private writableWaiters: (() => void)[] = [];
+  private pingSeq = 0;
+  private readonly pings = new Map<number, (rttMs: number) => void>();
+
+  constructor(
+    readonly transport: Transport,
+    opts: ChannelOptions,
+  ) {
+    this.localSettings = opts.local ?? DEFAULT_SETTINGS;
+    this.peerSettings = opts.peer ?? DEFAULT_SETTINGS;
+    this.nextCallId = opts.initiator ? 1 : 2;
+    this.peerName = opts.peerName ?? "peer";
+    this.log = opts.log ?? logger("rpc");
+    this.closed = new Promise((r) => (this.resolveClosed = r));
+    transport.start({
+      onFrame: (kind, flags, callId, aux, body) => this.onFrame(kind, flags, callId, aux, body),
+      onClose: (error) => this.onClose(error),
+      onWritable: () => this.onWritable(),
+    });
+  }
+
+  get isOpen(): boolean {
+    return !this.isClosed;
+  }
+
+  /** True once the peer said GOAWAY: new calls should go to a new connection. */
+  get peerIsDraining(): boolean {
+    return this.peerDraining;
+  }
+
+  setHandler(handler: ServerHandler | undefined): void {
+    this.handler = handler;
+  }
+
+  // ---- client side -------------------------------------------------------------------------
+
+  startCall(method: string, shape: CallShape, opts: CallOptions = {}): ClientCall {
+    const id = this.nextCallId;
+    this.nextCallId += 2;
+    if (this.nextCallId > 0xfffffff0) this.nextCallId = (this.nextCallId & 1) + 2; // wrap far from live ids
+    const call = new ClientCallImpl(this, id, method, shape, opts);
+    this.stats.callsStarted++;
+    if (this.isClosed) {
+      call.settle(this.status(Status.UNAVAILABLE, `connection to ${this.peerName} is closed${this.closeError ? `: ${this.closeError.message}` : ""}`));
+      return call;
+    }
+    if (this.peerDraining) {
+      call.settle(this.status(Status.UNAVAILABLE, `${this.peerName} is draining (GOAWAY): retry on a new connection`));
+      return call;
+    }
+    const now = Date.now();
+    let deadline = opts.deadline;
+    if (opts.timeoutMs !== undefined) deadline = Math.min(deadline ?? Infinity, now + opts.timeoutMs);
+    call.deadline = deadline;
+    if (deadline !== undefined) {
+      const ms = Math.max(0, deadline - now);
+      call.timer = setTimeout(() => this.clientCancel(call, Status.DEADLINE_EXCEEDED, `deadline exceeded after ${ms} ms (${method})`), ms);
+    }
+    if (opts.signal) {
+      if (opts.signal.aborted) {
+        this.clientCancel(call, Status.CANCELLED, "cancelled by the caller before it started");
+        return call;
+      }
+      opts.signal.addEventListener("abort", () => this.clientCancel(call, Status.CANCELLED, "cancelled by the caller"), { once: true });
+    }
+    this.clientCalls.set(id, call);
+    this.stats.activeClientCalls++;
+    if (this.stats.activeClientCalls > this.peerSettings.maxConcurrentCalls) this.startQueue.push(call);
+    else this.begin(call);
+    return call;
+  }
+
+  async unary(method: string, request: Uint8Array, opts: CallOptions = {}): Promise<UnaryResult> {
+    const call = this.startCall(method, UNARY, opts) as ClientCallImpl;
+    await call.writeLast(request).catch(() => undefined); // a failed write settles the call; status says why
+    const status = await call.status;
+    if (status.code !== Status.OK) throw new RpcError(status.code, status.details, status.trailers);
+    const first = await call.responses.next();
+    if (first.done) throw new RpcError(Status.INTERNAL, `${method}: the server ended the call OK without a response message`);
+    return { response: first.value, headers: await call.headers, trailers: status.trailers };
+  }
+
+  /** Starts a server-streaming call with one request; iterate the result for the responses. */
+  serverStream(method: string, request: Uint8Array, opts: CallOptions = {}): ClientCall {
+    const call = this.startCall(method, SERVER_STREAMING, opts) as ClientCallImpl;
+    void call.writeLast(request).catch(() => undefined);
+    return call;
+  }
+
+  private begin(call: ClientCallImpl): void {
+    const timeoutUs = call.deadline === undefined ? 0 : Math.max(1, Math.round((call.deadline - Date.now()) * 1000));
+    const head = encodeCallHead({
+      method: call.method,
+      metadata: call.options.metadata ?? {},
+      timeoutUs,
+      serverStreaming: call.shape.serverStreaming,
+      clientStreaming: call.shape.clientStreaming,
+    });
+    call.begun = true;
+    this.transport.send(FrameKind.CALL, 0, call.callId, 0, head);
+    const w = call.beginWaiters;
+    call.beginWaiters = [];
+    for (const f of w) f();
+  }
+
+  /** @internal */
+  async clientWrite(call: ClientCallImpl, message: Uint8Array, last: boolean): Promise<void> {
+    if (!call.begun && !call.finished) await new Promise<void>((r) => call.beginWaiters.push(r));
+    if (call.finished) throw this.finishedError(call);
+    if (call.halfClosed) throw new RpcError(Status.INTERNAL, `${call.method}: write after end()`);
+    if (message.byteLength > this.peerSettings.maxMessageBytes) {
+      const details = `request message of ${message.byteLength} bytes exceeds the server's max message size of ${this.peerSettings.maxMessageBytes} bytes`;
+      this.clientCancel(call, Status.RESOURCE_EXHAUSTED, details);
+      throw new RpcError(Status.RESOURCE_EXHAUSTED, details);
+    }
+    while (call.window.send <= 0 && !call.finished) await call.window.waitForRoom();
+    if (call.finished) throw this.finishedError(call);
+    call.window.send -= message.byteLength;
+    if (last) call.halfClosed = true;
+    this.transport.send(FrameKind.MESSAGE, last ? FrameFlag.END_STREAM : 0, call.callId, 0, message);
+    if (this.transport.bufferedBytes > TRANSPORT_HIGH_WATER) await this.writable();
+  }
+
+  /** @internal */
+  clientHalfClose(call: ClientCallImpl): void {
+    if (call.finished || call.halfClosed) return;
+    call.halfClosed = true;
+    const send = () => {
+      if (!call.finished) this.transport.send(FrameKind.MESSAGE, FrameFlag.END_STREAM | FrameFlag.NO_MESSAGE, call.callId, 0);
+    };
+    if (call.begun) send();
+    else call.beginWaiters.push(send);
+  }
+
+  /** @internal */
+  clientCancel(call: ClientCallImpl, code: number, details: string): void {
+    if (call.finished) return;
+    if (call.begun && !this.isClosed) this.transport.send(FrameKind.CANCEL, 0, call.callId, code);
+    this.finishClient(call, this.status(code, details));
+  }
+
+  private finishClient(call: ClientCallImpl, status: FinalStatus): void {
+    if (call.finished) return;
+    call.finished = true;
+    if (call.timer) clearTimeout(call.timer);
+    if (this.clientCalls.delete(call.callId)) this.stats.activeClientCalls--;
+    const queued = this.startQueue.indexOf(call);
+    if (queued >= 0) this.startQueue.splice(queued, 1);
+    call.settle(status);
+    this.startQueued();
+  }
+
+  private startQueued(): void {
+    while (this.startQueue.length > 0 && this.stats.activeClientCalls - this.startQueue.length < this.peerSettings.maxConcurrentCalls) {
+      this.begin(this.startQueue.shift()!);
+    }
+  }
+
+  private finishedError(call: ClientCallImpl): RpcError {
+    const s = call.finalStatus;
+    return s ? new RpcError(s.code, s.details, s.trailers) : new RpcError(Status.CANCELLED, "call already finished");
+  }
+
+  // ---- server side -------------------------------------------------------------------------
+
+  /** @internal */
+  serverSendHeaders(call: ServerCallImpl, metadata: Metadata): void {
+    if (call.ended || this.isClosed) return;
+    this.transport.send(FrameKind.MESSAGE, FrameFlag.HEADERS, call.callId, 0, encodeHeaders(metadata));
+  }
+
+  /** @internal */
+  async serverWrite(call: ServerCallImpl, message: Uint8Array): Promise<void> {
+    if (call.ended) throw new RpcError(Status.CANCELLED, `${call.method}: write after the call ended (cancelled, deadline, or end() called)`);
+    if (message.byteLength > this.peerSettings.maxMessageBytes) {
+      const details = `response message of ${message.byteLength} bytes exceeds the client's max message size of ${this.peerSettings.maxMessageBytes} bytes`;
+      this.serverEnd(call, Status.RESOURCE_EXHAUSTED, details);
+      throw new RpcError(Status.RESOURCE_EXHAUSTED, details);
+    }
+    if (!call.shape.serverStreaming && call.responsesSent > 0) {
+      throw new RpcError(Status.INTERNAL, `${call.method}: a unary call has exactly one response; the handler wrote a second`);
+    }
+    while (call.window.send <= 0 && !call.ended) await call.window.waitForRoom();
+    if (call.ended) throw new RpcError(Status.CANCELLED, `${call.method}: the call ended while waiting to send`);
+    call.window.send -= message.byteLength;
+    call.responsesSent++;
+    this.transport.send(FrameKind.MESSAGE, 0, call.callId, 0, message);
+    if (this.transport.bufferedBytes > TRANSPORT_HIGH_WATER) await this.writable();
+  }
+
+  /** @internal */
+  serverEnd(call: ServerCallImpl, code: number, details: string, trailers?: Metadata): void {
+    if (call.ended) return;
+    if (!this.isClosed) this.transport.send(FrameKind.END, 0, call.callId, code, encodeEndStatus(code, details, trailers));
+    this.retireServer(call);
+  }
+
+  private retireServer(call: ServerCallImpl): void {
+    call.ended = true;
+    if (call.timer) clearTimeout(call.timer);
+    call.window.wake();
+    call.requests.end();
+    if (this.serverCalls.delete(call.callId)) this.stats.activeServerCalls--;
+    if (this.draining && this.serverCalls.size === 0) this.wakeDrainWaiters();
+  }
+
+  private onCall(callId: number, body: Uint8Array): void {
+    if (this.serverCalls.has(callId)) {
+      this.protocolError(`CALL for call id ${callId}, which is already active`);
+      return;
+    }
+    const reject = (code: number, details: string) =>
+      this.transport.send(FrameKind.END, 0, callId, code, encodeEndStatus(code, details));
+    if (this.draining) return reject(Status.UNAVAILABLE, "server is draining (GOAWAY sent): retry on a new connection");
+    if (this.serverCalls.size >= this.localSettings.maxConcurrentCalls) {
+      return reject(Status.RESOURCE_EXHAUSTED, `too many concurrent calls (limit ${this.localSettings.maxConcurrentCalls})`);
+    }
+    let head;
+    try {
+      head = decodeCallHead(body);
+    } catch (e) {
+      return reject(Status.INTERNAL, (e as WireError).message);
+    }
+    if (!/^\/[^/]+\/[^/]+$/.test(head.method)) return reject(Status.UNIMPLEMENTED, `malformed method name ${JSON.stringify(head.method.slice(0, 200))}: expected /package.Service/Method`);
+    const deadline = head.timeoutUs > 0 ? Date.now() + head.timeoutUs / 1000 : undefined;
+    const call = new ServerCallImpl(this, callId, head.method, head.metadata, deadline, {
+      serverStreaming: head.serverStreaming,
+      clientStreaming: head.clientStreaming,
+    });
+    this.serverCalls.set(callId, call);
+    this.stats.activeServerCalls++;
+    this.stats.callsServed++;
+    if (deadline !== undefined) {
+      call.timer = setTimeout(() => {
+        if (call.ended) return;
+        const details = `deadline exceeded (${(head.timeoutUs / 1000).toFixed(1)} ms) while serving ${head.method}`;
+        call.controller.abort(new RpcError(Status.DEADLINE_EXCEEDED, details));
+        this.serverEnd(call, Status.DEADLINE_EXCEEDED, details);
+      }, head.timeoutUs / 1000);
+    }
+    const handler = this.handler;
+    if (!handler) return this.serverEnd(call, Status.UNIMPLEMENTED, `no service is served on this connection (${head.method})`);
+    let result: void | Promise<void>;
+    try {
+      result = handler(call);
+    } catch (e) {
+      this.handlerFailed(call, e);
+      return;
+    }
+    if (result && typeof (result as Promise<void>).then === "function") {
+      (result as Promise<void>).then(
+        () => this.serverEnd(call, Status.OK, ""),
+        (e) => this.handlerFailed(call, e),
+      );
+    } else {
+      // A synchronous handler that did not end the call keeps it open (it may end it later).
+    }
+  }
+
+  private handlerFailed(call: ServerCallImpl, e: unknown): void {
+    if (call.ended) return;
+    if (e instanceof RpcError) return this.serverEnd(call, e.code, e.details, e.trailers);
+    const message = e instanceof Error ? e.message : String(e);
+    this.log.debug({ method: call.method, err: message }, "handler threw");
+    this.serverEnd(call, Status.UNKNOWN, message);
+  }
+
+  // ---- frames from the peer ------------------------------------------------------------------
+
+  private onFrame(kind: number, flags: number, callId: number, aux: number, body: Uint8Array): void {
+    const mine = (callId & 1) === (this.nextCallId & 1);
+    switch (kind) {
+      case FrameKind.CALL:
+        if (mine || callId === 0) return this.protocolError(`CALL with call id ${callId} from the wrong id space`);
+        return this.onCall(callId, body);
+      case FrameKind.MESSAGE:
+        if (mine) return this.onResponseMessage(callId, flags, body);
+        return this.onRequestMessage(callId, flags, body);
+      case FrameKind.END: {
+        const call = mine ? this.clientCalls.get(callId) : undefined;
+        if (!call) return;
+        let status: FinalStatus;
+        try {
+          const s = decodeEndStatus(body);
+          status = { code: aux, details: s.message, trailers: s.trailers };
+        } catch (e) {
+          status = this.status(Status.INTERNAL, (e as Error).message);
+        }
+        return this.finishClient(call, status);
+      }
+      case FrameKind.CANCEL: {
+        const call = mine ? undefined : this.serverCalls.get(callId);
+        if (!call) return;
+        const code = aux === Status.DEADLINE_EXCEEDED ? aux : Status.CANCELLED;
+        call.controller.abort(new RpcError(code, code === Status.CANCELLED ? "cancelled by the client" : "the client's deadline passed"));
+        return this.retireServer(call);
+      }
+      case FrameKind.WINDOW: {
+        const call = mine ? this.clientCalls.get(callId) : this.serverCalls.get(callId);
+        call?.window.grant(aux);
+        return;
+      }
+      case FrameKind.PING:
+        if (!this.isClosed) this.transport.send(FrameKind.PONG, 0, 0, aux);
+        return;
+      case FrameKind.PONG: {
+        const done = this.pings.get(aux);
+        if (done) {
+          this.pings.delete(aux);
+          done(0);
+        }
+        return;
+      }
+      case FrameKind.GOAWAY:
+        this.peerDraining = true;
+        return;
+      default:
+        return; // HELLO and DOORBELL belong to the transport layer
+    }
+  }
+
+  private onRequestMessage(callId: number, flags: number, body: Uint8Array): void {
+    const call = this.serverCalls.get(callId);
+    if (!call) return; // the call ended on our side already (cancel/deadline race): drop
+    if (!(flags & FrameFlag.NO_MESSAGE)) {
+      if (!this.accept(call.window, body.byteLength, call.method)) {
+        call.controller.abort(new RpcError(Status.RESOURCE_EXHAUSTED, "client ignored flow control"));
+        return this.serverEnd(call, Status.RESOURCE_EXHAUSTED, "client sent more than its flow-control window allows");
+      }
+      if (body.byteLength > this.localSettings.maxMessageBytes) {
+        const details = `request message of ${body.byteLength} bytes exceeds this server's max message size of ${this.localSettings.maxMessageBytes} bytes`;
+        call.controller.abort(new RpcError(Status.RESOURCE_EXHAUSTED, details));
+        return this.serverEnd(call, Status.RESOURCE_EXHAUSTED, details);
+      }
+      call.requests.push(body.slice());
+    }
+    if (flags & FrameFlag.END_STREAM) call.requests.end();
+  }
+
+  private onResponseMessage(callId: number, flags: number, body: Uint8Array): void {
+    const call = this.clientCalls.get(callId);
+    if (!call) return;
+    if (flags & FrameFlag.HEADERS) {
+      try {
+        call.setHeaders(decodeHeaders(body));
+      } catch (e) {
+        this.clientCancel(call, Status.INTERNAL, (e as Error).message);
+      }
+      return;
+    }
+    if (flags & FrameFlag.NO_MESSAGE) return;
+    if (!this.accept(call.window, body.byteLength, call.method)) {
+      return this.clientCancel(call, Status.RESOURCE_EXHAUSTED, "server sent more than its flow-control window allows");
+    }
+    if (body.byteLength > this.localSettings.maxMessageBytes) {
+      return this.clientCancel(
+        call,
+        Status.RESOURCE_EXHAUSTED,
+        `response message of ${body.byteLength} bytes exceeds this client's max message size of ${this.localSettings.maxMessageBytes} bytes`,
+      );
+    }
+    if (!call.shape.serverStreaming && call.responses.length > 0) {
+      return this.clientCancel(call, Status.INTERNAL, `${call.method}: server sent more than one response to a unary call`);
+    }
+    call.responses.push(body.slice());
+  }
+
+  /** Accounts received bytes against what we granted; false if the peer overran its window. */
+  private accept(w: Window, bytes: number, method: string): boolean {
+    w.recvBalance += bytes;
+    if (w.recvBalance > this.localSettings.initialWindowBytes + this.localSettings.maxMessageBytes) {
+      this.stats.flowControlViolations++;
+      this.log.warn({ method, balance: w.recvBalance }, "peer overran its flow-control window; failing the call");
+      return false;
+    }
+    return true;
+  }
+
+  /** @internal The consumer read `bytes`: grant them back once half a window has accumulated. */
+  consumed(w: Window, callId: number, bytes: number, finished: boolean): void {
+    w.recvUnacked += bytes;
+    if (finished || this.isClosed) return;
+    if (w.recvUnacked >= this.localSettings.initialWindowBytes / 2) {
+      const grant = w.recvUnacked;
+      w.recvUnacked = 0;
+      w.recvBalance -= grant;
+      this.transport.send(FrameKind.WINDOW, 0, callId, grant);
+    }
+  }
+
+  // ---- connection --------------------------------------------------------------------------
+
+  /** Round trip of a PING, in milliseconds. */
+  async ping(timeoutMs = 5000): Promise<number> {
+    if (this.isClosed) throw new RpcError(Status.UNAVAILABLE, "connection is closed");
+    const seq = (this.pingSeq = (this.pingSeq + 1) >>> 0);
+    const t0 = performance.now();
+    return await new Promise<number>((resolve, reject) => {
+      const timer = setTimeout(() => {
+        this.pings.delete(seq);
+        reject(new RpcError(Status.DEADLINE_EXCEEDED, `no PONG within ${timeoutMs} ms`));
+      }, timeoutMs);
+      this.pings.set(seq, () => {
+        clearTimeout(timer);
+        resolve(performance.now() - t0);
+      });
+      this.transport.send(FrameKind.PING, 0, 0, seq);
+    });
+  }
+
+  /**
+   * Graceful close: tells the peer to start no new calls here, refuses new ones, and resolves once
+   * every call this side serves has finished (or `graceMs` passed; then the rest are cancelled).
+   */
+  async goaway(graceMs = 30_000): Promise<void> {
+    if (this.isClosed) return;
+    if (!this.draining) {
+      this.draining = true;
+      this.transport.send(FrameKind.GOAWAY, 0, 0, 0);
+    }
+    if (this.serverCalls.size > 0) {
+      let timer: ReturnType<typeof setTimeout> | undefined;
+      await Promise.race([
+        new Promise<void>((r) => this.drainWaiters.push(r)),
+        new Promise<void>((r) => (timer = setTimeout(r, graceMs))),
+      ]);
+      clearTimeout(timer);
+      for (const call of [...this.serverCalls.values()]) {
+        call.controller.abort(new RpcError(Status.UNAVAILABLE, "server drain grace period over"));
+        this.serverEnd(call, Status.UNAVAILABLE, `server shut down before the call finished (drain grace ${graceMs} ms)`);
+      }
+    }
+  }
+
+  close(reason = "closed locally"): void {
+    if (this.isClosed) return;
+    this.transport.close(reason);
+    this.onClose(new Error(reason));
+  }
+
+  private wakeDrainWaiters(): void {
+    const w = this.drainWaiters;
+    this.drainWaiters = [];
+    for (const f of w) f();
+  }
+
+  private writable(): Promise<void> {
+    if (this.isClosed) return Promise.resolve();
+    return new Promise((r) => this.writableWaiters.push(r));
+  }
+
+  private onWritable(): void {
+    const w = this.writableWaiters;
+    this.writableWaiters = [];
+    for (const f of w) f();
+  }
+
+  private protocolError(what: string): void {
+    this.log.warn({ peer: this.peerName }, `protocol error from ${this.peerName}: ${what}; closing the connection`);
+    this.close(`protocol error: ${what}`);
+  }
+
+  private onClose(error?: Error): void {
+    if (this.isClosed) return;
+    this.isClosed = true;
+    this.closeError = error;
+    const why = `connection to ${this.peerName} lost${error ? `: ${error.message}` : ""}`;
+    if (error && !/closed locally/.test(error.message)) this.log.info({ peer: this.peerName, reason: error.message }, why);
+    for (const call of [...this.clientCalls.values()]) this.finishClient(call, this.status(Status.UNAVAILABLE, why));
+    for (const call of [...this.serverCalls.values()]) {
+      call.controller.abort(new RpcError(Status.UNAVAILABLE, why));
+      this.retireServer(call);
+    }
+    this.onWritable();
+    this.wakeDrainWaiters();
+    for (const done of this.pings.values()) done(Number.NaN);
+    this.pings.clear();
+    this.resolveClosed(error);
+  }
+
+  private status(code: number, details: string, trailers: Metadata = {}): FinalStatus {
+    return { code, details, trailers };
+  }
+}
+
+export { statusName, EMPTY as EMPTY_MESSAGE };
