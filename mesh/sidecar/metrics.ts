@@ -1,0 +1,165 @@
+// Prometheus metrics of one sidecar (prom-client, own registry). Names are mesh_*; every label set is
+// bounded: methods come from the pod's protos (anything else is counted as "other"), codes are gRPC's.
+import { Counter, Gauge, Histogram, Registry } from "prom-client";
+import { sampleProcess } from "../../runtime/procstat.ts";
+import type { TransportStats } from "../../runtime/transport/types.ts";
+import { statusName } from "../../runtime/rpc/status.ts";
+
+export type Direction = "inbound" | "outbound";
+
+export interface SessionView {
+  transport: string;
+  stats: TransportStats;
+  bufferedBytes: number;
+}
+
+export class SidecarMetrics {
+  readonly registry = new Registry();
+  readonly requests: Counter<"direction" | "method" | "code">;
+  readonly duration: Histogram<"direction" | "method">;
+  readonly retries: Counter<"service">;
+  readonly retryBudgetExhausted: Counter<"service">;
+  readonly attempts: Counter<"service" | "endpoint" | "code">;
+  readonly breakerOpen: Gauge<"service">;
+  readonly breakerActive: Gauge<"service">;
+  readonly breakerPending: Gauge<"service">;
+  readonly breakerRejections: Counter<"service">;
+  readonly ejections: Counter<"service" | "endpoint">;
+  readonly ejected: Gauge<"service" | "endpoint">;
+  readonly endpoints: Gauge<"service">;
+  readonly inflight: Gauge<"direction">;
+  readonly sessionsGauge: Gauge<"transport">;
+
+  constructor(pod: string, sessions: () => readonly SessionView[], upstreamState: () => void) {
+    this.registry.setDefaultLabels({ pod });
+    const r = [this.registry];
+    this.requests = new Counter({
+      name: "mesh_requests_total",
+      help: "Calls finished by this sidecar, by direction (inbound: network → app; outbound: app → upstream), method and gRPC status",
+      labelNames: ["direction", "method", "code"],
+      registers: r,
+    });
+    this.duration = new Histogram({
+      name: "mesh_request_duration_seconds",
+      help: "Call duration as seen by this sidecar, from the first byte in to the status out",
+      labelNames: ["direction", "method"],
+      buckets: [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10],
+      registers: r,
+    });
+    this.retries = new Counter({ name: "mesh_upstream_retries_total", help: "Retry attempts sent to an upstream service", labelNames: ["service"], registers: r });
+    this.retryBudgetExhausted = new Counter({
+      name: "mesh_upstream_retry_budget_exhausted_total",
+      help: "Retries not made because the retry budget was used up",
+      labelNames: ["service"],
+      registers: r,
+    });
+    this.attempts = new Counter({
+      name: "mesh_upstream_attempts_total",
+      help: "Attempts (first tries and retries) to each upstream endpoint, by gRPC status",
+      labelNames: ["service", "endpoint", "code"],
+      registers: r,
+    });
+    this.breakerOpen = new Gauge({
+      name: "mesh_circuit_breaker_open",
+      help: "1 while the upstream's circuit breaker is at max_concurrent (new calls queue or are refused)",
+      labelNames: ["service"],
+      registers: r,
+      collect: upstreamState,
+    });
+    this.breakerActive = new Gauge({ name: "mesh_upstream_active_requests", help: "Calls in flight to the upstream service", labelNames: ["service"], registers: r });
+    this.breakerPending = new Gauge({ name: "mesh_upstream_pending_requests", help: "Calls waiting for a circuit-breaker slot", labelNames: ["service"], registers: r });
+    this.breakerRejections = new Counter({
+      name: "mesh_circuit_breaker_rejections_total",
+      help: "Calls refused with RESOURCE_EXHAUSTED because max_concurrent and max_pending were reached",
+      labelNames: ["service"],
+      registers: r,
+    });
+    this.ejections = new Counter({ name: "mesh_outlier_ejections_total", help: "Times an endpoint was ejected by outlier detection", labelNames: ["service", "endpoint"], registers: r });
+    this.ejected = new Gauge({ name: "mesh_outlier_ejected", help: "1 while the endpoint is ejected", labelNames: ["service", "endpoint"], registers: r });
+    this.endpoints = new Gauge({ name: "mesh_upstream_endpoints", help: "Endpoints currently resolved for the upstream service", labelNames: ["service"], registers: r });
+    this.inflight = new Gauge({ name: "mesh_requests_in_flight", help: "Calls in progress", labelNames: ["direction"], registers: r });
+
+    this.sessionsGauge = new Gauge({
+      name: "mesh_app_sessions",
+      help: "App sessions connected to this sidecar, by transport in use (uds, shm, rpal)",
+      labelNames: ["transport"],
+      registers: r,
+      collect() {
+        this.reset();
+        for (const name of ["uds", "shm", "rpal"]) this.set({ transport: name }, 0);
+        for (const s of sessions()) this.inc({ transport: s.transport });
+      },
+    });
+    const transportCounter = (name: string, help: string, pick: (s: TransportStats) => number | undefined) =>
+      new Gauge({
+        // A gauge fed from the transports' own counters: sessions come and go, so the sum may drop.
+        name,
+        help,
+        labelNames: ["transport"],
+        registers: r,
+        collect() {
+          this.reset();
+          for (const s of sessions()) this.inc({ transport: s.transport }, pick(s.stats) ?? 0);
+        },
+      });
+    transportCounter("mesh_transport_frames_sent", "Frames sent to the app by live sessions' transports", (s) => s.framesSent);
+    transportCounter("mesh_transport_frames_received", "Frames received from the app by live sessions' transports", (s) => s.framesReceived);
+    transportCounter("mesh_transport_bytes_sent", "Bytes sent to the app by live sessions' transports", (s) => s.bytesSent);
+    transportCounter("mesh_transport_bytes_received", "Bytes received from the app by live sessions' transports", (s) => s.bytesReceived);
+    transportCounter("mesh_transport_doorbells_sent", "Doorbells rung towards the app (shm/rpal: the app was parked)", (s) => s.doorbellsSent);
+    transportCounter("mesh_transport_doorbells_received", "Doorbells received from the app (shm/rpal)", (s) => s.doorbellsReceived);
+    new Gauge({
+      name: "mesh_transport_buffered_bytes",
+      help: "Bytes queued towards the app not yet taken by the transport (ring or socket full)",
+      labelNames: ["transport"],
+      registers: r,
+      collect() {
+        this.reset();
+        for (const s of sessions()) this.inc({ transport: s.transport }, s.bufferedBytes);
+      },
+    });
+
+    const pid = process.pid;
+    new Gauge({
+      name: "mesh_process_cpu_seconds_total",
+      help: "CPU time (user + system, all threads) of the sidecar process, from /proc",
+      registers: r,
+      collect() {
+        this.set(sampleProcess(pid).cpuNs / 1e9);
+      },
+    });
+    new Gauge({
+      name: "mesh_process_resident_memory_bytes",
+      help: "Resident set size of the sidecar process, from /proc",
+      registers: r,
+      collect() {
+        this.set(sampleProcess(pid).rssBytes);
+      },
+    });
+    new Gauge({
+      name: "mesh_process_context_switches_total",
+      help: "Context switches of the sidecar process (all threads), from /proc",
+      labelNames: ["kind"],
+      registers: r,
+      collect() {
+        const s = sampleProcess(pid);
+        this.set({ kind: "voluntary" }, s.voluntaryCtxSwitches);
+        this.set({ kind: "involuntary" }, s.involuntaryCtxSwitches);
+      },
+    });
+  }
+
+  /** Records one finished call. */
+  observe(direction: Direction, method: string, code: number, seconds: number): void {
+    this.requests.inc({ direction, method, code: statusName(code) });
+    this.duration.observe({ direction, method }, seconds);
+  }
+
+  text(): Promise<string> {
+    return this.registry.metrics();
+  }
+
+  get contentType(): string {
+    return this.registry.contentType;
+  }
+}
