@@ -1,0 +1,82 @@
+// How long a consumer that found its ring empty keeps polling before it parks (and the producer then
+// has to ring the doorbell: a write(2) on its side, an epoll wake-up and often an idle-CPU wake-up on
+// ours, 15–35 µs on a VM). Spinning only pays when the peer runs on another CPU and answers within the
+// spin; when both share one CPU, spinning just delays the peer. A fixed spin is wrong on one of the two
+// placements, so `auto` learns from outcomes:
+//   - a wait that ended while spinning after w µs ("hit") raises the budget to cover 2·w;
+//   - a spin that ended in parking ("miss") halves it; below 1 µs it is 0 (park at once);
+//   - at 0, every PROBE_EVERY parks one wait spins PROBE_US again, so a change of placement (the peer
+//     moved to its own core, load appeared) is noticed;
+//   - if the peer last reported running on our CPU, that wait does not spin at all.
+
+export type SpinSetting = "off" | "auto" | number;
+
+export const AUTO_MAX_US = 50;
+const AUTO_START_US = 10;
+const PROBE_US = 20;
+const PROBE_EVERY = 64;
+export const MAX_FIXED_SPIN_US = 10_000;
+
+/** Parses MESH_SHM_SPIN / a config value. Throws naming the source and the accepted forms. */
+export function parseSpinSetting(value: string | number | undefined, source = "MESH_SHM_SPIN"): SpinSetting {
+  if (value === undefined || value === "") return "auto";
+  if (value === "off" || value === "auto") return value;
+  const n = typeof value === "number" ? value : /^\d+$/.test(value.trim()) ? Number(value.trim()) : NaN;
+  if (!Number.isInteger(n) || n < 0 || n > MAX_FIXED_SPIN_US) {
+    throw new Error(
+      `${source}=${JSON.stringify(value)} is not a spin setting: use "off", "auto" or a whole number of microseconds up to ${MAX_FIXED_SPIN_US}`,
+    );
+  }
+  return n === 0 ? "off" : n;
+}
+
+/** The spin_us value of ShmSetup: 0 = park at once, 0xFFFFFFFF = adaptive, else µs. */
+export function spinToWire(s: SpinSetting): number {
+  return s === "off" ? 0 : s === "auto" ? 0xffffffff : s;
+}
+
+export function spinFromWire(n: number): SpinSetting {
+  return n === 0 ? "off" : n === 0xffffffff ? "auto" : Math.min(n, MAX_FIXED_SPIN_US);
+}
+
+export class SpinPolicy {
+  private budget: number;
+  private parksAtZero = 0;
+  hits = 0;
+  misses = 0;
+
+  constructor(readonly setting: SpinSetting) {
+    this.budget = setting === "off" ? 0 : setting === "auto" ? AUTO_START_US : setting;
+  }
+
+  /** µs to spin before parking, for the wait that starts now. */
+  budgetUs(peerOnMyCpu: boolean): number {
+    if (this.setting === "off") return 0;
+    if (this.setting !== "auto") return this.budget;
+    if (peerOnMyCpu) return 0;
+    if (this.budget > 0) return this.budget;
+    if (++this.parksAtZero >= PROBE_EVERY) {
+      this.parksAtZero = 0;
+      return PROBE_US;
+    }
+    return 0;
+  }
+
+  /** The current adaptive budget (for stats and tests). */
+  get currentUs(): number {
+    return this.budget;
+  }
+
+  hit(waitedUs: number): void {
+    this.hits++;
+    if (this.setting !== "auto") return;
+    this.budget = Math.min(AUTO_MAX_US, Math.max(this.budget, 2 * waitedUs + 1));
+  }
+
+  miss(): void {
+    this.misses++;
+    if (this.setting !== "auto") return;
+    this.budget = this.budget / 2;
+    if (this.budget < 1) this.budget = 0;
+  }
+}

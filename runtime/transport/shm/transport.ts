@@ -1,0 +1,351 @@
+// ShmTransport: frames through two shared-memory rings, a doorbell on the uds control connection only
+// when the reader sleeps. Implements Transport, so the RPC channel runs over it unchanged.
+//
+// The reader runs in the JS event loop: a poll drains the ring (bounded), then yields with
+// setImmediate so handlers' microtasks and other I/O run; when the ring is empty it spins in short
+// synchronous slices (yielding between them) for as long as the SpinPolicy allows, then parks:
+// announce "parked" in shared memory, re-check the ring, and sleep until a DOORBELL frame arrives on
+// the control connection. A producer rings only when it finds the reader parked, so under load no
+// syscall is made per message. When the ring is full, frames wait in a local backlog (the only path
+// that copies), and the producer asks the reader to ring back once it has made room.
+import { logger } from "../../log.ts";
+import { FRAME_HEADER_BYTES, FrameKind, maxFrameBody } from "../../rpc/frame.ts";
+import { DEFAULT_SETTINGS } from "../../rpc/types.ts";
+import { currentCpu } from "../../native/libc.ts";
+import type { FrameSink, Transport, TransportStats } from "../types.ts";
+import { CorruptSegmentError, RingReader, RingWriter, type RingSink } from "./ring.ts";
+import type { ShmSegment } from "./segment.ts";
+import { SpinPolicy, type SpinSetting } from "./spin.ts";
+
+const log = logger("shm");
+/** Records handled per poll before yielding to the event loop. */
+const POLL_BUDGET = 256;
+/** Longest synchronous spin before yielding to the event loop, in ms. */
+const SPIN_SLICE_MS = 0.02;
+const EMPTY = new Uint8Array(0);
+
+export interface ShmTransportOptions {
+  segment: ShmSegment;
+  /** The session's uds connection: carries doorbells; closing it ends the session. */
+  control: Transport;
+  spin?: SpinSetting;
+  /** Largest frame body accepted from the peer (from the local max message size). */
+  maxBodyBytes?: number;
+  /** Largest frame body the peer accepts (from its HELLO). */
+  peerMaxBodyBytes?: number;
+}
+
+interface Pending {
+  kind: FrameKind;
+  flags: number;
+  callId: number;
+  aux: number;
+  body: Uint8Array;
+}
+
+export interface ShmStats extends TransportStats {
+  doorbellsSent: number;
+  doorbellsReceived: number;
+  parks: number;
+  spinHits: number;
+  spinMisses: number;
+  /** Frames that found the ring full and waited in the local backlog. */
+  backlogged: number;
+}
+
+export class ShmTransport implements Transport {
+  readonly name = "shm" as const;
+  readonly stats: ShmStats = {
+    framesSent: 0,
+    framesReceived: 0,
+    bytesSent: 0,
+    bytesReceived: 0,
+    doorbellsSent: 0,
+    doorbellsReceived: 0,
+    parks: 0,
+    spinHits: 0,
+    spinMisses: 0,
+    backlogged: 0,
+  };
+  closeError: Error | undefined;
+
+  private readonly segment: ShmSegment;
+  private readonly control: Transport;
+  private readonly writer: RingWriter;
+  private readonly reader: RingReader;
+  private readonly spin: SpinPolicy;
+  private readonly peerMaxBody: number;
+  private sink: FrameSink | undefined;
+  private isClosed = false;
+  private scheduled = false;
+  private parked = false;
+  /** performance.now() when the current wait began (0 = not waiting), and when its spin ends. */
+  private waitStart = 0;
+  private spinUntil = 0;
+  private backlog: Pending[] = [];
+  private backlogHead = 0;
+  private backlogBytes = 0;
+  private readonly ringSink: RingSink;
+
+  constructor(opts: ShmTransportOptions) {
+    this.segment = opts.segment;
+    this.control = opts.control;
+    const cap = opts.segment.info.ringBytes;
+    const mine = opts.segment.ringOffsets(opts.segment.role);
+    const theirs = opts.segment.ringOffsets(opts.segment.role === "app" ? "sidecar" : "app");
+    const buf = opts.segment.buffer;
+    this.writer = new RingWriter(buf, mine.control, mine.data, cap);
+    this.reader = new RingReader(buf, theirs.control, theirs.data, cap, opts.maxBodyBytes ?? maxFrameBody(DEFAULT_SETTINGS.maxMessageBytes));
+    this.peerMaxBody = opts.peerMaxBodyBytes ?? maxFrameBody(DEFAULT_SETTINGS.maxMessageBytes);
+    this.spin = new SpinPolicy(opts.spin ?? "auto");
+    this.ringSink = {
+      onFrame: (kind, flags, callId, aux, body) => {
+        this.stats.framesReceived++;
+        this.stats.bytesReceived += FRAME_HEADER_BYTES + body.length;
+        this.sink!.onFrame(kind, flags, callId, aux, body);
+      },
+    };
+  }
+
+  get bufferedBytes(): number {
+    return this.backlogBytes;
+  }
+
+  get closed(): boolean {
+    return this.isClosed;
+  }
+
+  get role(): "app" | "sidecar" {
+    return this.segment.role;
+  }
+
+  /** The adaptive spin budget right now (µs), for stats. */
+  get spinBudgetUs(): number {
+    return this.spin.currentUs;
+  }
+
+  start(sink: FrameSink): void {
+    if (this.sink) throw new Error("ShmTransport.start called twice");
+    this.sink = sink;
+    if (this.isClosed) {
+      sink.onClose(this.closeError);
+      return;
+    }
+    // The app rings once so the sidecar sees the attach token and closes its memfd at once.
+    if (this.segment.role === "app") this.ring();
+    this.run();
+  }
+
+  send(kind: FrameKind, flags: number, callId: number, aux: number, body: Uint8Array = EMPTY): void {
+    if (this.isClosed) throw new Error(`shm transport is closed${this.closeError ? `: ${this.closeError.message}` : ""}`);
+    if (body.length > this.peerMaxBody) {
+      throw new RangeError(`frame body of ${body.length} bytes exceeds the ${this.peerMaxBody} bytes the peer accepts`);
+    }
+    this.stats.framesSent++;
+    this.stats.bytesSent += FRAME_HEADER_BYTES + body.length;
+    if (this.backlogHead === this.backlog.length) {
+      let done: boolean;
+      try {
+        done = this.writer.writeFrame(kind, flags, callId, aux, body);
+      } catch (e) {
+        this.fail(e);
+        return;
+      }
+      this.wakeReader();
+      if (done) return;
+    }
+    // Ring full, or earlier frames still queued: keep a copy, in order (a half-written chunked frame
+    // is first in the backlog and resumes where the writer left it).
+    this.stats.backlogged++;
+    this.backlog.push({ kind, flags, callId, aux, body: body.length ? body.slice() : EMPTY });
+    this.backlogBytes += FRAME_HEADER_BYTES + body.length;
+    this.awaitSpace();
+  }
+
+  /** Called for each DOORBELL frame from the control connection: the peer published or made room. */
+  onDoorbell(): void {
+    this.stats.doorbellsReceived++;
+    if (this.isClosed) return;
+    this.parked = false;
+    this.run();
+  }
+
+  close(reason?: string): void {
+    this.shutdown(reason ? new Error(reason) : undefined);
+  }
+
+  private shutdown(error: Error | undefined): void {
+    if (this.isClosed) return;
+    this.isClosed = true;
+    this.closeError ??= error;
+    this.reader.stopped = true;
+    this.backlog = [];
+    this.backlogHead = 0;
+    this.backlogBytes = 0;
+    try {
+      this.segment.release();
+    } catch (e) {
+      log.error({ err: (e as Error).message }, `shm: releasing the segment failed: ${(e as Error).message}`);
+    }
+    if (!this.control.closed) this.control.close(this.closeError?.message);
+    this.sink?.onClose(this.closeError);
+  }
+
+  private fail(e: unknown): void {
+    if (this.isClosed) return;
+    const err = e instanceof Error ? e : new Error(String(e));
+    if (err instanceof CorruptSegmentError) {
+      log.error({ role: this.segment.role, peerPid: this.segment.role === "sidecar" ? this.segment.appPid : undefined }, `${err.message}: closing the session`);
+    } else {
+      log.error({ err: err.message, stack: err.stack }, `shm transport failed: ${err.message}: closing the session`);
+    }
+    this.shutdown(err);
+  }
+
+  private ring(): void {
+    if (this.control.closed) return;
+    this.stats.doorbellsSent++;
+    this.control.send(FrameKind.DOORBELL, 0, 0, 0);
+  }
+
+  /** After publishing: ring the reader's doorbell if (and only if) it is parked. */
+  private wakeReader(): void {
+    if (this.writer.takeParkedConsumer()) this.ring();
+  }
+
+  private awaitSpace(): void {
+    // Need room for the largest record plus a wrap: then the next write cannot fail.
+    for (;;) {
+      try {
+        if (this.writer.announceWaiting(2 * this.writer.maxRecord)) return;
+      } catch (e) {
+        this.fail(e);
+        return;
+      }
+      if (!this.flushBacklog()) return;
+    }
+  }
+
+  /** Writes queued frames into the ring. Returns true if it stopped because the ring is full. */
+  private flushBacklog(): boolean {
+    const hadBytes = this.backlogBytes;
+    let full = false;
+    while (this.backlogHead < this.backlog.length && !this.isClosed) {
+      const f = this.backlog[this.backlogHead]!;
+      let done: boolean;
+      try {
+        done = this.writer.writeFrame(f.kind, f.flags, f.callId, f.aux, f.body);
+      } catch (e) {
+        this.fail(e);
+        return false;
+      }
+      if (!done) {
+        full = true;
+        break;
+      }
+      this.backlog[this.backlogHead++] = undefined as unknown as Pending;
+      this.backlogBytes -= FRAME_HEADER_BYTES + f.body.length;
+    }
+    this.wakeReader();
+    if (this.backlogHead === this.backlog.length) {
+      this.backlog = [];
+      this.backlogHead = 0;
+    } else if (this.backlogHead > 1024 && this.backlogHead * 2 > this.backlog.length) {
+      this.backlog = this.backlog.slice(this.backlogHead);
+      this.backlogHead = 0;
+    }
+    if (hadBytes > 0 && this.backlogBytes === 0 && !this.isClosed) this.sink?.onWritable?.();
+    return full;
+  }
+
+  private schedule(): void {
+    if (this.scheduled || this.isClosed) return;
+    this.scheduled = true;
+    setImmediate(this.tick);
+  }
+
+  private readonly tick = (): void => {
+    this.scheduled = false;
+    this.run();
+  };
+
+  /** One poll: drain, serve a waiting producer, flush our backlog, then yield, spin or park. */
+  private run(): void {
+    if (this.isClosed || !this.sink) return;
+    try {
+      if (this.segment.fdOpen && this.segment.appAttached()) this.segment.closeFd();
+      const n = this.reader.poll(this.ringSink, POLL_BUDGET);
+      if (this.isClosed) return;
+      if (n > 0 && this.reader.takeWaitingProducer()) this.ring();
+      if (this.backlogHead < this.backlog.length && this.flushBacklog()) this.awaitSpace();
+      if (this.isClosed) return;
+      if (n > 0) {
+        // Yield so the frames' handlers (microtasks) and other I/O run; poll again right after.
+        if (this.waitStart !== 0) this.endWait(true);
+        this.schedule();
+        return;
+      }
+      this.idle();
+    } catch (e) {
+      this.fail(e);
+    }
+  }
+
+  private endWait(hit: boolean): void {
+    if (hit) {
+      this.stats.spinHits++;
+      this.spin.hit((performance.now() - this.waitStart) * 1000);
+    } else {
+      this.stats.spinMisses++;
+      this.spin.miss();
+    }
+    this.waitStart = 0;
+    this.spinUntil = 0;
+  }
+
+  /** The ring is empty: spin a slice (if the policy says so) or park. */
+  private idle(): void {
+    const now = performance.now();
+    if (this.waitStart === 0) {
+      const cpu = currentCpu();
+      this.segment.publishCpu(cpu);
+      const budgetUs = this.spin.budgetUs(cpu >= 0 && cpu === this.segment.peerCpu());
+      if (budgetUs <= 0) {
+        this.park();
+        return;
+      }
+      this.waitStart = now;
+      this.spinUntil = now + budgetUs / 1000;
+    }
+    const sliceEnd = Math.min(this.spinUntil, now + SPIN_SLICE_MS);
+    const reader = this.reader;
+    while (performance.now() < sliceEnd) {
+      if (reader.hasData()) {
+        this.run(); // that poll finds the records and ends the wait as a hit
+        return;
+      }
+    }
+    if (performance.now() >= this.spinUntil) {
+      this.endWait(false);
+      this.park();
+    } else {
+      this.schedule();
+    }
+  }
+
+  private park(): void {
+    this.reader.park();
+    if (this.reader.hasData()) {
+      this.reader.unpark();
+      this.schedule();
+      return;
+    }
+    this.stats.parks++;
+    this.parked = true;
+  }
+
+  /** True while the reader sleeps waiting for a doorbell (for tests and stats). */
+  get isParked(): boolean {
+    return this.parked;
+  }
+}
