@@ -1,3 +1,3 @@
 // mesh.yaml: the schema (types every part of the mesh imports) and the loader.
 export * from "./schema.ts";
-export { ConfigError, findPod, formatPath, loadConfig, parseConfig } from "./load.ts";
+export { ConfigError, fieldLocation, findPod, formatPath, loadConfig, parseConfig } from "./load.ts";

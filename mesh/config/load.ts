@@ -275,3 +275,19 @@ export function findPod(config: MeshConfig, name: string, file = "mesh.yaml"): P
   }
   return pod;
 }
+
+/**
+ * "<file>:<line>: <field>" for a field of an already loaded file, so checks done after loading
+ * (ports in use, commands not found) point at the same place a schema error would.
+ */
+export function fieldLocation(file: string, path: readonly PathSeg[]): string {
+  let line: number | undefined;
+  try {
+    const lines = new LineCounter();
+    const doc = parseDocument(readFileSync(file, "utf8"), { lineCounter: lines });
+    line = new Locator(doc, lines).line(path);
+  } catch {
+    // The file changed or vanished since it was loaded: fall back to no line number.
+  }
+  return `${displayName(file)}:${line ?? "?"}: ${formatPath(path)}`;
+}

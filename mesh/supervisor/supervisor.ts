@@ -1,0 +1,392 @@
+// `mesh up`: starts every pod (sidecar first, its app once the sidecar printed its ready line),
+// restarts what crashes, keeps the status table and the state file current, and on SIGINT/SIGTERM
+// drains apps then sidecars and removes every socket it made.
+import { existsSync, rmSync } from "node:fs";
+import { join, relative } from "node:path";
+import type { MeshConfig, PodConfig } from "../config/index.ts";
+import type { TransportChoice } from "../../runtime/transport/types.ts";
+import { fetchSidecarStatus } from "./admin-client.ts";
+import { makeDisplay, type Display } from "./display.ts";
+import { StartupError, UserError } from "./errors.ts";
+import { ManagedProcess, type BackoffPolicy, type ProcEvent } from "./managed-process.ts";
+import { ensurePrivateDir, MAX_SOCKET_PATH, runDir, runtimeRoot } from "./runtime-dir.ts";
+import { writeState, type PodState, type RunState } from "./state.ts";
+import { renderStatusTable, sidecarPorts, type ProcessRow } from "./table.ts";
+
+export const SIDECAR_ENTRY = join(import.meta.dir, "../sidecar/main.ts");
+
+export interface UpOptions {
+  config: MeshConfig;
+  configPath: string;
+  /** --transport, or MESH_TRANSPORT; overrides every pod's sidecar.transport. */
+  transport?: TransportChoice;
+  readyTimeoutMs: number;
+  /** How long apps (then sidecars, plus their drain_seconds) get after SIGTERM before SIGKILL. */
+  graceMs: number;
+  /** Mirror every child's output to stderr, prefixed with pod/process. */
+  mirrorLogs: boolean;
+  /** The bun executable to run sidecars (and apps whose command is `bun`) with; a marked copy for rpal. */
+  bunPath: string;
+  backoff?: BackoffPolicy;
+  display?: Display;
+}
+
+interface ReadyLine {
+  inbound: string | null;
+  admin: string | null;
+}
+
+/** The sidecar's one JSON "ready" line; anything else on its stdout is ignored. */
+export function parseReadyLine(line: string): ReadyLine | null {
+  if (!line.startsWith("{") || line.length > 4096) return null;
+  try {
+    const v = JSON.parse(line) as Record<string, unknown>;
+    if (v.event !== "ready") return null;
+    const addr = (x: unknown) => (typeof x === "string" && x.length > 0 && x.length <= 300 ? x : null);
+    return { inbound: addr(v.inbound), admin: addr(v.admin) };
+  } catch {
+    return null;
+  }
+}
+
+class PodRunner {
+  readonly sidecar: ManagedProcess;
+  readonly app: ManagedProcess;
+  inbound: string | null = null;
+  admin: string | null = null;
+  transport: string | null = null;
+  private readyWaiter: ((r: ReadyLine) => void) | undefined;
+  appStarted = false;
+
+  constructor(
+    readonly pod: PodConfig,
+    readonly socketPath: string,
+    readonly transport_requested: TransportChoice,
+    sidecarCmd: string[],
+    appCmd: string[],
+    logDir: string,
+    onEvent: (p: ManagedProcess, e: ProcEvent) => void,
+    backoff: BackoffPolicy | undefined,
+    mirror: ((who: string, line: string) => void) | undefined,
+  ) {
+    const baseEnv = { ...(process.env as Record<string, string>) };
+    // Our own TTY-ness must not leak: children write to pipes and log files.
+    delete baseEnv.FORCE_COLOR;
+    this.sidecar = new ManagedProcess(
+      {
+        pod: pod.name,
+        role: "sidecar",
+        cmd: sidecarCmd,
+        cwd: process.cwd(),
+        env: { ...baseEnv, MESH_POD: pod.name, MESH_LOG_FORMAT: baseEnv.MESH_LOG_FORMAT ?? "json" },
+        logPath: join(logDir, `${pod.name}-sidecar.log`),
+        mirror: mirror && ((line) => mirror(`${pod.name}/sidecar`, line)),
+        onStdoutLine: (line) => {
+          const ready = parseReadyLine(line);
+          if (!ready) return;
+          this.inbound = ready.inbound;
+          this.admin = ready.admin;
+          this.sidecar.markRunning();
+          this.readyWaiter?.(ready);
+          this.onReady?.(this);
+        },
+      },
+      onEvent,
+      backoff,
+    );
+    this.app = new ManagedProcess(
+      {
+        pod: pod.name,
+        role: "app",
+        cmd: appCmd,
+        cwd: pod.app.cwd,
+        env: {
+          ...baseEnv,
+          ...pod.app.env,
+          MESH_SOCKET: socketPath,
+          MESH_TRANSPORT: transport_requested,
+          MESH_POD: pod.name,
+        },
+        logPath: join(logDir, `${pod.name}-app.log`),
+        mirror: mirror && ((line) => mirror(`${pod.name}/app`, line)),
+      },
+      onEvent,
+      backoff,
+    );
+  }
+
+  /** Starts the sidecar and resolves once it printed ready; rejects naming the pod if it cannot. */
+  async startSidecar(timeoutMs: number): Promise<void> {
+    const ready = new Promise<ReadyLine>((resolve) => (this.readyWaiter = resolve));
+    const exited = new Promise<never>((_, reject) => {
+      this.sidecarExitedEarly = (e) => reject(e);
+    });
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const deadline = new Promise<never>((_, reject) => {
+      timer = setTimeout(() => reject(new Error(`did not print its ready line within ${timeoutMs / 1000}s`)), timeoutMs);
+    });
+    try {
+      this.sidecar.start();
+      await Promise.race([ready, exited, deadline]);
+    } catch (e) {
+      const tail = this.sidecar.lastLines().slice(-6).map((l) => `    ${l}`).join("\n");
+      throw new StartupError(
+        `pod ${this.pod.name}: its sidecar failed to start: ${(e as Error).message}${tail ? `\n  last output:\n${tail}` : ""}\n  full log: ${this.sidecar.spec.logPath}`,
+      );
+    } finally {
+      clearTimeout(timer);
+      this.sidecarExitedEarly = undefined;
+    }
+  }
+
+  sidecarExitedEarly: ((e: Error) => void) | undefined;
+  onReady: ((p: PodRunner) => void) | undefined;
+
+  startApp(): void {
+    this.appStarted = true;
+    this.app.start();
+  }
+
+  rows(): ProcessRow[] {
+    return [this.sidecar, this.app].map((p) => ({
+      pod: this.pod.name,
+      role: p.spec.role,
+      pid: p.pid,
+      state: p.spec.role === "app" && !this.appStarted && p.state === "stopped" ? "starting" : p.state,
+      transport: this.transport,
+      ports: p.spec.role === "sidecar" ? sidecarPorts(this.inbound, this.admin) : "",
+      restarts: p.restarts,
+    }));
+  }
+
+  toState(): PodState {
+    return {
+      name: this.pod.name,
+      inbound: this.inbound,
+      admin: this.admin,
+      app_socket: this.socketPath,
+      transport_requested: this.transport_requested,
+      transport: this.transport,
+      processes: [this.sidecar, this.app].map((p) => ({
+        role: p.spec.role,
+        pid: p.pid,
+        restarts: p.restarts,
+        state: p.state,
+        log: p.spec.logPath,
+      })),
+    };
+  }
+}
+
+function describeExit(e: Extract<ProcEvent, { kind: "exited" }>): string {
+  if (e.pid === 0) return "could not be started";
+  const how = e.signal ? `was killed by ${e.signal}` : `exited with code ${e.code}`;
+  return `${how} after ${(e.ranMs / 1000).toFixed(1)}s`;
+}
+
+export class Supervisor {
+  private readonly runId = `${Date.now().toString(36)}-${process.pid.toString(36)}`;
+  private readonly root = runtimeRoot();
+  private readonly dir: string;
+  private readonly logDir: string;
+  private readonly pods: PodRunner[] = [];
+  private readonly display: Display;
+  private readonly startedAt = new Date().toISOString();
+  private stopping = false;
+  private forced = false;
+  private stopRequested: ((reason: string) => void) | undefined;
+  private pollTimer: ReturnType<typeof setInterval> | undefined;
+  private signalHandlers: [NodeJS.Signals, () => void][] = [];
+
+  constructor(private opts: UpOptions) {
+    this.display = opts.display ?? makeDisplay();
+    ensurePrivateDir(this.root);
+    ensurePrivateDir(join(this.root, "runs"));
+    this.dir = runDir(this.root, this.runId);
+    // Logs outlive the run (they explain a crash after the fact); sockets and state do not.
+    this.logDir = ensurePrivateDir(join(this.root, "logs", this.runId));
+    for (const pod of opts.config.pods) {
+      const socketPath = join(this.dir, pod.name, "app.sock");
+      if (socketPath.length > MAX_SOCKET_PATH) {
+        throw new UserError(
+          `the app socket path ${socketPath} is ${socketPath.length} bytes, over the ${MAX_SOCKET_PATH}-byte limit of Unix sockets — shorten the pod name or set MESH_RUNTIME_DIR to a shorter directory`,
+        );
+      }
+      const transport = opts.transport ?? pod.sidecar.transport;
+      const sidecarCmd = [
+        opts.bunPath,
+        SIDECAR_ENTRY,
+        "--config",
+        opts.configPath,
+        "--pod",
+        pod.name,
+        "--app-socket",
+        socketPath,
+        "--transport",
+        transport,
+      ];
+      // An app started as `bun …` runs on the same bun as the sidecar (the marked copy under rpal).
+      const command = pod.app.command === "bun" ? opts.bunPath : pod.app.command;
+      this.pods.push(
+        new PodRunner(pod, socketPath, transport, sidecarCmd, [command, ...pod.app.args], this.logDir,
+          (p, e) => this.onProcEvent(p, e),
+          opts.backoff,
+          opts.mirrorLogs ? (who, line) => this.display.event(`${who} | ${line}`) : undefined,
+        ),
+      );
+    }
+  }
+
+  /** Runs until SIGINT/SIGTERM (or a fatal start-up failure); resolves with the exit code. */
+  async run(): Promise<number> {
+    for (const p of this.pods) {
+      p.onReady = (r) => {
+        if (r.sidecar.restarts > 0 && !this.stopping) this.display.event(`mesh: ${r.pod.name}/sidecar ready again; its app reconnects by itself`);
+        this.refresh();
+      };
+    }
+    const stopped = new Promise<string>((resolve) => (this.stopRequested = resolve));
+    this.installSignals();
+    ensurePrivateDir(this.dir);
+    for (const p of this.pods) ensurePrivateDir(join(this.dir, p.pod.name));
+    this.saveState();
+    this.display.event(`mesh: starting ${this.pods.length} pod(s) from ${this.shortPath(this.opts.configPath)} (logs in ${this.logDir})`);
+    let startupError: Error | undefined;
+    try {
+      await Promise.race([
+        Promise.all(
+          this.pods.map(async (p) => {
+            await p.startSidecar(this.opts.readyTimeoutMs);
+            if (this.stopping) return;
+            this.display.event(`mesh: ${p.pod.name}/sidecar ready (${sidecarPorts(p.inbound, p.admin) || "no ports"}); starting its app`);
+            p.startApp();
+            this.saveState();
+          }),
+        ),
+        stopped,
+      ]);
+    } catch (e) {
+      startupError = e as Error;
+    }
+    if (!this.stopping && !startupError) {
+      this.display.event(`mesh: all ${this.pods.length} pod(s) running — Ctrl-C to stop`);
+      this.refresh();
+      this.pollTimer = setInterval(() => void this.pollTransports(), 1000);
+      void this.pollTransports();
+      await stopped;
+    }
+    if (startupError) this.display.event(`mesh: ${startupError.message}`);
+    await this.drain(startupError ? "start-up failed" : "signal");
+    return startupError ? (startupError as StartupError).exitCode ?? 1 : 0;
+  }
+
+  private shortPath(p: string): string {
+    const rel = relative(process.cwd(), p);
+    return rel && !rel.startsWith("..") ? rel : p;
+  }
+
+  private installSignals(): void {
+    for (const sig of ["SIGINT", "SIGTERM", "SIGHUP"] as const) {
+      const handler = () => {
+        if (this.stopping) {
+          // A second Ctrl-C means "now": skip the grace period.
+          if (!this.forced) {
+            this.forced = true;
+            this.display.event("mesh: second signal — killing everything now");
+            for (const p of this.pods) for (const proc of [p.app, p.sidecar]) proc.signal("SIGKILL");
+          }
+          return;
+        }
+        this.display.event(`mesh: ${sig} received — stopping apps, then sidecars`);
+        this.stopping = true;
+        this.stopRequested?.(sig);
+      };
+      process.on(sig, handler);
+      this.signalHandlers.push([sig, handler]);
+    }
+  }
+
+  private onProcEvent(p: ManagedProcess, e: ProcEvent): void {
+    const pod = this.pods.find((r) => r.pod.name === p.spec.pod);
+    if (e.kind === "started") {
+      if (e.restart) this.display.event(`mesh: ${p.name} restarted (pid ${e.pid}, restart #${p.restarts})`);
+    } else if (!this.stopping) {
+      if (p.spec.role === "sidecar" && pod?.sidecarExitedEarly) {
+        pod.sidecarExitedEarly(new Error(describeExit(e)));
+        p.disableRestarts();
+      } else {
+        if (p.spec.role === "sidecar" && pod) pod.transport = null;
+        const tail = e.tail.slice(-3).map((l) => `\n    ${l}`).join("");
+        const again = e.restartInMs === null ? "" : ` — restarting in ${(e.restartInMs / 1000).toFixed(2)}s`;
+        this.display.event(`mesh: ${p.name} ${describeExit(e)}${again}${tail}`);
+      }
+    }
+    this.refresh();
+  }
+
+  private refresh(): void {
+    this.saveState();
+    if (!this.stopping) this.display.table(renderStatusTable(this.pods.flatMap((p) => p.rows())));
+  }
+
+  private saveState(): void {
+    const state: RunState = {
+      version: 1,
+      run_id: this.runId,
+      supervisor_pid: process.pid,
+      config: this.opts.configPath,
+      started_at: this.startedAt,
+      pods: this.pods.map((p) => p.toState()),
+    };
+    try {
+      if (existsSync(this.dir)) writeState(this.dir, state);
+    } catch (e) {
+      this.display.event(`mesh: cannot write the state file in ${this.dir}: ${(e as Error).message}`);
+    }
+  }
+
+  private async pollTransports(): Promise<void> {
+    let changed = false;
+    await Promise.all(
+      this.pods.map(async (p) => {
+        if (!p.admin || p.sidecar.pid === null) return;
+        const status = await fetchSidecarStatus(p.admin, 800);
+        const t = status?.transport ?? null;
+        if (t !== p.transport && !this.stopping) {
+          p.transport = t;
+          changed = true;
+          if (t) this.display.event(`mesh: ${p.pod.name} app ↔ sidecar transport: ${t}`);
+        }
+      }),
+    );
+    if (changed) this.refresh();
+  }
+
+  /** Apps first (they may still be calling out through their sidecars), then sidecars; SIGKILL after grace. */
+  private async drain(reason: string): Promise<void> {
+    this.stopping = true;
+    clearInterval(this.pollTimer);
+    const apps = this.pods.map((p) => p.app);
+    const sidecars = this.pods.map((p) => p.sidecar);
+    for (const p of [...apps, ...sidecars]) p.disableRestarts();
+    await this.stopGroup(apps, this.opts.graceMs);
+    const drainMs = Math.max(0, ...this.pods.map((p) => p.pod.sidecar.drain_seconds)) * 1000;
+    await this.stopGroup(sidecars, drainMs + this.opts.graceMs);
+    for (const p of [...apps, ...sidecars]) p.close();
+    rmSync(this.dir, { recursive: true, force: true });
+    for (const [sig, h] of this.signalHandlers) process.off(sig, h);
+    this.display.event(`mesh: stopped (${reason}); no process or socket left behind`);
+  }
+
+  private async stopGroup(procs: ManagedProcess[], graceMs: number): Promise<void> {
+    for (const p of procs) p.signal("SIGTERM");
+    this.saveState();
+    const exited = await Promise.all(procs.map((p) => p.waitExit(graceMs)));
+    const stuck = procs.filter((_, i) => !exited[i]);
+    for (const p of stuck) {
+      this.display.event(`mesh: ${p.name} did not exit within ${(graceMs / 1000).toFixed(1)}s of SIGTERM — sending SIGKILL`);
+      p.signal("SIGKILL");
+    }
+    await Promise.all(stuck.map((p) => p.waitExit(5000)));
+  }
+}
