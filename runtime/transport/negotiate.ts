@@ -62,6 +62,8 @@ class ControlHandoff implements Transport {
   private held: { kind: FrameKind; flags: number; callId: number; aux: number; body: Uint8Array }[] = [];
   private closedWith: { error?: Error } | undefined;
   onHello: ((body: Uint8Array) => void) | undefined;
+  /** Set while a HELLO is awaited: the connection closing must fail the wait at once, with its reason. */
+  private onClosedEarly: ((error?: Error) => void) | undefined;
 
   constructor(readonly control: UdsTransport) {
     control.start({
@@ -71,8 +73,9 @@ class ControlHandoff implements Transport {
         this.held.push({ kind: kind as FrameKind, flags, callId, aux, body: body.slice() });
       },
       onClose: (error) => {
-        if (this.target) this.target.onClose(error);
-        else this.closedWith = { error };
+        if (this.target) return this.target.onClose(error);
+        this.closedWith = { error };
+        this.onClosedEarly?.(error);
       },
       onWritable: () => this.target?.onWritable?.(),
     });
@@ -105,23 +108,28 @@ class ControlHandoff implements Transport {
   /** Waits for the peer's HELLO. */
   nextHello(what: string): Promise<HelloMsg> {
     return new Promise((resolve, reject) => {
-      const timer = setTimeout(() => {
-        this.onHello = undefined;
-        reject(new Error(`no HELLO from the ${what} within ${HELLO_TIMEOUT_MS} ms`));
-      }, HELLO_TIMEOUT_MS);
-      this.onHello = (body) => {
+      const done = () => {
         clearTimeout(timer);
         this.onHello = undefined;
+        this.onClosedEarly = undefined;
+      };
+      const timer = setTimeout(() => {
+        done();
+        reject(new Error(`no HELLO from the ${what} within ${HELLO_TIMEOUT_MS} ms`));
+      }, HELLO_TIMEOUT_MS);
+      this.onClosedEarly = (error) => {
+        done();
+        reject(new Error(`the ${what} connection closed before HELLO${error ? `: ${error.message}` : ""}`));
+      };
+      this.onHello = (body) => {
+        done();
         try {
           resolve(decodeHello(body));
         } catch (e) {
           reject(e);
         }
       };
-      if (this.control.closed) {
-        clearTimeout(timer);
-        reject(new Error(`the ${what} closed the connection before HELLO${this.control.closeError ? `: ${this.control.closeError.message}` : ""}`));
-      }
+      if (this.closedWith) this.onClosedEarly(this.closedWith.error);
     });
   }
 }
