@@ -1,0 +1,190 @@
+// The bench's client process: connects to the bench server as an app (runtime/sdk connect) over one
+// transport and runs the jobs it is given, printing one JSON line per job. CPU time of both processes
+// comes from /proc (runtime/procstat.ts) over exactly the measured window.
+// Usage: bun bench/clients/rpc-client.ts '<ClientSpec JSON>'
+import { readFileSync } from "node:fs";
+import { connect } from "../../runtime/sdk/app.ts";
+import type { RpcChannel } from "../../runtime/rpc/channel.ts";
+import { diffSamples, sampleProcess, type ProcSample } from "../../runtime/procstat.ts";
+import type { TransportChoice } from "../../runtime/transport/types.ts";
+import { ECHO, ONE_WAY, ONE_WAY_STATS } from "../lib/methods.ts";
+import { openTsc, type CycleStats } from "../lib/tsc.ts";
+import type { ClientJob, ClientResult, ClientSpec } from "../lib/client-protocol.ts";
+
+const spec = JSON.parse(Bun.argv[2] ?? "null") as ClientSpec | null;
+if (!spec) {
+  console.error("usage: bun bench/clients/rpc-client.ts '<ClientSpec JSON>' (run by bench/run.ts)");
+  process.exit(2);
+}
+const PAYLOAD = 32;
+const tsc = openTsc(spec.tscLib);
+const mesh = await connect({ socketPath: spec.socketPath, transport: spec.transport as TransportChoice, reconnect: false, appName: "bench" });
+if (mesh.transport !== spec.transport) throw new Error(`asked for transport ${spec.transport}, the session runs over ${mesh.transport}`);
+const channel = mesh.currentChannel as RpcChannel;
+const request = new Uint8Array(PAYLOAD).fill(0x5a);
+
+function ioSyscalls(pid: number): number {
+  // read+write syscalls only (syscr/syscw): a lower bound used when perf is not available.
+  const t = readFileSync(`/proc/${pid}/io`, "utf8");
+  return Number(/syscr:\s+(\d+)/.exec(t)?.[1] ?? 0) + Number(/syscw:\s+(\d+)/.exec(t)?.[1] ?? 0);
+}
+
+interface Window {
+  client: ProcSample;
+  server: ProcSample;
+  io: number;
+  t0: number;
+}
+
+function openWindow(): Window {
+  return { client: sampleProcess(process.pid), server: sampleProcess(spec!.serverPid), io: ioSyscalls(process.pid) + ioSyscalls(spec!.serverPid), t0: performance.now() };
+}
+
+function closeWindow(w: Window, calls: number, lat: Float64Array, n: number): Omit<ClientResult, "kind"> {
+  const wallMs = performance.now() - w.t0;
+  const c = diffSamples(w.client, sampleProcess(process.pid));
+  const s = diffSamples(w.server, sampleProcess(spec!.serverPid));
+  const io = ioSyscalls(process.pid) + ioSyscalls(spec!.serverPid) - w.io;
+  const sorted = lat.subarray(0, n).sort();
+  const q = (p: number) => (n ? (sorted[Math.min(n - 1, Math.floor(p * n))] ?? 0) : 0);
+  return {
+    iterations: calls,
+    median_us: q(0.5) * 1000,
+    p99_us: q(0.99) * 1000,
+    calls_per_s: (calls * 1000) / wallMs,
+    wall_ms: wallMs,
+    client_cpu_us_per_call: c.cpuNs / 1000 / calls,
+    server_cpu_us_per_call: s.cpuNs / 1000 / calls,
+    cpu_us_per_call: (c.cpuNs + s.cpuNs) / 1000 / calls,
+    cpu_ns_total: c.cpuNs + s.cpuNs,
+    ctx_switches_per_call: (c.voluntaryCtxSwitches + c.involuntaryCtxSwitches + s.voluntaryCtxSwitches + s.involuntaryCtxSwitches) / calls,
+    io_syscalls_per_call: io / calls,
+  };
+}
+
+let mismatches = 0;
+async function call(method: string, req: Uint8Array): Promise<void> {
+  const { response } = await channel.unary(method, req);
+  if (response.byteLength !== req.byteLength || response[PAYLOAD - 1] !== req[PAYLOAD - 1] || response[0] !== req[0]) mismatches++;
+}
+
+async function closedLoop(n: number): Promise<Omit<ClientResult, "kind">> {
+  const lat = new Float64Array(n);
+  const w = openWindow();
+  for (let i = 0; i < n; i++) {
+    const t = performance.now();
+    await call(ECHO, request);
+    lat[i] = performance.now() - t;
+  }
+  return closeWindow(w, n, lat, n);
+}
+
+async function pipelined(n: number, inFlight: number): Promise<Omit<ClientResult, "kind">> {
+  const lat = new Float64Array(n);
+  let started = 0;
+  const lane = async () => {
+    while (started < n) {
+      const i = started++;
+      const t = performance.now();
+      await call(ECHO, request);
+      lat[i] = performance.now() - t;
+    }
+  };
+  const w = openWindow();
+  await Promise.all(Array.from({ length: inFlight }, lane));
+  return closeWindow(w, n, lat, n);
+}
+
+/** Open loop: calls are started on a 1 ms tick at the offered rate whether or not earlier ones finished. */
+async function fixedRate(rate: number, durationMs: number): Promise<Omit<ClientResult, "kind">> {
+  const max = Math.ceil((rate * durationMs) / 1000);
+  const lat = new Float64Array(max);
+  let sent = 0;
+  let done = 0;
+  const outstanding = new Set<Promise<void>>();
+  const w = openWindow();
+  const start = performance.now();
+  await new Promise<void>((resolve) => {
+    const tick = setInterval(() => {
+      const now = performance.now();
+      const due = Math.min(max, Math.floor(((now - start) * rate) / 1000));
+      while (sent < due) {
+        const i = sent++;
+        const t = performance.now();
+        const p: Promise<void> = call(ECHO, request).then(() => {
+          lat[i] = performance.now() - t;
+          done++;
+          outstanding.delete(p);
+        });
+        outstanding.add(p);
+      }
+      if (sent >= max) {
+        clearInterval(tick);
+        resolve();
+      }
+    }, 1);
+  });
+  await Promise.all(outstanding);
+  const r = closeWindow(w, done, lat, done);
+  return { ...r, target_calls_per_s: rate };
+}
+
+async function oneWay(n: number): Promise<Omit<ClientResult, "kind">> {
+  const lat = new Float64Array(n);
+  const req = new Uint8Array(PAYLOAD).fill(0x5a);
+  const dv = new DataView(req.buffer);
+  await channel.unary(ONE_WAY_STATS, new Uint8Array(0)); // reset the server's samples after warm-up
+  const w = openWindow();
+  for (let i = 0; i < n; i++) {
+    const t = performance.now();
+    dv.setFloat64(0, tsc(), true);
+    await channel.unary(ONE_WAY, req);
+    lat[i] = performance.now() - t;
+  }
+  const r = closeWindow(w, n, lat, n);
+  const stats = JSON.parse(new TextDecoder().decode((await channel.unary(ONE_WAY_STATS, new Uint8Array(0))).response)) as CycleStats;
+  if (stats.count !== n) throw new Error(`server recorded ${stats.count} one-way samples, expected ${n}`);
+  return { ...r, cycles: stats };
+}
+
+async function waitForGo(): Promise<void> {
+  console.log(JSON.stringify({ await: "go" }));
+  const reader = Bun.stdin.stream().getReader();
+  let text = "";
+  while (!text.includes("\n")) {
+    const { value, done } = await reader.read();
+    if (done) throw new Error("stdin closed before 'go'");
+    text += new TextDecoder().decode(value);
+  }
+  reader.releaseLock();
+}
+
+async function run(job: ClientJob): Promise<ClientResult> {
+  const warm = Math.min(5000, Math.max(500, Math.floor((job.iterations ?? 5000) / 10)));
+  switch (job.kind) {
+    case "closed-loop":
+      await closedLoop(warm);
+      return { kind: job.kind, ...(await closedLoop(job.iterations)) };
+    case "pipelined":
+      await pipelined(warm, job.inFlight);
+      return { kind: job.kind, in_flight: job.inFlight, ...(await pipelined(job.iterations, job.inFlight)) };
+    case "syscalls":
+      await pipelined(warm, job.inFlight);
+      await waitForGo();
+      return { kind: job.kind, in_flight: job.inFlight, ...(await pipelined(job.iterations, job.inFlight)) };
+    case "fixed-rate":
+      await closedLoop(warm);
+      return { kind: job.kind, ...(await fixedRate(job.rate, job.durationMs)) };
+    case "one-way":
+      await oneWay(warm);
+      return { kind: job.kind, ...(await oneWay(job.iterations)) };
+  }
+}
+
+for (const job of spec.jobs) {
+  const result = await run(job);
+  if (mismatches > 0) throw new Error(`${mismatches} echo replies differed from their requests`);
+  console.log(JSON.stringify(result));
+}
+await mesh.close();
+process.exit(0);

@@ -1,0 +1,231 @@
+// The Bun rows: a bench server process (bench/servers/echo-sidecar.ts, the sidecar side) and a bench
+// client process (bench/clients/rpc-client.ts, the app side) per transport variant, each pinned as the
+// variant says. Unary 32-byte calls: closed loop, 64 in flight, a fixed-rate sweep, syscalls under
+// load, and the seed's one-way TSC method.
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import type { Subprocess } from "bun";
+import { localUnavailableReason } from "../../runtime/transport/negotiate.ts";
+import type { TransportName } from "../../runtime/transport/types.ts";
+import { type BenchOptions, selected } from "./args.ts";
+import { buildC } from "./build-c.ts";
+import type { ClientJob, ClientResult, ClientSpec } from "./client-protocol.ts";
+import { cpusFor, pinPrefix } from "./placement.ts";
+import type { BenchRow, Placement } from "./rows.ts";
+import { startPerfCounter } from "./syscalls.ts";
+
+const BENCH_DIR = join(import.meta.dir, "..");
+const RATES = [1_000, 10_000, 50_000];
+
+interface Variant {
+  transport: TransportName;
+  /** The label rows carry: "rpal-double" when rpal runs against the test double. */
+  label: string;
+  spin?: string;
+  placement: Placement;
+  jobs: ClientJob[];
+  env?: Record<string, string>;
+}
+
+interface Counts {
+  closed: number;
+  pipelined: number;
+  syscalls: number;
+  rateMs: number;
+  oneWayUds: number;
+  oneWaySpin: number;
+}
+
+function counts(opts: BenchOptions): Counts {
+  if (opts.quick) return { closed: 2_000, pipelined: 10_000, syscalls: 5_000, rateMs: 400, oneWayUds: 3_000, oneWaySpin: 10_000 };
+  if (opts.full) return { closed: 20_000, pipelined: 200_000, syscalls: 100_000, rateMs: 3_000, oneWayUds: 1_000_000, oneWaySpin: 1_000_000 };
+  return { closed: 20_000, pipelined: 100_000, syscalls: 50_000, rateMs: 2_000, oneWayUds: 50_000, oneWaySpin: 200_000 };
+}
+
+function variants(opts: BenchOptions, notes: string[]): Variant[] {
+  const c = counts(opts);
+  const loadJobs = (): ClientJob[] => [
+    { kind: "closed-loop", iterations: c.closed },
+    { kind: "pipelined", iterations: c.pipelined, inFlight: 64 },
+    { kind: "syscalls", iterations: c.syscalls, inFlight: 64 },
+    ...RATES.map((rate): ClientJob => ({ kind: "fixed-rate", rate, durationMs: c.rateMs })),
+  ];
+  const out: Variant[] = [];
+  if (selected(opts, "uds")) {
+    out.push({ transport: "uds", label: "uds", placement: "same-cpu", jobs: loadJobs() });
+    out.push({ transport: "uds", label: "uds", placement: "apart", jobs: [{ kind: "one-way", iterations: c.oneWayUds }] });
+  }
+  if (selected(opts, "shm")) {
+    const why = localUnavailableReason("shm");
+    if (why) notes.push(`shm rows: ${why}`);
+    else {
+      out.push({ transport: "shm", label: "shm", spin: "off", placement: "same-cpu", jobs: loadJobs(), env: { MESH_SHM_SPIN: "off" } });
+      out.push({
+        transport: "shm",
+        label: "shm",
+        spin: "100",
+        placement: "apart",
+        jobs: [
+          { kind: "closed-loop", iterations: c.closed * 5 },
+          { kind: "pipelined", iterations: c.pipelined, inFlight: 64 },
+          { kind: "one-way", iterations: c.oneWaySpin },
+        ],
+        env: { MESH_SHM_SPIN: "100" },
+      });
+    }
+  }
+  if (selected(opts, "rpal")) {
+    const why = localUnavailableReason("rpal");
+    if (why) notes.push(`rpal rows: ${why}`);
+    else out.push({ transport: "rpal", label: "rpal", placement: "apart", jobs: [{ kind: "closed-loop", iterations: c.closed }, { kind: "pipelined", iterations: c.pipelined, inFlight: 64 }, { kind: "one-way", iterations: c.oneWaySpin }] });
+  }
+  return out;
+}
+
+/** Reads a child's stdout line by line. */
+async function* lines(stream: ReadableStream<Uint8Array>): AsyncGenerator<string> {
+  const decoder = new TextDecoder();
+  let buf = "";
+  for await (const chunk of stream) {
+    buf += decoder.decode(chunk, { stream: true });
+    let nl: number;
+    while ((nl = buf.indexOf("\n")) >= 0) {
+      yield buf.slice(0, nl);
+      buf = buf.slice(nl + 1);
+    }
+  }
+  if (buf) yield buf;
+}
+
+function describe(v: Variant, r: ClientResult): string {
+  const spin = v.spin !== undefined ? `, spin ${v.spin}` : "";
+  switch (r.kind) {
+    case "closed-loop":
+      return `Bun ${v.label} unary 32 B, 1 in flight${spin}`;
+    case "pipelined":
+      return `Bun ${v.label} unary 32 B, ${r.in_flight} in flight${spin}`;
+    case "syscalls":
+      return `Bun ${v.label} syscalls under ${r.in_flight} in flight${spin}`;
+    case "fixed-rate":
+      return `Bun ${v.label} fixed rate ${(r.target_calls_per_s ?? 0) / 1000}k/s${spin}`;
+    case "one-way":
+      return `Bun ${v.label} one-way (seed method)${spin}`;
+  }
+}
+
+function toRow(v: Variant, placement: Placement, r: ClientResult, syscalls?: { count: number; method: string }): BenchRow {
+  const row: BenchRow = {
+    name: describe(v, r),
+    transport: v.label,
+    mode: r.kind === "syscalls" ? "pipelined" : r.kind,
+    payload_bytes: 32,
+    median_us: r.median_us,
+    p99_us: r.p99_us,
+    calls_per_s: r.calls_per_s,
+    cpu_us_per_call: r.cpu_us_per_call,
+    client_cpu_us_per_call: r.client_cpu_us_per_call,
+    server_cpu_us_per_call: r.server_cpu_us_per_call,
+    iterations: r.iterations,
+    placement,
+    ctx_switches_per_call: r.ctx_switches_per_call,
+  };
+  if (v.spin !== undefined) row.spin = v.spin;
+  if (r.in_flight !== undefined) row.in_flight = r.in_flight;
+  if (r.kind === "fixed-rate" && r.target_calls_per_s) {
+    row.target_calls_per_s = r.target_calls_per_s;
+    row.cpu_ms_per_1000_calls = (r.cpu_ns_total / 1e6 / r.iterations) * 1000;
+    row.vcpu_at_rate = r.cpu_ns_total / 1e6 / r.wall_ms;
+  }
+  if (r.kind === "syscalls") {
+    row.syscalls_per_call = syscalls ? syscalls.count / r.iterations : r.io_syscalls_per_call;
+    row.syscalls_method = syscalls?.method ?? "proc-io (read+write only: a lower bound)";
+  }
+  if (r.cycles) {
+    row.cycles_one_way = Math.round(r.cycles.mean);
+    row.cycles_one_way_median = Math.round(r.cycles.median);
+    row.cycles_one_way_p99 = Math.round(r.cycles.p99);
+  }
+  return row;
+}
+
+async function runVariant(v: Variant, opts: BenchOptions, onRow: (r: BenchRow) => void, notes: string[]): Promise<void> {
+  const cpus = cpusFor(opts.placement ?? v.placement);
+  const dir = mkdtempSync(join(tmpdir(), "rpal-mesh-bench-"));
+  const socketPath = join(dir, "bench.sock");
+  const tscLib = buildC("tsc");
+  const env = { ...process.env, MESH_LOG_LEVEL: "warn", ...v.env } as Record<string, string>;
+  let server: Subprocess | undefined;
+  let client: Subprocess<"pipe", "pipe", "pipe"> | undefined;
+  try {
+    server = Bun.spawn([...pinPrefix(cpus.server), process.execPath, join(BENCH_DIR, "servers/echo-sidecar.ts"), socketPath, v.transport, tscLib], {
+      env,
+      stdin: "ignore",
+      stdout: "pipe",
+      stderr: "pipe",
+    });
+    const serverErr = new Response(server.stderr as ReadableStream).text();
+    const ready = await Promise.race([
+      (async () => {
+        for await (const l of lines(server!.stdout as ReadableStream<Uint8Array>)) if (l.trim() === "READY") return true;
+        return false;
+      })(),
+      Bun.sleep(15_000).then(() => false), // a deadline, not synchronisation
+    ]);
+    if (!ready) throw new Error(`bench server for ${v.label} did not start:\n${(await Promise.race([serverErr, Bun.sleep(200).then(() => "")])).slice(-1500)}`);
+
+    const spec: ClientSpec = { socketPath, transport: v.transport, serverPid: server.pid, tscLib, jobs: v.jobs };
+    client = Bun.spawn([...pinPrefix(cpus.client), process.execPath, join(BENCH_DIR, "clients/rpc-client.ts"), JSON.stringify(spec)], {
+      env,
+      stdin: "pipe",
+      stdout: "pipe",
+      stderr: "pipe",
+    });
+    const clientErr = new Response(client.stderr).text();
+    const deadline = setTimeout(() => client?.kill("SIGKILL"), 300_000);
+    let perf: ReturnType<typeof startPerfCounter> | undefined;
+    let results = 0;
+    for await (const l of lines(client.stdout)) {
+      if (!l.startsWith("{")) continue;
+      const msg = JSON.parse(l) as ClientResult | { await: "go" };
+      if ("await" in msg) {
+        perf = startPerfCounter([server.pid, client.pid]);
+        if (typeof perf === "string") notes.push(`syscalls: ${perf}; using /proc io counters (read+write only)`);
+        else perf.enable();
+        client.stdin.write("go\n");
+        client.stdin.flush();
+        continue;
+      }
+      let sys: { count: number; method: string } | undefined;
+      if (msg.kind === "syscalls" && perf && typeof perf !== "string") {
+        sys = { count: await perf.finish(), method: "perf raw_syscalls:sys_enter" };
+        perf = undefined;
+      }
+      onRow(toRow(v, cpus.placement, msg, sys));
+      results++;
+    }
+    clearTimeout(deadline);
+    if (perf && typeof perf !== "string") perf.abort();
+    const code = await client.exited;
+    if (code !== 0 || results < v.jobs.length) {
+      throw new Error(`bench client for ${v.label} failed (exit ${code ?? client.signalCode}, ${results}/${v.jobs.length} results):\n${(await clientErr).slice(-2000)}`);
+    }
+  } finally {
+    client?.kill("SIGKILL");
+    server?.kill("SIGKILL");
+    await Promise.all([client?.exited, server?.exited]);
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+export async function runBunRows(opts: BenchOptions, onRow: (r: BenchRow) => void): Promise<string[]> {
+  const notes: string[] = [];
+  for (const v of variants(opts, notes)) {
+    try {
+      await runVariant(v, opts, onRow, notes);
+    } catch (e) {
+      notes.push(`${v.label}${v.spin ? ` spin ${v.spin}` : ""}: ${(e as Error).message}`);
+    }
+  }
+  return notes;
+}

@@ -1,0 +1,36 @@
+// What run.ts tells the bench client process to do, and what it answers (one JSON line per job).
+import type { CycleStats } from "./tsc.ts";
+
+export type ClientJob =
+  | { kind: "closed-loop"; iterations: number }
+  | { kind: "pipelined"; iterations: number; inFlight: number }
+  /** Pipelined, but waits for "go" on stdin first so run.ts can attach a syscall counter. */
+  | { kind: "syscalls"; iterations: number; inFlight: number }
+  | { kind: "fixed-rate"; rate: number; durationMs: number; iterations?: undefined }
+  | { kind: "one-way"; iterations: number };
+
+export interface ClientSpec {
+  socketPath: string;
+  transport: string;
+  serverPid: number;
+  tscLib: string;
+  jobs: ClientJob[];
+}
+
+export interface ClientResult {
+  kind: ClientJob["kind"];
+  iterations: number;
+  median_us: number;
+  p99_us: number;
+  calls_per_s: number;
+  wall_ms: number;
+  cpu_us_per_call: number;
+  client_cpu_us_per_call: number;
+  server_cpu_us_per_call: number;
+  cpu_ns_total: number;
+  ctx_switches_per_call: number;
+  io_syscalls_per_call: number;
+  in_flight?: number;
+  target_calls_per_s?: number;
+  cycles?: CycleStats;
+}

@@ -1,0 +1,7 @@
+// The methods the bench server answers. Payloads are raw bytes: the bench measures the RPC layer and
+// the transport, not a protobuf codec.
+export const ECHO = "/bench.Bench/Echo";
+/** Like Echo, and the server records rdtsc(now) − the TSC the client put in the first 8 bytes. */
+export const ONE_WAY = "/bench.Bench/OneWay";
+/** Returns the server's one-way cycle statistics as JSON and resets them. */
+export const ONE_WAY_STATS = "/bench.Bench/OneWayStats";

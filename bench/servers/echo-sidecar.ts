@@ -1,0 +1,55 @@
+// The bench's server process: a sidecar-side endpoint (runtime/sdk acceptApps) that echoes 32-byte
+// unary calls and, for one-way rows, records the TSC cycles from the client's send to the moment
+// the handler receives the request. Prints "READY" once listening.
+// Usage: bun bench/servers/echo-sidecar.ts SOCKET_PATH TRANSPORT TSC_LIB
+import { acceptApps } from "../../runtime/sdk/sidecar.ts";
+import type { ServerCall } from "../../runtime/rpc/types.ts";
+import type { TransportChoice } from "../../runtime/transport/types.ts";
+import { ECHO, ONE_WAY, ONE_WAY_STATS } from "../lib/methods.ts";
+import { cycleStats, openTsc } from "../lib/tsc.ts";
+
+const [socketPath, transport, tscLib] = Bun.argv.slice(2);
+if (!socketPath || !transport || !tscLib) {
+  console.error("usage: bun bench/servers/echo-sidecar.ts SOCKET_PATH TRANSPORT TSC_LIB");
+  process.exit(2);
+}
+const tsc = openTsc(tscLib);
+const MAX_SAMPLES = 2_000_000;
+const samples = new Float64Array(MAX_SAMPLES);
+let count = 0;
+const tscView = new DataView(new ArrayBuffer(8));
+
+async function handle(call: ServerCall): Promise<void> {
+  const it = call[Symbol.asyncIterator]();
+  const first = await it.next();
+  if (call.method === ONE_WAY && !first.done) {
+    const now = tsc();
+    const req = first.value;
+    if (req.byteLength >= 8 && count < MAX_SAMPLES) {
+      // The request view may be unaligned: copy the 8 bytes out instead of a Float64Array view.
+      for (let i = 0; i < 8; i++) tscView.setUint8(i, req[i] ?? 0);
+      samples[count++] = now - tscView.getFloat64(0, true);
+    }
+  }
+  if (call.method === ONE_WAY_STATS) {
+    const stats = cycleStats(samples, count);
+    count = 0;
+    await call.write(new TextEncoder().encode(JSON.stringify(stats)));
+  } else if (call.method === ECHO || call.method === ONE_WAY) {
+    await call.write(first.done ? new Uint8Array(0) : first.value);
+  } else {
+    call.end(12, `bench server has no method ${call.method}`);
+  }
+}
+
+await acceptApps({
+  socketPath,
+  transport: transport as TransportChoice,
+  onSession(session) {
+    session.channel.setHandler(handle);
+  },
+  onRejected(reason) {
+    console.error(`bench server rejected a session: ${reason}`);
+  },
+});
+console.log("READY");
