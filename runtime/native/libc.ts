@@ -3,7 +3,7 @@
 // the field says what went wrong (EPERM on /proc/<pid>/fd, ENOMEM on mmap, ...) instead of "-1".
 import { dlopen, FFIType, read, toArrayBuffer, type Pointer } from "bun:ffi";
 
-const lib = dlopen("libc.so.6", {
+const SYMBOLS = {
   memfd_create: { args: [FFIType.cstring, FFIType.u32], returns: FFIType.i32 },
   ftruncate: { args: [FFIType.i32, FFIType.i64], returns: FFIType.i32 },
   fchmod: { args: [FFIType.i32, FFIType.u32], returns: FFIType.i32 },
@@ -19,7 +19,9 @@ const lib = dlopen("libc.so.6", {
   sched_getcpu: { args: [], returns: FFIType.i32 },
   __errno_location: { args: [], returns: FFIType.ptr },
   strerror: { args: [FFIType.i32], returns: FFIType.cstring },
-} as never) as unknown as {
+} as const;
+
+interface Libc {
   symbols: {
     memfd_create(name: Buffer, flags: number): number;
     ftruncate(fd: number, len: number | bigint): number;
@@ -35,6 +37,35 @@ const lib = dlopen("libc.so.6", {
     __errno_location(): Pointer;
     strerror(errno: number): { toString(): string };
   };
+}
+
+// Opened on first use, so merely importing the runtime works where glibc is absent (musl, macOS):
+// callers ask libcUnavailableReason() first.
+let opened: Libc | undefined;
+let openError: string | undefined;
+
+function open(): Libc | undefined {
+  if (opened || openError) return opened;
+  try {
+    opened = dlopen("libc.so.6", SYMBOLS as never) as unknown as Libc;
+  } catch (e) {
+    openError = `cannot load libc.so.6 through bun:ffi (${(e as Error).message}): shared memory needs glibc on Linux`;
+  }
+  return opened;
+}
+
+/** Why the libc calls cannot be made here, or undefined if they can. */
+export function libcUnavailableReason(): string | undefined {
+  open();
+  return openError;
+}
+
+const lib = {
+  get symbols(): Libc["symbols"] {
+    const l = open();
+    if (!l) throw new Error(openError);
+    return l.symbols;
+  },
 };
 
 export const O_RDWR = 0o2;

@@ -1,14 +1,14 @@
 // Builds connected ShmTransports over a real uds control connection, outside session negotiation:
 // for tests (the RPC suite runs over the pair) and for tools that own both ends.
 import { join } from "node:path";
-import { FrameKind } from "../../rpc/frame.ts";
 import type { Transport } from "../types.ts";
 import { connectUnix, listenUnix, type UdsTransport } from "../uds.ts";
 import { ShmSegment } from "./segment.ts";
 import type { SpinSetting } from "./spin.ts";
 import { ShmTransport } from "./transport.ts";
 
-export const DEFAULT_RING_BYTES = 1 << 20;
+export { DEFAULT_RING_BYTES } from "./provider.ts";
+import { DEFAULT_RING_BYTES } from "./provider.ts";
 
 /**
  * Makes `control` drive `shm`: its DOORBELL frames wake the shm reader and its close ends the shm
@@ -16,9 +16,7 @@ export const DEFAULT_RING_BYTES = 1 << 20;
  */
 export function wireControl(shm: ShmTransport, control: Transport): void {
   control.start({
-    onFrame: (kind) => {
-      if (kind === FrameKind.DOORBELL) shm.onDoorbell();
-    },
+    onFrame: (kind) => shm.onControlFrame(kind),
     onClose: (error) => {
       if (!shm.closed) {
         shm.close(error ? `control connection lost: ${error.message}` : "control connection closed: the peer exited or was killed");

@@ -1,14 +1,112 @@
-// Placeholder provider: the shm transport's helper replaces this file with the real one.
-import type { TransportProvider } from "../provider.ts";
+// How shm plugs into session negotiation. The app offers a ring size; the sidecar creates a sealed
+// memfd segment and answers with its /proc path, sizes and nonce; the app maps and verifies it, then
+// both run ShmTransport with the uds control connection carrying doorbells.
+//
+// Settings (environment, each process its own):
+//   MESH_SHM_SPIN        off | auto | <µs>   spin before parking (default auto; see spin.ts)
+//   MESH_SHM_RING_BYTES  ring size per direction, a power of two, 4k..16m (default 1m)
+import { existsSync } from "node:fs";
+import { maxFrameBody } from "../../rpc/frame.ts";
+import { DEFAULT_SETTINGS } from "../../rpc/types.ts";
+import type { HelloMsg } from "../../rpc/wire.ts";
+import { libcUnavailableReason } from "../../native/libc.ts";
+import type { SidecarSetup, TransportProvider } from "../provider.ts";
+import type { Transport } from "../types.ts";
+import type { UdsTransport } from "../uds.ts";
+import { MIN_RING_BYTES, validRingBytes } from "./ring.ts";
+import { ShmSegment } from "./segment.ts";
+import { parseSpinSetting, spinFromWire, spinToWire, type SpinSetting } from "./spin.ts";
+import { ShmTransport } from "./transport.ts";
+
+export const DEFAULT_RING_BYTES = 1 << 20;
+/** The most a sidecar grants per direction, whatever an app asks for. */
+export const MAX_GRANTED_RING_BYTES = 16 << 20;
+
+/** Parses a ring size ("65536", "64k", "1m"); throws naming the source and the accepted range. */
+export function parseRingBytes(value: string | undefined, source = "MESH_SHM_RING_BYTES"): number {
+  if (value === undefined || value === "") return DEFAULT_RING_BYTES;
+  const m = /^(\d+)([kKmM]?)$/.exec(value.trim());
+  const n = m ? Number(m[1]) * (m[2] ? (m[2].toLowerCase() === "k" ? 1024 : 1 << 20) : 1) : NaN;
+  if (!validRingBytes(n) || n > MAX_GRANTED_RING_BYTES) {
+    throw new Error(
+      `${source}=${JSON.stringify(value)} is not a ring size: use a power of two from ${MIN_RING_BYTES} to ${MAX_GRANTED_RING_BYTES} bytes (e.g. 256k, 1m)`,
+    );
+  }
+  return n;
+}
+
+function envSpin(): SpinSetting | undefined {
+  const v = process.env.MESH_SHM_SPIN;
+  return v === undefined || v === "" ? undefined : parseSpinSetting(v);
+}
+
+function settingsProblem(): string | undefined {
+  try {
+    envSpin();
+    parseRingBytes(process.env.MESH_SHM_RING_BYTES);
+    return undefined;
+  } catch (e) {
+    return (e as Error).message;
+  }
+}
 
 export const shmProvider: TransportProvider = {
   name: "shm",
-  unavailableReason: () => "the shm transport is not built into this version yet",
-  offer: () => ({}),
-  sidecarSetup: async () => {
-    throw new Error("the shm transport is not built into this version yet");
+
+  unavailableReason(): string | undefined {
+    if (process.platform !== "linux") return `shared memory rings need Linux (memfd, /proc); this is ${process.platform}`;
+    const libc = libcUnavailableReason();
+    if (libc) return libc;
+    if (!existsSync("/proc/self/fd")) return "/proc is not mounted: the app could not open the sidecar's segment through /proc/<pid>/fd";
+    return settingsProblem();
   },
-  appAttach: async () => {
-    throw new Error("the shm transport is not built into this version yet");
+
+  offer(): Partial<HelloMsg> {
+    return { shmOffer: { ringBytes: parseRingBytes(process.env.MESH_SHM_RING_BYTES) } };
+  },
+
+  async sidecarSetup(control: UdsTransport, appHello: HelloMsg): Promise<SidecarSetup> {
+    const asked = appHello.shmOffer?.ringBytes ?? 0;
+    const ringBytes = validRingBytes(asked) && asked <= MAX_GRANTED_RING_BYTES ? asked : parseRingBytes(process.env.MESH_SHM_RING_BYTES);
+    const spin = envSpin() ?? "auto";
+    const segment = ShmSegment.create(ringBytes);
+    const { path, segmentBytes, nonce } = segment.info;
+    return {
+      reply: { shmSetup: { segmentPath: path, ringBytes, segmentBytes, spinUs: spinToWire(spin), nonce } },
+      transport: async (): Promise<Transport> =>
+        new ShmTransport({
+          segment,
+          control,
+          spin,
+          maxBodyBytes: maxFrameBody(DEFAULT_SETTINGS.maxMessageBytes),
+          peerMaxBodyBytes: maxFrameBody(appHello.maxMessageBytes || DEFAULT_SETTINGS.maxMessageBytes),
+        }),
+      abort: () => segment.release(),
+    };
+  },
+
+  async appAttach(control: UdsTransport, sidecarHello: HelloMsg): Promise<Transport> {
+    const setup = sidecarHello.shmSetup;
+    if (!setup) throw new Error("the sidecar chose shm but sent no shm setup in its HELLO");
+    let segment: ShmSegment;
+    try {
+      segment = ShmSegment.open({
+        path: setup.segmentPath,
+        ringBytes: setup.ringBytes,
+        segmentBytes: setup.segmentBytes,
+        nonce: setup.nonce,
+      });
+    } catch (e) {
+      throw new Error(
+        `cannot map the sidecar's shm segment: ${(e as Error).message} (app and sidecar must run as the same user in the same PID namespace)`,
+      );
+    }
+    return new ShmTransport({
+      segment,
+      control,
+      spin: envSpin() ?? spinFromWire(setup.spinUs),
+      maxBodyBytes: maxFrameBody(DEFAULT_SETTINGS.maxMessageBytes),
+      peerMaxBodyBytes: maxFrameBody(sidecarHello.maxMessageBytes || DEFAULT_SETTINGS.maxMessageBytes),
+    });
   },
 };

@@ -133,7 +133,9 @@ export class ShmTransport implements Transport {
     }
     // The app rings once so the sidecar sees the attach token and closes its memfd at once.
     if (this.segment.role === "app") this.ring();
-    this.run();
+    // First poll on a later turn: whoever called start() (the channel) may still be wiring up its
+    // handlers, and frames the peer sent already must not reach it before that.
+    this.schedule();
   }
 
   send(kind: FrameKind, flags: number, callId: number, aux: number, body: Uint8Array = EMPTY): void {
@@ -162,7 +164,12 @@ export class ShmTransport implements Transport {
     this.awaitSpace();
   }
 
-  /** Called for each DOORBELL frame from the control connection: the peer published or made room. */
+  /** A frame from the session's control connection: DOORBELL wakes the reader; nothing else is sent there. */
+  onControlFrame(kind: FrameKind): void {
+    if (kind === FrameKind.DOORBELL) this.onDoorbell();
+  }
+
+  /** The peer published records while we were parked, or made room we were waiting for. */
   onDoorbell(): void {
     this.stats.doorbellsReceived++;
     if (this.isClosed) return;
