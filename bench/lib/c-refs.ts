@@ -19,11 +19,11 @@ interface CRun {
 }
 
 const RUNS: CRun[] = [
-  { select: "c-uds", name: "C Unix socket ping-pong", program: "pingpong", mode: "uds", placement: "same-cpu", iterations: { quick: 20_000, normal: 100_000, full: 100_000 } },
-  { select: "c-pipe", name: "C pipe ping-pong", program: "pingpong", mode: "pipe", placement: "same-cpu", iterations: { quick: 20_000, normal: 100_000, full: 100_000 } },
+  { select: "c-uds", name: "C Unix socket ping-pong", program: "pingpong", mode: "uds", placement: "same-cpu", iterations: { quick: 10_000, normal: 100_000, full: 100_000 } },
+  { select: "c-pipe", name: "C pipe ping-pong", program: "pingpong", mode: "pipe", placement: "same-cpu", iterations: { quick: 10_000, normal: 100_000, full: 100_000 } },
   { select: "c-shm-spin", name: "C shm busy-poll ping-pong", program: "pingpong", mode: "shm-spin", placement: "apart", iterations: { quick: 200_000, normal: 1_000_000, full: 1_000_000 } },
   // The seed's method. Its baseline contains a cross-CPU wake-up (RPAL.md), so the pair runs apart.
-  { select: "c-uds", name: "C epoll+Unix socket one-way (seed method)", program: "oneway", mode: "uds", placement: "apart", iterations: { quick: 20_000, normal: 100_000, full: 1_000_000 } },
+  { select: "c-uds", name: "C epoll+Unix socket one-way (seed method)", program: "oneway", mode: "uds", placement: "apart", iterations: { quick: 5_000, normal: 100_000, full: 1_000_000 } },
   { select: "c-shm-spin", name: "C shm busy-poll one-way (seed method)", program: "oneway", mode: "shm", placement: "apart", iterations: { quick: 200_000, normal: 1_000_000, full: 1_000_000 } },
 ];
 

@@ -1,0 +1,52 @@
+// Smoke test of `bun run bench`: the harness builds and runs the C references and prints a JSON array
+// whose rows have the documented shape. Timings are never asserted here (they belong to the bench).
+import { afterEach, describe, expect, test } from "bun:test";
+import { join } from "node:path";
+
+const RUN = join(import.meta.dir, "run.ts");
+
+/** Runs the bench with stdout and stderr kept apart: --json promises that stdout is only the array. */
+const procs: Bun.Subprocess[] = [];
+afterEach(async () => {
+  for (const p of procs.splice(0)) if (p.exitCode === null) p.kill("SIGKILL");
+});
+async function runBench(args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
+  const p = Bun.spawn([process.execPath, RUN, ...args], { stdin: "ignore", stdout: "pipe", stderr: "pipe" });
+  procs.push(p);
+  const [stdout, stderr, code] = await Promise.all([new Response(p.stdout).text(), new Response(p.stderr).text(), p.exited]);
+  return { code, stdout, stderr };
+}
+
+const positiveOrNull = (v: unknown) => v === null || (typeof v === "number" && Number.isFinite(v) && v >= 0);
+
+describe("bun run bench (smoke)", () => {
+  test("--quick --json --only c prints only a JSON array of C reference rows with the documented fields", async () => {
+    const { code, stdout, stderr } = await runBench(["--quick", "--json", "--only", "c"]);
+    expect(code, stderr).toBe(0);
+    const rows = JSON.parse(stdout) as Record<string, unknown>[]; // throws if stdout holds anything else
+    expect(Array.isArray(rows)).toBe(true);
+    const transports = new Set(rows.map((r) => r.transport));
+    expect([...transports].sort()).toEqual(["c-pipe", "c-shm-spin", "c-uds"]);
+    for (const r of rows) {
+      expect(typeof r.name).toBe("string");
+      expect(["closed-loop", "pipelined", "fixed-rate", "one-way"]).toContain(r.mode as string);
+      expect(r.payload_bytes).toBe(32);
+      for (const f of ["median_us", "p99_us", "calls_per_s", "cpu_us_per_call"]) {
+        expect(f in r).toBe(true);
+        expect(positiveOrNull(r[f])).toBe(true);
+      }
+      expect((r.iterations as number) > 0).toBe(true);
+      if (r.mode === "one-way") expect(typeof r.cycles_one_way).toBe("number");
+    }
+    const oneWay = rows.filter((r) => r.mode === "one-way").map((r) => r.transport);
+    expect(oneWay.sort()).toEqual(["c-shm-spin", "c-uds"]);
+  }, 120_000);
+
+  test("an unknown --only name fails with a message listing the accepted names, not a stack trace", async () => {
+    const { code, stdout, stderr } = await runBench(["--only", "udp"]);
+    expect(code).toBe(2);
+    expect(stdout).toBe("");
+    expect(stderr).toContain("--only: unknown name 'udp'; accepted: c, c-uds");
+    expect(stderr).not.toContain("    at ");
+  });
+});
