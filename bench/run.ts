@@ -7,6 +7,16 @@ import { runCReferences } from "./lib/c-refs.ts";
 import { runMicro } from "./lib/micro.ts";
 import { attachRatios, type BenchRow } from "./lib/rows.ts";
 import { renderTable } from "./lib/table.ts";
+import { readFileSync } from "node:fs";
+import { availableParallelism } from "node:os";
+
+function loadAvg1m(): number | undefined {
+  try {
+    return Number(readFileSync("/proc/loadavg", "utf8").split(" ")[0]);
+  } catch {
+    return undefined;
+  }
+}
 
 async function main(): Promise<number> {
   // `bun run bench -- --json` hands the script a literal "--" on some Bun versions.
@@ -31,6 +41,8 @@ async function main(): Promise<number> {
   const problems: string[] = [];
   const progress = (msg: string) => console.error(`bench: ${msg}`);
   const onRow = (r: BenchRow) => {
+    const load = loadAvg1m();
+    if (load !== undefined) r.load_avg_1m = load;
     rows.push(r);
     progress(`${r.name} [${r.transport} ${r.mode}] done`);
   };
@@ -55,7 +67,12 @@ async function main(): Promise<number> {
   }
 
   attachRatios(rows);
-  for (const p of problems) console.error(`bench: skipped or failed — ${p}`);
+  const cpus = availableParallelism();
+  const maxLoad = Math.max(0, ...rows.map((r) => r.load_avg_1m ?? 0));
+  if (maxLoad > cpus * 0.75) {
+    problems.push(`the machine was busy with other work (1-min load average up to ${maxLoad} on ${cpus} CPUs): figures are noisy, re-run on a quiet machine before quoting them`);
+  }
+  for (const p of problems) console.error(`bench: note — ${p}`);
   if (opts.json) {
     console.log(JSON.stringify(rows, null, 1));
   } else {

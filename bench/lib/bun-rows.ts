@@ -136,6 +136,8 @@ function toRow(v: Variant, placement: Placement, r: ClientResult, syscalls?: { c
     row.target_calls_per_s = r.target_calls_per_s;
     row.cpu_ms_per_1000_calls = (r.cpu_ns_total / 1e6 / r.iterations) * 1000;
     row.vcpu_at_rate = r.cpu_ns_total / 1e6 / r.wall_ms;
+    // An open-loop client that falls behind measures a different rate than it offered: say so.
+    if (r.calls_per_s < 0.95 * r.target_calls_per_s) row.note = `could not sustain the offered rate: ${Math.round(r.calls_per_s)} calls/s completed`;
   }
   if (r.kind === "syscalls") {
     row.syscalls_per_call = syscalls ? syscalls.count / r.iterations : r.io_syscalls_per_call;

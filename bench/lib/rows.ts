@@ -41,6 +41,8 @@ export interface BenchRow {
   ratio_cpu?: number;
   /** Microbenchmarks: nanoseconds per operation. */
   ns_per_op?: number;
+  /** /proc/loadavg (1 min) when the row finished: above the CPU count, other work shared the machine. */
+  load_avg_1m?: number;
   note?: string;
 }
 
