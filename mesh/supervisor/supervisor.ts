@@ -6,14 +6,15 @@ import { join, relative } from "node:path";
 import type { MeshConfig, PodConfig } from "../config/index.ts";
 import type { TransportChoice } from "../../runtime/transport/types.ts";
 import { fetchSidecarStatus } from "./admin-client.ts";
-import { makeDisplay, type Display } from "./display.ts";
+import { LiveDisplay, makeDisplay, type Display } from "./display.ts";
 import { StartupError, UserError } from "./errors.ts";
 import { ManagedProcess, type BackoffPolicy, type ProcEvent } from "./managed-process.ts";
 import { ensurePrivateDir, MAX_SOCKET_PATH, runDir, runtimeRoot } from "./runtime-dir.ts";
 import { writeState, type PodState, type RunState } from "./state.ts";
 import { renderStatusTable, sidecarPorts, type ProcessRow } from "./table.ts";
 
-export const SIDECAR_ENTRY = join(import.meta.dir, "../sidecar/main.ts");
+/** The sidecar program; MESH_SIDECAR_ENTRY swaps in another one (a custom build, or a test double). */
+export const SIDECAR_ENTRY = process.env.MESH_SIDECAR_ENTRY || join(import.meta.dir, "../sidecar/main.ts");
 
 export interface UpOptions {
   config: MeshConfig;
@@ -193,6 +194,7 @@ export class Supervisor {
   private readonly display: Display;
   private readonly startedAt = new Date().toISOString();
   private stopping = false;
+  private allStarted = false;
   private forced = false;
   private stopRequested: ((reason: string) => void) | undefined;
   private pollTimer: ReturnType<typeof setInterval> | undefined;
@@ -269,6 +271,7 @@ export class Supervisor {
       startupError = e as Error;
     }
     if (!this.stopping && !startupError) {
+      this.allStarted = true;
       this.display.event(`mesh: all ${this.pods.length} pod(s) running — Ctrl-C to stop`);
       this.refresh();
       this.pollTimer = setInterval(() => void this.pollTransports(), 1000);
@@ -326,7 +329,10 @@ export class Supervisor {
 
   private refresh(): void {
     this.saveState();
-    if (!this.stopping) this.display.table(renderStatusTable(this.pods.flatMap((p) => p.rows())));
+    // Plain output prints the table once everything is up (and on changes after), not at every start-up step.
+    if (!this.stopping && (this.allStarted || this.display instanceof LiveDisplay)) {
+      this.display.table(renderStatusTable(this.pods.flatMap((p) => p.rows())));
+    }
   }
 
   private saveState(): void {

@@ -1,0 +1,185 @@
+// `mesh up` as a supervisor, with a stand-in sidecar (mesh/supervisor/testdata/fake-sidecar.ts) that
+// keeps the process contract: these tests are about starting, restarting, status and draining, and
+// use only ports the OS picks, so they never collide with examples/hello.
+import { afterEach, describe, expect, test } from "bun:test";
+import { existsSync, readdirSync, statSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
+import { REPO_ROOT, TestResources, waitFor, type Spawned } from "./helpers.ts";
+
+const FAKE_SIDECAR = join(REPO_ROOT, "mesh/supervisor/testdata/fake-sidecar.ts");
+const FAKE_APP = join(REPO_ROOT, "mesh/supervisor/testdata/fake-app.ts");
+const MESH = join(REPO_ROOT, "mesh/cli/main.ts");
+
+const res = new TestResources();
+afterEach(() => res.cleanup());
+
+interface StatusJson {
+  pods: { name: string; processes: { role: "app" | "sidecar"; pid: number | null; restarts: number; transport: string | null; state: string }[] }[];
+}
+
+function setup(appEnv = "") {
+  const dir = res.scratchDir("rpal-mesh-sup-");
+  const runtime = join(dir, "rt");
+  const config = join(dir, "mesh.yaml");
+  writeFileSync(
+    config,
+    `version: 1
+pods:
+  - name: alpha
+    app: { command: bun, args: [${FAKE_APP}]${appEnv} }
+    sidecar:
+      inbound: { port: 0 }
+  - name: beta
+    app: { command: bun, args: [${FAKE_APP}] }
+`,
+  );
+  const env = { MESH_RUNTIME_DIR: runtime, MESH_SIDECAR_ENTRY: FAKE_SIDECAR };
+  return { dir, runtime, config, env };
+}
+
+async function status(env: Record<string, string>): Promise<StatusJson> {
+  const p = res.spawnBun([MESH, "status", "--json"], { env });
+  expect(await p.proc.exited).toBe(0);
+  const line = p.output().split("\n").find((l) => l.startsWith("{"));
+  if (!line) throw new Error(`mesh status printed no JSON:\n${p.output()}`);
+  return JSON.parse(line) as StatusJson;
+}
+
+function pidOf(s: StatusJson, pod: string, role: "app" | "sidecar"): number | null {
+  return s.pods.find((p) => p.name === pod)?.processes.find((p) => p.role === role)?.pid ?? null;
+}
+
+function alive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+async function upAndRunning(env: Record<string, string>, config: string, extra: string[] = []): Promise<Spawned> {
+  const up = res.spawnBun([MESH, "up", config, ...extra], { env });
+  await up.waitForLine(/all 2 pod\(s\) running/, 20_000);
+  return up;
+}
+
+describe("mesh up supervises pods (stand-in sidecar)", () => {
+  test("starts sidecars then apps; mesh status --json reports pids, restarts and transport", async () => {
+    const { config, env, runtime } = setup();
+    const up = await upAndRunning(env, config);
+    // The sidecar's ready line comes before its app is started, for every pod.
+    const out = up.output();
+    expect(out.indexOf("alpha/sidecar ready")).toBeGreaterThan(-1);
+    const s = await waitFor(
+      async () => {
+        const st = await status(env);
+        return st.pods.every((p) => p.processes.every((q) => q.transport === "uds")) ? st : undefined;
+      },
+      { what: "both pods to report transport uds", timeoutMs: 10_000 },
+    );
+    expect(s.pods.map((p) => p.name)).toEqual(["alpha", "beta"]);
+    for (const pod of s.pods) {
+      expect(pod.processes.map((p) => p.role)).toEqual(["sidecar", "app"]);
+      for (const p of pod.processes) {
+        expect(p.restarts).toBe(0);
+        expect(p.pid).not.toBeNull();
+        expect(alive(p.pid!)).toBe(true);
+      }
+    }
+    // The runtime directory and the state file are private.
+    expect(statSync(runtime).mode & 0o777).toBe(0o700);
+    const runs = readdirSync(join(runtime, "runs"));
+    expect(runs.length).toBe(1);
+    expect(statSync(join(runtime, "runs", runs[0]!, "state.json")).mode & 0o777).toBe(0o600);
+    expect(statSync(join(runtime, "runs", runs[0]!, "alpha", "app.sock")).isSocket()).toBe(true);
+    // The text form lists every process.
+    const text = res.spawnBun([MESH, "status"], { env });
+    expect(await text.proc.exited).toBe(0);
+    expect(text.output()).toMatch(/POD\s+PROCESS\s+PID\s+STATE\s+TRANSPORT\s+PORTS\s+RESTARTS/);
+    expect(text.output()).toMatch(/alpha\s+sidecar\s+\d+\s+running\s+uds\s+inbound 127\.0\.0\.1:\d+ admin 127\.0\.0\.1:\d+\s+0/);
+    up.proc.kill("SIGTERM");
+    expect(await up.proc.exited).toBe(0);
+  });
+
+  test("kill -9 of an app, then of a sidecar: each is restarted and says so", async () => {
+    const { config, env } = setup();
+    const up = await upAndRunning(env, config);
+    const before = await status(env);
+    const app = pidOf(before, "alpha", "app")!;
+    process.kill(app, "SIGKILL");
+    const afterApp = await waitFor(
+      async () => {
+        const s = await status(env);
+        const pid = pidOf(s, "alpha", "app");
+        return pid && pid !== app ? s : undefined;
+      },
+      { what: "alpha's app to be restarted", timeoutMs: 10_000 },
+    );
+    expect(afterApp.pods[0]!.processes[1]!.restarts).toBe(1);
+    expect(up.output()).toMatch(/alpha\/app was killed by SIGKILL after [\d.]+s — restarting in 0\.25s/);
+    await up.waitForLine(/alpha\/app restarted \(pid \d+, restart #1\)/);
+
+    const sidecar = pidOf(afterApp, "alpha", "sidecar")!;
+    process.kill(sidecar, "SIGKILL");
+    const afterSidecar = await waitFor(
+      async () => {
+        const s = await status(env);
+        const pid = pidOf(s, "alpha", "sidecar");
+        const proc = s.pods[0]!.processes[0]!;
+        return pid && pid !== sidecar && proc.state === "running" ? s : undefined;
+      },
+      { what: "alpha's sidecar to be restarted", timeoutMs: 10_000 },
+    );
+    expect(afterSidecar.pods[0]!.processes[0]!.restarts).toBe(1);
+    await up.waitForLine(/alpha\/sidecar ready again/);
+    // The app was not restarted because its sidecar was.
+    expect(pidOf(afterSidecar, "alpha", "app")).toBe(pidOf(afterApp, "alpha", "app"));
+    up.proc.kill("SIGTERM");
+    expect(await up.proc.exited).toBe(0);
+  });
+
+  test("a crash-looping app is restarted with growing backoff", async () => {
+    const { config, env } = setup(", env: { FAKE_APP_MODE: crash }");
+    const up = await upAndRunning(env, config);
+    await up.waitForLine(/alpha\/app exited with code 1 .* restarting in 1\.00s/, 10_000);
+    const out = up.output();
+    expect(out).toMatch(/alpha\/app exited with code 1 .* restarting in 0\.25s\n\s+fake app: crashing on purpose/);
+    expect(out).toMatch(/restarting in 0\.50s/);
+    up.proc.kill("SIGTERM");
+    expect(await up.proc.exited).toBe(0);
+  });
+
+  test("SIGTERM drains everything: exit 0, no process, socket or state file left", async () => {
+    const { config, env, runtime } = setup();
+    const up = await upAndRunning(env, config);
+    const s = await status(env);
+    const pids = s.pods.flatMap((p) => p.processes.map((q) => q.pid!));
+    expect(pids.length).toBe(4);
+    const runDir = join(runtime, "runs", readdirSync(join(runtime, "runs"))[0]!);
+    expect(existsSync(join(runDir, "beta", "app.sock"))).toBe(true);
+    up.proc.kill("SIGTERM");
+    expect(await up.proc.exited).toBe(0);
+    expect(up.output()).toContain("SIGTERM received — stopping apps, then sidecars");
+    for (const pid of pids) expect(alive(pid)).toBe(false);
+    expect(existsSync(runDir)).toBe(false);
+    expect((await status(env)).pods).toEqual([]);
+  });
+
+  test("a sidecar that fails to start: exit 1, the pod is named, nothing left running", async () => {
+    const { config, env, runtime } = setup();
+    const up = res.spawnBun([MESH, "up", config], { env: { ...env, FAKE_SIDECAR_MODE: "fail" } });
+    expect(await up.proc.exited).toBe(1);
+    expect(up.output()).toMatch(/pod (alpha|beta): its sidecar failed to start: exited with code 3/);
+    expect(up.output()).toContain("fake sidecar: failing on purpose");
+    expect(up.output()).not.toContain("    at ");
+    expect(readdirSync(join(runtime, "runs"))).toEqual([]);
+  });
+
+  test("a sidecar that never becomes ready: exit 1 after --ready-timeout", async () => {
+    const { config, env } = setup();
+    const up = res.spawnBun([MESH, "up", config, "--ready-timeout", "1"], { env: { ...env, FAKE_SIDECAR_MODE: "hang" } });
+    expect(await up.proc.exited).toBe(1);
+    expect(up.output()).toMatch(/pod (alpha|beta): its sidecar failed to start: did not print its ready line within 1s/);
+  });
+});
