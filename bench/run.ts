@@ -7,6 +7,7 @@ import { runCReferences } from "./lib/c-refs.ts";
 import { runMicro } from "./lib/micro.ts";
 import { attachRatios, type BenchRow } from "./lib/rows.ts";
 import { renderTable } from "./lib/table.ts";
+import { checkTargets, renderTargets } from "./lib/targets.ts";
 import { readFileSync } from "node:fs";
 import { availableParallelism } from "node:os";
 
@@ -77,6 +78,9 @@ async function main(): Promise<number> {
     console.log(JSON.stringify(rows, null, 1));
   } else {
     console.log(renderTable(rows));
+    if (rows.some((r) => !r.transport.startsWith("c-") && r.mode !== "micro")) {
+      console.log(`\nIssue targets (this run):\n${renderTargets(checkTargets(rows))}`);
+    }
     console.log(`\n${rows.length} rows in ${((performance.now() - started) / 1000).toFixed(1)} s; ratios are this row ÷ the C reference of the same run (lat = median, or mean cycles for one-way).`);
   }
   return rows.length > 0 ? 0 : 1;

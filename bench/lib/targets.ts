@@ -1,0 +1,78 @@
+// The issues' benchmark targets, checked against the rows of this run (human output only; the JSON
+// array stays one row per measurement). A target whose rows are missing is reported as not measured.
+import type { BenchRow } from "./rows.ts";
+
+export interface TargetResult {
+  issue: number;
+  target: string;
+  measured: string;
+  met: boolean | undefined;
+}
+
+type Pick = (r: BenchRow) => boolean;
+const find = (rows: BenchRow[], p: Pick) => rows.find(p);
+const is = (transport: string, mode: string, spin?: string): Pick => (r) =>
+  r.transport === transport && r.mode === mode && (spin === undefined || r.spin === spin) && r.syscalls_per_call === undefined;
+
+function f(v: number | null | undefined, d = 2): string {
+  return v == null ? "—" : v.toFixed(d);
+}
+
+export function checkTargets(rows: BenchRow[]): TargetResult[] {
+  const out: TargetResult[] = [];
+  const add = (issue: number, target: string, measured: string, met: boolean | undefined) => out.push({ issue, target, measured, met });
+
+  const cUds = find(rows, is("c-uds", "closed-loop"));
+  const uds = find(rows, is("uds", "closed-loop"));
+  if (cUds && uds && uds.median_us != null && cUds.median_us != null) {
+    const r = uds.median_us / cUds.median_us;
+    add(2, "uds round trip ≤ 3× C Unix socket", `${f(uds.median_us)} µs vs ${f(cUds.median_us)} µs = ${f(r)}×`, r <= 3);
+  } else add(2, "uds round trip ≤ 3× C Unix socket", "not measured", undefined);
+  if (cUds && uds && uds.cpu_us_per_call != null && cUds.cpu_us_per_call != null) {
+    const r = uds.cpu_us_per_call / cUds.cpu_us_per_call;
+    add(2, "uds CPU per call ≤ 3× C's", `${f(uds.cpu_us_per_call)} µs vs ${f(cUds.cpu_us_per_call)} µs = ${f(r)}×`, r <= 3);
+  } else add(2, "uds CPU per call ≤ 3× C's", "not measured", undefined);
+
+  const shmPipe = find(rows, is("shm", "pipelined", "off"));
+  const udsPipe = find(rows, is("uds", "pipelined"));
+  if (shmPipe?.calls_per_s != null) add(3, "shm pipelined (64 in flight) ≥ 300,000 calls/s", `${Math.round(shmPipe.calls_per_s).toLocaleString("en-US")} calls/s`, shmPipe.calls_per_s >= 300_000);
+  else add(3, "shm pipelined (64 in flight) ≥ 300,000 calls/s", "not measured", undefined);
+  if (shmPipe?.cpu_us_per_call != null && udsPipe?.cpu_us_per_call != null) {
+    const r = shmPipe.cpu_us_per_call / udsPipe.cpu_us_per_call;
+    add(3, "shm pipelined CPU per call ≤ 1/4 of uds's", `${f(shmPipe.cpu_us_per_call)} vs ${f(udsPipe.cpu_us_per_call)} µs = ${f(r)}×`, r <= 0.25);
+  } else add(3, "shm pipelined CPU per call ≤ 1/4 of uds's", "not measured", undefined);
+
+  const shmClosed = find(rows, is("shm", "closed-loop", "off"));
+  if (shmClosed?.median_us != null && uds?.median_us != null) {
+    add(3, "shm round trip (spin off) ≤ uds's", `${f(shmClosed.median_us)} µs vs ${f(uds.median_us)} µs`, shmClosed.median_us <= uds.median_us);
+  } else add(3, "shm round trip (spin off) ≤ uds's", "not measured", undefined);
+  const shmSpin = rows.find((r) => r.transport === "shm" && r.mode === "closed-loop" && r.spin !== undefined && r.spin !== "off");
+  if (shmSpin?.median_us != null) add(3, "shm round trip with spin on and a free core ≤ 2 µs", `${f(shmSpin.median_us)} µs (spin ${shmSpin.spin}, ${shmSpin.placement})`, shmSpin.median_us <= 2);
+  else add(3, "shm round trip with spin on and a free core ≤ 2 µs", "not measured", undefined);
+
+  for (const [rate, goal] of [[10_000, 0.7], [50_000, 0.3]] as const) {
+    const s = rows.find((r) => r.transport === "shm" && r.target_calls_per_s === rate);
+    const u = rows.find((r) => r.transport === "uds" && r.target_calls_per_s === rate);
+    const label = `shm CPU per 1,000 calls at ${rate / 1000}k/s ≤ ${goal}× uds`;
+    if (s?.cpu_ms_per_1000_calls != null && u?.cpu_ms_per_1000_calls != null) {
+      const r = s.cpu_ms_per_1000_calls / u.cpu_ms_per_1000_calls;
+      add(3, label, `${f(s.cpu_ms_per_1000_calls)} vs ${f(u.cpu_ms_per_1000_calls)} ms = ${f(r)}×${s.note ? " (shm fell behind the rate)" : ""}`, r <= goal && !s.note);
+    } else add(3, label, "not measured", undefined);
+  }
+
+  const sys = rows.find((r) => r.transport === "shm" && r.syscalls_per_call !== undefined);
+  if (sys?.syscalls_per_call !== undefined) add(3, "shm syscalls per call under pipelined load < 0.05", `${f(sys.syscalls_per_call, 3)} (${sys.syscalls_method})`, sys.syscalls_per_call < 0.05);
+  else add(3, "shm syscalls per call under pipelined load < 0.05", "not measured", undefined);
+
+  const ow = rows.find((r) => r.transport === "shm" && r.mode === "one-way" && r.spin !== undefined && r.spin !== "off");
+  if (ow?.cycles_one_way !== undefined) {
+    add(3, "shm one-way (spin on) < RPAL's published 1,703 cycles", `${ow.cycles_one_way.toLocaleString("en-US")} cycles mean (median ${ow.cycles_one_way_median?.toLocaleString("en-US")}), costing ${f(ow.cpu_us_per_call)} µs CPU per message`, ow.cycles_one_way < 1703);
+  } else add(3, "shm one-way (spin on) < RPAL's published 1,703 cycles", "not measured", undefined);
+  return out;
+}
+
+export function renderTargets(results: TargetResult[]): string {
+  return results
+    .map((t) => `${t.met === undefined ? "  ?  " : t.met ? " met " : " MISS"}  #${t.issue} ${t.target}: ${t.measured}`)
+    .join("\n");
+}
