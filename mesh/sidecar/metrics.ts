@@ -27,10 +27,9 @@ export class SidecarMetrics {
   readonly ejections: Counter<"service" | "endpoint">;
   readonly ejected: Gauge<"service" | "endpoint">;
   readonly endpoints: Gauge<"service">;
-  readonly inflight: Gauge<"direction">;
   readonly sessionsGauge: Gauge<"transport">;
 
-  constructor(pod: string, sessions: () => readonly SessionView[], upstreamState: () => void) {
+  constructor(pod: string, sessions: () => readonly SessionView[], upstreamState: () => void, inflight: () => number) {
     this.registry.setDefaultLabels({ pod });
     const r = [this.registry];
     this.requests = new Counter({
@@ -77,7 +76,14 @@ export class SidecarMetrics {
     this.ejections = new Counter({ name: "mesh_outlier_ejections_total", help: "Times an endpoint was ejected by outlier detection", labelNames: ["service", "endpoint"], registers: r });
     this.ejected = new Gauge({ name: "mesh_outlier_ejected", help: "1 while the endpoint is ejected", labelNames: ["service", "endpoint"], registers: r });
     this.endpoints = new Gauge({ name: "mesh_upstream_endpoints", help: "Endpoints currently resolved for the upstream service", labelNames: ["service"], registers: r });
-    this.inflight = new Gauge({ name: "mesh_requests_in_flight", help: "Calls in progress", labelNames: ["direction"], registers: r });
+    new Gauge({
+      name: "mesh_requests_in_flight",
+      help: "Calls in progress (both directions)",
+      registers: r,
+      collect() {
+        this.set(inflight());
+      },
+    });
 
     this.sessionsGauge = new Gauge({
       name: "mesh_app_sessions",

@@ -54,7 +54,7 @@ export function loadMethods(protoPaths: readonly string[], baseDir: string): Map
 export function passThroughServices(methods: Map<string, MethodInfo>): Map<string, grpc.ServiceDefinition> {
   const services = new Map<string, grpc.ServiceDefinition>();
   for (const m of methods.values()) {
-    let def = services.get(m.service);
+    let def = services.get(m.service) as Record<string, grpc.MethodDefinition<Buffer, Buffer>> | undefined;
     if (!def) services.set(m.service, (def = {}));
     def[m.name] = {
       path: m.path,

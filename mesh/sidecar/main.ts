@@ -1,0 +1,79 @@
+// The sidecar process: `bun mesh/sidecar/main.ts --config <mesh.yaml> --pod <name> --app-socket <path>
+// [--transport auto|uds|shm|rpal]`. Prints one JSON "ready" line on stdout once listening; logs go to
+// stderr. SIGTERM/SIGINT drain gracefully and exit 0. Bad input exits 2 with a one-line reason.
+import { resolve, dirname } from "node:path";
+import { findPod, loadConfig } from "../config/index.ts";
+import { logger } from "../../runtime/log.ts";
+import { parseTransportChoice } from "../../runtime/transport/negotiate.ts";
+import type { TransportChoice } from "../../runtime/transport/types.ts";
+import { Sidecar } from "./sidecar.ts";
+
+const USAGE = "usage: bun mesh/sidecar/main.ts --config <mesh.yaml> --pod <name> --app-socket <path> [--transport auto|uds|shm|rpal]";
+
+interface Args {
+  config: string;
+  pod: string;
+  appSocket: string;
+  transport: string | undefined;
+}
+
+function parseArgs(argv: string[]): Args {
+  const out: Partial<Args> = {};
+  const names: Record<string, keyof Args> = { "--config": "config", "--pod": "pod", "--app-socket": "appSocket", "--transport": "transport" };
+  for (let i = 0; i < argv.length; i++) {
+    const a = argv[i]!;
+    const [flag, inline] = a.includes("=") ? [a.slice(0, a.indexOf("=")), a.slice(a.indexOf("=") + 1)] : [a, undefined];
+    const key = names[flag];
+    if (!key) throw new Error(`unknown argument ${JSON.stringify(a)}\n${USAGE}`);
+    const v = inline ?? argv[++i];
+    if (v === undefined || v === "") throw new Error(`${flag} needs a value\n${USAGE}`);
+    out[key] = v;
+  }
+  for (const k of ["config", "pod", "appSocket"] as const) {
+    if (!out[k]) throw new Error(`missing --${k === "appSocket" ? "app-socket" : k}\n${USAGE}`);
+  }
+  return out as Args;
+}
+
+async function main(): Promise<number> {
+  const log = logger("sidecar");
+  let sidecar: Sidecar;
+  try {
+    const args = parseArgs(process.argv.slice(2));
+    const configPath = resolve(args.config);
+    const config = loadConfig(configPath);
+    const pod = findPod(config, args.pod, configPath);
+    const override = args.transport ?? process.env.MESH_TRANSPORT;
+    const transport: TransportChoice | undefined = override ? parseTransportChoice(override, args.transport ? "--transport" : "MESH_TRANSPORT") : undefined;
+    sidecar = new Sidecar({ pod, baseDir: dirname(configPath), appSocket: resolve(args.appSocket), transport });
+  } catch (e) {
+    process.stderr.write(`sidecar: ${(e as Error).message}\n`);
+    return 2;
+  }
+  let ready;
+  try {
+    ready = await sidecar.start();
+  } catch (e) {
+    sidecar.stop();
+    process.stderr.write(`sidecar ${sidecar.podName}: ${(e as Error).message}\n`);
+    return 2;
+  }
+  process.stdout.write(JSON.stringify(ready) + "\n");
+  log.info(ready, `sidecar ${ready.pod} ready`);
+  return await new Promise<number>((resolveExit) => {
+    const onSignal = (sig: string) => {
+      log.info({ signal: sig }, "drain requested");
+      sidecar.drain().then(
+        () => resolveExit(0),
+        (e) => {
+          log.error({ err: (e as Error).message }, "drain failed");
+          resolveExit(1);
+        },
+      );
+    };
+    process.once("SIGTERM", () => onSignal("SIGTERM"));
+    process.once("SIGINT", () => onSignal("SIGINT"));
+  });
+}
+
+process.exit(await main());

@@ -1,0 +1,194 @@
+// Inbound end to end: a grpc-js client → the sidecar process (h2c) → the echo app process (SDK over the
+// pod's Unix socket) and back. Status, metadata, deadline, headers and trailers must survive; bad
+// requests from the network get the right status and the sidecar keeps serving; SIGTERM drains.
+import { afterAll, beforeAll, describe, expect, test } from "bun:test";
+import * as grpc from "@grpc/grpc-js";
+import http2 from "node:http2";
+import { join } from "node:path";
+import { TestResources, waitFor } from "./helpers.ts";
+import { callUnary, echoClient, metric, type RunningSidecar, scrape, startEchoApp, startSidecar, writeMeshYaml } from "../mesh/sidecar/testdata/harness.ts";
+
+const res = new TestResources();
+let sc: RunningSidecar;
+let client: ReturnType<typeof echoClient>;
+
+beforeAll(async () => {
+  const dir = res.scratchDir("sidecar-inbound-");
+  const config = writeMeshYaml(dir, [{ name: "echo", sidecar: { inbound: { host: "127.0.0.1", port: 0 }, admin: { port: 0 }, drain_seconds: 5 } }]);
+  sc = await startSidecar(res, config, "echo", join(dir, "run", "app.sock"));
+  client = echoClient(sc.ready.inbound!);
+});
+
+afterAll(async () => {
+  client?.close();
+  await res.cleanup();
+});
+
+describe("sidecar inbound", () => {
+  test("before the app connects: UNAVAILABLE naming the cause, and /readyz says not ready", async () => {
+    const r = await callUnary(client, "Unary", { text: "early" });
+    expect(r.err?.code).toBe(grpc.status.UNAVAILABLE);
+    expect(r.err?.details).toContain("no app is connected");
+    const ready = await fetch(`${sc.admin}/readyz`);
+    expect(ready.status).toBe(503);
+    expect(await (await fetch(`${sc.admin}/healthz`)).text()).toBe("ok\n");
+  });
+
+  test("the app connects: /readyz and /status report it with its transport", async () => {
+    await startEchoApp(res, sc.socket);
+    await waitFor(async () => (await fetch(`${sc.admin}/readyz`)).status === 200, { what: "/readyz 200" });
+    const status = (await (await fetch(`${sc.admin}/status`)).json()) as { pod: string; ready: boolean; sessions: { transport: string }[]; transport: string };
+    expect(status.pod).toBe("echo");
+    expect(status.ready).toBe(true);
+    expect(status.sessions.length).toBe(1);
+    expect(["uds", "shm", "rpal"]).toContain(status.transport);
+  });
+
+  test("unary: payload, metadata, deadline, headers and trailers preserved; traceparent continued", async () => {
+    const md = new grpc.Metadata();
+    md.set("x-user", "ada");
+    md.set("traceparent", "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01");
+    const r = await callUnary(client, "Unary", { text: "hello" }, md, { deadline: Date.now() + 5000 });
+    expect(r.err).toBeNull();
+    expect(r.reply.text).toBe("hello");
+    expect(r.reply.metadata["x-user"]).toBe("ada");
+    const tp = r.reply.metadata.traceparent as string;
+    expect(tp).toMatch(/^00-4bf92f3577b34da6a3ce929d0e0e4736-[0-9a-f]{16}-01$/);
+    expect(tp).not.toContain("00f067aa0ba902b7");
+    const left = Number(r.reply.deadlineLeftMs);
+    expect(left).toBeGreaterThan(0);
+    expect(left).toBeLessThanOrEqual(5000);
+    expect(r.headers?.get("x-echo-header")).toEqual(["from-app"]);
+    expect(r.trailers?.get("x-echo-trailer")).toEqual(["bye"]);
+  });
+
+  test("a call without traceparent gets a fresh one; without deadline the app sees none", async () => {
+    const r = await callUnary(client, "Unary", { text: "x" });
+    expect(r.reply.metadata.traceparent).toMatch(/^00-[0-9a-f]{32}-[0-9a-f]{16}-01$/);
+    expect(Number(r.reply.deadlineLeftMs)).toBe(-1);
+  });
+
+  test("the app's error status, details and trailers reach the client", async () => {
+    const r = await callUnary(client, "Unary", { text: "boom", failCode: grpc.status.FAILED_PRECONDITION });
+    expect(r.err?.code).toBe(grpc.status.FAILED_PRECONDITION);
+    expect(r.err?.details).toBe("failed on purpose: boom");
+    expect(r.trailers?.get("x-fail-trailer")).toEqual(["yes"]);
+  });
+
+  test("a deadline shorter than the app's work ends in DEADLINE_EXCEEDED", async () => {
+    const r = await callUnary(client, "Unary", { text: "slow", delayMs: 2000 }, new grpc.Metadata(), { deadline: Date.now() + 100 });
+    expect(r.err?.code).toBe(grpc.status.DEADLINE_EXCEEDED);
+  });
+
+  test("server streaming, client streaming and bidi pass every message through", async () => {
+    const stream = client.ServerStream({ text: "s", count: 3 });
+    const got: string[] = [];
+    for await (const m of stream) got.push(m.text);
+    expect(got).toEqual(["s#0", "s#1", "s#2"]);
+
+    const failing = client.ServerStream({ text: "f", count: 2, failCode: grpc.status.ABORTED });
+    const partial: string[] = [];
+    const err = await (async () => {
+      try {
+        for await (const m of failing) partial.push(m.text);
+      } catch (e) {
+        return e as grpc.ServiceError;
+      }
+    })();
+    expect(partial).toEqual(["f#0", "f#1"]);
+    expect(err?.code).toBe(grpc.status.ABORTED);
+
+    const cs = await new Promise<any>((resolve, reject) => {
+      const call = client.ClientStream((e: Error | null, r: unknown) => (e ? reject(e) : resolve(r)));
+      for (const t of ["a", "b", "c"]) call.write({ text: t });
+      call.end();
+    });
+    expect(cs.text).toBe("a,b,c");
+
+    const bidi = client.Bidi();
+    const echoes: string[] = [];
+    const done = (async () => {
+      for await (const m of bidi) echoes.push(m.text);
+    })();
+    for (const t of ["1", "2"]) bidi.write({ text: t });
+    bidi.end();
+    await done;
+    expect(echoes).toEqual(["echo:1", "echo:2"]);
+  });
+
+  test("unknown method: UNIMPLEMENTED, and the sidecar keeps serving", async () => {
+    const r = await new Promise<grpc.ServiceError | null>((resolve) => {
+      client.makeUnaryRequest("/meshtest.Nope/Missing", (b: Buffer) => b, (b: Buffer) => b, Buffer.alloc(0), (e) => resolve(e));
+    });
+    expect(r?.code).toBe(grpc.status.UNIMPLEMENTED);
+    expect((await callUnary(client, "Unary", { text: "still" })).reply.text).toBe("still");
+  });
+
+  test("malformed HTTP/2 requests: wrong content-type → 415, broken gRPC frames → error status; sidecar keeps serving", async () => {
+    const session = http2.connect(`http://${sc.ready.inbound}`);
+    const send = (headers: http2.OutgoingHttpHeaders, body: Buffer) =>
+      new Promise<{ headers: http2.IncomingHttpHeaders; trailers: http2.IncomingHttpHeaders }>((resolve) => {
+        const out = { headers: {} as http2.IncomingHttpHeaders, trailers: {} as http2.IncomingHttpHeaders };
+        const req = session.request({ ":method": "POST", ...headers } as http2.OutgoingHttpHeaders);
+        req.on("response", (h) => (out.headers = h));
+        req.on("trailers", (t) => (out.trailers = t));
+        req.on("data", () => {});
+        req.on("close", () => resolve(out));
+        req.end(body);
+      });
+    try {
+      const wrongType = await send({ ":path": "/meshtest.Echo/Unary", "content-type": "text/plain" }, Buffer.from("hello"));
+      expect(Number(wrongType.headers[":status"])).toBe(415);
+
+      // Length prefix says 100 bytes, 2 follow: a truncated message.
+      const truncated = await send({ ":path": "/meshtest.Echo/Unary", "content-type": "application/grpc", te: "trailers" }, Buffer.from([0, 0, 0, 0, 100, 1, 2]));
+      const tCode = Number(truncated.trailers["grpc-status"] ?? truncated.headers["grpc-status"]);
+      expect(tCode).not.toBe(grpc.status.OK);
+      expect(Number.isNaN(tCode)).toBe(false);
+
+      // Two messages for a unary method.
+      const two = await send({ ":path": "/meshtest.Echo/Unary", "content-type": "application/grpc", te: "trailers" }, Buffer.from([0, 0, 0, 0, 0, 0, 0, 0, 0, 0]));
+      const twoCode = Number(two.trailers["grpc-status"] ?? two.headers["grpc-status"]);
+      expect(twoCode).not.toBe(grpc.status.OK);
+
+      // A message longer than max_message_bytes announced in the prefix.
+      const huge = await send({ ":path": "/meshtest.Echo/Unary", "content-type": "application/grpc", te: "trailers" }, Buffer.from([0, 0x7f, 0xff, 0xff, 0xff]));
+      const hugeCode = Number(huge.trailers["grpc-status"] ?? huge.headers["grpc-status"]);
+      expect(hugeCode).toBe(grpc.status.RESOURCE_EXHAUSTED);
+
+      // Undecodable payload bytes are the app's business (the sidecar never decodes): the app answers.
+      const garbage = await send({ ":path": "/meshtest.Echo/Unary", "content-type": "application/grpc", te: "trailers" }, Buffer.from([0, 0, 0, 0, 3, 0xff, 0xff, 0xff]));
+      const gCode = Number(garbage.trailers["grpc-status"] ?? garbage.headers["grpc-status"]);
+      expect(gCode).toBe(grpc.status.INVALID_ARGUMENT);
+    } finally {
+      session.close();
+    }
+    expect((await callUnary(client, "Unary", { text: "alive" })).reply.text).toBe("alive");
+  });
+
+  test("/metrics counts inbound calls by method and code, with latency histograms and process figures", async () => {
+    const text = await scrape(sc.admin);
+    expect(metric(text, "mesh_requests_total", { direction: "inbound", method: "/meshtest.Echo/Unary", code: "OK" })).toBeGreaterThanOrEqual(4);
+    expect(metric(text, "mesh_requests_total", { direction: "inbound", method: "/meshtest.Echo/Unary", code: "FAILED_PRECONDITION" })).toBe(1);
+    expect(metric(text, "mesh_request_duration_seconds_count", { direction: "inbound", method: "/meshtest.Echo/Unary" })).toBeGreaterThanOrEqual(5);
+    expect(metric(text, "mesh_app_sessions")).toBe(1);
+    expect(metric(text, "mesh_transport_frames_received")).toBeGreaterThan(0);
+    expect(metric(text, "mesh_process_cpu_seconds_total")).toBeGreaterThan(0);
+    expect(metric(text, "mesh_process_resident_memory_bytes")).toBeGreaterThan(1_000_000);
+    const cfg = (await (await fetch(`${sc.admin}/config`)).json()) as { name: string; sidecar: { inbound: { port: number } } };
+    expect(cfg.name).toBe("echo");
+  });
+
+  test("SIGTERM drains: the call in flight finishes, new calls are refused, exit code 0", async () => {
+    const slow = callUnary(client, "Unary", { text: "in-flight", delayMs: 800 }, new grpc.Metadata(), { deadline: Date.now() + 10_000 });
+    await waitFor(async () => metric(await scrape(sc.admin), "mesh_requests_in_flight") >= 1, { what: "a call in flight" });
+    sc.proc.proc.kill("SIGTERM");
+    await waitFor(async () => (await fetch(`${sc.admin}/readyz`)).status === 503, { what: "/readyz to report draining" });
+    const late = await callUnary(client, "Unary", { text: "late" });
+    expect(late.err?.code).toBe(grpc.status.UNAVAILABLE);
+    const r = await slow;
+    expect(r.err).toBeNull();
+    expect(r.reply.text).toBe("in-flight");
+    expect(await sc.proc.proc.exited).toBe(0);
+  }, 20_000);
+});
