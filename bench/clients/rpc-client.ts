@@ -40,7 +40,8 @@ function openWindow(): Window {
   return { client: sampleProcess(process.pid), server: sampleProcess(spec!.serverPid), io: ioSyscalls(process.pid) + ioSyscalls(spec!.serverPid), t0: performance.now() };
 }
 
-function closeWindow(w: Window, calls: number, lat: Float64Array, n: number): Omit<ClientResult, "kind"> {
+function closeWindow(w: Window, callsMade: number, lat: Float64Array, n: number): Omit<ClientResult, "kind"> {
+  const calls = Math.max(callsMade, 1); // the idle baseline makes no calls: per-call figures are then totals
   const wallMs = performance.now() - w.t0;
   const c = diffSamples(w.client, sampleProcess(process.pid));
   const s = diffSamples(w.server, sampleProcess(spec!.serverPid));
@@ -48,7 +49,7 @@ function closeWindow(w: Window, calls: number, lat: Float64Array, n: number): Om
   const sorted = lat.subarray(0, n).sort();
   const q = (p: number) => (n ? (sorted[Math.min(n - 1, Math.floor(p * n))] ?? 0) : 0);
   return {
-    iterations: calls,
+    iterations: callsMade,
     median_us: q(0.5) * 1000,
     p99_us: q(0.99) * 1000,
     calls_per_s: (calls * 1000) / wallMs,
@@ -118,7 +119,8 @@ async function fixedRate(rate: number, durationMs: number): Promise<Omit<ClientR
         });
         outstanding.add(p);
       }
-      if (sent >= max) {
+      // Rate 0 is the idle baseline: the ticker alone for the whole duration.
+      if (sent >= max && now - start >= durationMs) {
         clearInterval(tick);
         resolve();
       }

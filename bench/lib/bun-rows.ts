@@ -17,6 +17,8 @@ import { startPerfCounter } from "./syscalls.ts";
 
 const BENCH_DIR = join(import.meta.dir, "..");
 const RATES = [1_000, 10_000, 50_000];
+/** The fixed-rate client ticks every 1 ms whatever the rate; this baseline (no calls) is what that costs. */
+const IDLE_RATE = 0;
 
 interface Variant {
   transport: TransportName;
@@ -49,7 +51,7 @@ function variants(opts: BenchOptions, notes: string[]): Variant[] {
     { kind: "closed-loop", iterations: c.closed },
     { kind: "pipelined", iterations: c.pipelined, inFlight: 64 },
     { kind: "syscalls", iterations: c.syscalls, inFlight: 64 },
-    ...RATES.map((rate): ClientJob => ({ kind: "fixed-rate", rate, durationMs: c.rateMs })),
+    ...[IDLE_RATE, ...RATES].map((rate): ClientJob => ({ kind: "fixed-rate", rate, durationMs: c.rateMs })),
   ];
   const out: Variant[] = [];
   if (selected(opts, "uds")) {
@@ -108,6 +110,7 @@ function describe(v: Variant, r: ClientResult): string {
     case "syscalls":
       return `Bun ${v.label} syscalls under ${r.in_flight} in flight${spin}`;
     case "fixed-rate":
+      if (!r.target_calls_per_s) return `Bun ${v.label} idle session + 1 ms ticker (no calls)${spin}`;
       return `Bun ${v.label} fixed rate ${(r.target_calls_per_s ?? 0) / 1000}k/s${spin}`;
     case "one-way":
       return `Bun ${v.label} one-way (seed method)${spin}`;
@@ -132,6 +135,14 @@ function toRow(v: Variant, placement: Placement, r: ClientResult, syscalls?: { c
   };
   if (v.spin !== undefined) row.spin = v.spin;
   if (r.in_flight !== undefined) row.in_flight = r.in_flight;
+  if (r.kind === "fixed-rate" && !r.target_calls_per_s) {
+    row.target_calls_per_s = 0;
+    row.median_us = row.p99_us = row.cpu_us_per_call = null;
+    row.client_cpu_us_per_call = row.server_cpu_us_per_call = undefined;
+    row.calls_per_s = 0;
+    row.vcpu_at_rate = r.cpu_ns_total / 1e6 / r.wall_ms;
+    row.note = "baseline: what the open-loop ticker and an idle session cost per second";
+  }
   if (r.kind === "fixed-rate" && r.target_calls_per_s) {
     row.target_calls_per_s = r.target_calls_per_s;
     row.cpu_ms_per_1000_calls = (r.cpu_ns_total / 1e6 / r.iterations) * 1000;
@@ -187,6 +198,7 @@ async function runVariant(v: Variant, opts: BenchOptions, onRow: (r: BenchRow) =
     const deadline = setTimeout(() => client?.kill("SIGKILL"), 300_000);
     let perf: ReturnType<typeof startPerfCounter> | undefined;
     let results = 0;
+    let idleVcpu: number | undefined;
     for await (const l of lines(client.stdout)) {
       if (!l.startsWith("{")) continue;
       const msg = JSON.parse(l) as ClientResult | { await: "go" };
@@ -203,7 +215,12 @@ async function runVariant(v: Variant, opts: BenchOptions, onRow: (r: BenchRow) =
         sys = { count: await perf.finish(), method: "perf raw_syscalls:sys_enter" };
         perf = undefined;
       }
-      onRow(toRow(v, cpus.placement, msg, sys));
+      const row = toRow(v, cpus.placement, msg, sys);
+      if (row.target_calls_per_s === 0) idleVcpu = row.vcpu_at_rate;
+      else if (row.target_calls_per_s && idleVcpu !== undefined && row.vcpu_at_rate !== undefined && row.calls_per_s) {
+        row.cpu_ms_per_1000_calls_net = ((row.vcpu_at_rate - idleVcpu) * 1e6) / row.calls_per_s;
+      }
+      onRow(row);
       results++;
     }
     clearTimeout(deadline);

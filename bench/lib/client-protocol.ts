@@ -31,6 +31,7 @@ export interface ClientResult {
   ctx_switches_per_call: number;
   io_syscalls_per_call: number;
   in_flight?: number;
+  /** fixed-rate: the offered rate (0 = idle baseline, no calls). */
   target_calls_per_s?: number;
   cycles?: CycleStats;
 }

@@ -31,6 +31,8 @@ export interface BenchRow {
   target_calls_per_s?: number;
   cpu_ms_per_1000_calls?: number;
   vcpu_at_rate?: number;
+  /** The same minus the idle baseline row (ticker + idle session) of the same processes. */
+  cpu_ms_per_1000_calls_net?: number;
   syscalls_per_call?: number;
   /** perf (raw_syscalls:sys_enter), strace -c -f, or proc-io (read/write syscalls only: a lower bound). */
   syscalls_method?: string;
@@ -73,10 +75,10 @@ export function attachRatios(rows: BenchRow[]): void {
     if (!want) continue;
     const ref = rows.find((r) => r.transport === want.transport && r.mode === want.mode);
     if (!ref) continue;
-    row.ref = `${ref.transport} ${ref.mode}`;
     const med = row.mode === "one-way" ? ratio(row.cycles_one_way, ref.cycles_one_way) : ratio(row.median_us, ref.median_us);
     const cpu = ratio(row.cpu_us_per_call, ref.cpu_us_per_call);
     if (med !== undefined && row.mode !== "pipelined" && row.mode !== "fixed-rate") row.ratio_median = med;
     if (cpu !== undefined) row.ratio_cpu = cpu;
+    if (row.ratio_median !== undefined || row.ratio_cpu !== undefined) row.ref = `${ref.transport} ${ref.mode}`;
   }
 }

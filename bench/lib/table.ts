@@ -17,7 +17,11 @@ export function renderTable(rows: BenchRow[]): string {
   const body = rows.map((r) => {
     const extra: string[] = [];
     if (r.cycles_one_way !== undefined) extra.push(`${fmt(r.cycles_one_way, 0)} cycles one-way (median ${fmt(r.cycles_one_way_median, 0)})`);
-    if (r.target_calls_per_s !== undefined) extra.push(`@${fmt(r.target_calls_per_s, 0)}/s: ${fmt(r.cpu_ms_per_1000_calls)} ms CPU per 1k calls = ${fmt(r.vcpu_at_rate, 3)} vCPU`);
+    if (r.target_calls_per_s === 0) extra.push(`idle: ${fmt(r.vcpu_at_rate, 3)} vCPU`);
+    else if (r.target_calls_per_s !== undefined) {
+      const net = r.cpu_ms_per_1000_calls_net !== undefined ? ` (${fmt(r.cpu_ms_per_1000_calls_net)} net of idle)` : "";
+      extra.push(`@${fmt(r.target_calls_per_s, 0)}/s: ${fmt(r.cpu_ms_per_1000_calls)} ms CPU per 1k calls${net} = ${fmt(r.vcpu_at_rate, 3)} vCPU`);
+    }
     if (r.syscalls_per_call !== undefined) extra.push(`${fmt(r.syscalls_per_call, 3)} syscalls/call (${r.syscalls_method})`);
     if (r.ns_per_op !== undefined) extra.push(`${fmt(r.ns_per_op, 1)} ns/op`);
     if (r.in_flight !== undefined && r.in_flight > 1) extra.push(`${r.in_flight} in flight`);
