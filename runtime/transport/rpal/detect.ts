@@ -2,9 +2,12 @@
 // the kernel (we stat /proc/rpal, we never open it: opening registers nothing today, but a detection
 // path has no business poking a kernel interface) and reported as ✓/✗ with the reason and the fix.
 // `auto` uses rpal only when every one holds; a forced rpal fails with the first failing reason.
-import { closeSync, existsSync, openSync, readFileSync, readSync, statSync } from "node:fs";
+import { existsSync, readFileSync, statSync } from "node:fs";
 import { delimiter, join } from "node:path";
+import { isTestDouble, testDoubleAllowed } from "./double-guard.ts";
 import { carriesRpalMark } from "./elf-mark.ts";
+
+export { ALLOW_TEST_DOUBLE_ENV, isTestDouble, TEST_DOUBLE_MARKER } from "./double-guard.ts";
 import { loadLibrpal } from "./librpal.ts";
 
 export interface Precondition {
@@ -35,11 +38,6 @@ export interface DetectOptions {
   arch?: string;
 }
 
-/** The symbol only the test double exports; production refuses a library carrying it. */
-export const TEST_DOUBLE_MARKER = "rpal_mesh_test_double_marker";
-/** Set by tests (and only tests) to let the double be loaded. */
-export const ALLOW_TEST_DOUBLE_ENV = "MESH_RPAL_ALLOW_TEST_DOUBLE";
-
 const KERNEL_FIX = "boot a kernel with the RPAL patch series (RFC v2 on v6.15); see kernel-patches/README.md";
 
 export const LIBRPAL_SEARCH_DIRS = [
@@ -64,25 +62,6 @@ export function findLibrpal(env: Record<string, string | undefined> = process.en
   return { tried };
 }
 
-/** True if the file exports the test double's marker symbol (found by scanning its bytes, not loading it). */
-export function isTestDouble(path: string): boolean {
-  const needle = Buffer.from(TEST_DOUBLE_MARKER);
-  const fd = openSync(path, "r");
-  try {
-    const chunk = Buffer.alloc(1 << 16);
-    let carry = Buffer.alloc(0);
-    for (;;) {
-      const n = readSync(fd, chunk, 0, chunk.length, null);
-      if (n <= 0) return false;
-      const window = Buffer.concat([carry, chunk.subarray(0, n)]);
-      if (window.includes(needle)) return true;
-      carry = window.subarray(Math.max(0, window.length - needle.length));
-    }
-  } finally {
-    closeSync(fd);
-  }
-}
-
 /** Checks a librpal file: exists, is not the test double (unless a test allowed it), loads, has the v2 API. */
 export function checkLibrpal(path: string, env: Record<string, string | undefined> = process.env): Precondition {
   if (!existsSync(path)) {
@@ -101,7 +80,7 @@ export function checkLibrpal(path: string, env: Record<string, string | undefine
   } catch (e) {
     return { name: "librpal", ok: false, detail: `cannot read ${path}: ${(e as Error).message}`, fix: "make it readable" };
   }
-  if (double && env[ALLOW_TEST_DOUBLE_ENV] !== "1") {
+  if (double && !testDoubleAllowed(env)) {
     return {
       name: "librpal",
       ok: false,

@@ -2,6 +2,7 @@
 // librpal's symbols for JS; the receiver shim (receiver-shim.c) resolves the ones its thread needs.
 // status_t is 0/-1; int-returning calls that can fail return a negative librpal error code.
 import { dlopen, FFIType, ptr } from "bun:ffi";
+import { refuseUnallowedTestDouble } from "./double-guard.ts";
 import { RpalError } from "./errors.ts";
 
 export const LIBRPAL_SYMBOLS = {
@@ -73,6 +74,7 @@ export function rpalProcess(path: string): RpalProcess {
     if (proc.path !== path) throw new Error(`librpal already initialised from ${proc.path}; cannot also use ${path}`);
     return proc;
   }
+  refuseUnallowedTestDouble(path);
   const lib = loadLibrpal(path);
   const err = new Int32Array(1);
   const fd = lib.rpal_init(1, 0, ptr(err));

@@ -102,7 +102,8 @@ export class RpalTransport implements Transport {
     },
   };
 
-  constructor(private readonly init: RpalTransportInit) {
+  /** The session's wiring (peer id, rpalfd, …); public so tests can play a hostile sender. */
+  constructor(readonly init: RpalTransportInit) {
     const { shim, session } = init;
     this.cap = init.outboxBytes;
     this.mask = this.cap - 1;

@@ -6,14 +6,14 @@
  *
  * How it stands in for the kernel:
  *  - Each process that calls rpal_init gets a service id 0..254 and a "slot": a 0600 file
- *    /dev/shm/rpal-mesh-double-<uid>-<id> mapped at the same fixed address in every process that
+ *    /dev/shm/rpal-double-<uid>-<id> mapped at the same fixed address in every process that
  *    requests the service, so a pointer into it is valid in both (RPAL gives the whole address space
  *    that property; the double only this window — senders allocate peer-visible buffers with
  *    rpal_test_double_alloc, which real librpal does not have and does not need).
  *  - The slot header holds, per socket registered with EPOLLRPALIN, a 32-word queue (the size real
  *    librpal uses): rpal_write_ptrs appends words to the peer's queue, rpal_read_ptrs takes them.
  *  - The "switch" is a wake-up: a receiver parked in rpal_epoll_wait sleeps in epoll_wait with its
- *    FIFO /dev/shm/rpal-mesh-double-<uid>-<id>.wake registered; a sender that sees it parked writes one
+ *    FIFO /dev/shm/rpal-double-<uid>-<id>.wake registered; a sender that sees it parked writes one
  *    byte there. So rpal_write_ptrs returns without waiting for the receiver (real RPAL runs the
  *    receiver first when it is parked); callers must not rely on either order.
  *  - rpal_uds_fdmap finds the peer's end of a connected Unix socket with sock_diag (UNIX_DIAG_PEER).
@@ -119,8 +119,8 @@ static void *slot_addr(int id) { return (void *)(uintptr_t)(SLOT_BASE + (uint64_
 
 static void names(int id, char *slot, char *wake)
 {
-	snprintf(slot, 128, "/dev/shm/rpal-mesh-double-%u-%d", (unsigned)getuid(), id);
-	snprintf(wake, 128, "/dev/shm/rpal-mesh-double-%u-%d.wake", (unsigned)getuid(), id);
+	snprintf(slot, 128, "/dev/shm/rpal-double-%u-%d", (unsigned)getuid(), id);
+	snprintf(wake, 128, "/dev/shm/rpal-double-%u-%d.wake", (unsigned)getuid(), id);
 }
 
 static void spin_lock(uint32_t *l)
