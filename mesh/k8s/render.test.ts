@@ -139,6 +139,8 @@ describe("mesh k8s on examples/hello", () => {
     expect(fsvc!.spec!.ports!.map((p) => `${p.name}:${p.port}`)).toEqual(["http:8080", "admin:9902"]);
     expect(byKind(frontend, "Service", "frontend-headless")).toEqual([]);
     expect(podSpec(frontend).containers[0]!.ports).toEqual([{ name: "http", containerPort: 8080, protocol: "TCP" }]);
+    // FRONTEND_PORT is served on the pod IP, so the app is told to listen on all interfaces.
+    expect(podSpec(frontend).containers[0]!.env).toContainEqual({ name: "FRONTEND_HOST", value: "0.0.0.0" });
   });
 
   test("the ConfigMap holds a mesh.yaml the sidecar loads, with the static upstream mapped to the headless Service", async () => {

@@ -84,6 +84,20 @@ function appPorts(pod: PodConfig): IContainerPort[] {
   return ports;
 }
 
+/**
+ * For each app port variable (X_PORT, PORT) without its X_HOST (HOST) twin: X_HOST=0.0.0.0. On one
+ * machine apps listen on loopback; in a pod the Service reaches them on the pod IP.
+ */
+function appHostEnv(pod: PodConfig): IEnvVar[] {
+  const out: IEnvVar[] = [];
+  for (const [key, value] of Object.entries(pod.app.env)) {
+    if (!APP_PORT_ENV_RE.test(key) || !/^\d{1,5}$/.test(value)) continue;
+    const hostKey = `${key.slice(0, -"PORT".length)}HOST`;
+    if (!(hostKey in pod.app.env) && !out.some((e) => e.name === hostKey)) out.push({ name: hostKey, value: "0.0.0.0" });
+  }
+  return out;
+}
+
 function adminPort(pod: PodConfig): number {
   if (pod.sidecar.admin.port !== 0) return pod.sidecar.admin.port;
   return pod.sidecar.inbound?.port === DEFAULT_ADMIN_PORT ? DEFAULT_ADMIN_PORT + 1 : DEFAULT_ADMIN_PORT;
@@ -178,6 +192,7 @@ function renderDeployment(pod: PodConfig, opts: RenderOptions, configHash: strin
 
   const appEnv: IEnvVar[] = [
     ...Object.entries(pod.app.env).map(([name, value]) => ({ name, value })),
+    ...appHostEnv(pod),
     { name: "MESH_SOCKET", value: APP_SOCKET },
     { name: "MESH_TRANSPORT", value: s.transport },
     { name: "MESH_POD", value: pod.name },
