@@ -11,7 +11,18 @@ const FAKE_APP = join(REPO_ROOT, "mesh/supervisor/testdata/fake-app.ts");
 const MESH = join(REPO_ROOT, "mesh/cli/main.ts");
 
 const res = new TestResources();
-afterEach(() => res.cleanup());
+/** Children of a supervisor the test SIGKILLed: TestResources does not know them, so kill them here. */
+const orphanPids: number[] = [];
+afterEach(async () => {
+  for (const pid of orphanPids.splice(0)) {
+    try {
+      process.kill(pid, "SIGKILL");
+    } catch {
+      // already gone: the expected case
+    }
+  }
+  await res.cleanup();
+});
 
 interface StatusJson {
   pods: { name: string; processes: { role: "app" | "sidecar"; pid: number | null; restarts: number; transport: string | null; state: string }[] }[];
@@ -141,7 +152,7 @@ describe("mesh up supervises pods (stand-in sidecar)", () => {
 
   test("a crash-looping app is restarted with growing backoff", async () => {
     const { config, env } = setup(", env: { FAKE_APP_MODE: crash }");
-    const up = await upAndRunning(env, config);
+    const up = res.spawnBun([MESH, "up", config], { env });
     await up.waitForLine(/alpha\/app exited with code 1 .* restarting in 1\.00s/, 10_000);
     const out = up.output();
     expect(out).toMatch(/alpha\/app exited with code 1 .* restarting in 0\.25s\n\s+fake app: crashing on purpose/);
@@ -164,6 +175,24 @@ describe("mesh up supervises pods (stand-in sidecar)", () => {
     for (const pid of pids) expect(alive(pid)).toBe(false);
     expect(existsSync(runDir)).toBe(false);
     expect((await status(env)).pods).toEqual([]);
+  });
+
+  test("a supervisor killed with SIGKILL: the next mesh up stops the processes it left behind", async () => {
+    const { config, env, runtime } = setup();
+    const first = await upAndRunning(env, config);
+    const orphans = (await status(env)).pods.flatMap((p) => p.processes.map((q) => q.pid!));
+    orphanPids.push(...orphans);
+    first.proc.kill("SIGKILL");
+    await first.proc.exited;
+    // Children run in their own process group, so they outlive a SIGKILLed supervisor…
+    for (const pid of orphans) expect(alive(pid)).toBe(true);
+    // …until the next `mesh up` recognises them (by their app socket) and stops them.
+    const second = await upAndRunning(env, config);
+    expect(second.output()).toMatch(/stopped 4 process\(es\) left over by a mesh up \(pid \d+\) that died/);
+    await waitFor(() => orphans.every((pid) => !alive(pid)), { what: "the orphans to exit" });
+    expect(readdirSync(join(runtime, "runs")).length).toBe(1);
+    second.proc.kill("SIGTERM");
+    expect(await second.proc.exited).toBe(0);
   });
 
   test("a sidecar that fails to start: exit 1, the pod is named, nothing left running", async () => {

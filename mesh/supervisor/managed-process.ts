@@ -13,6 +13,8 @@ export interface ProcessSpec {
   logPath: string;
   /** Called for every stdout line; the sidecar's "ready" line is recognised here. */
   onStdoutLine?: (line: string) => void;
+  /** Awaited before each restart: an app waits here until its sidecar is ready again. */
+  beforeRestart?: () => Promise<void>;
   /** Called for every line of stdout and stderr (`mesh up --logs`). */
   mirror?: (line: string) => void;
 }
@@ -79,6 +81,9 @@ export class ManagedProcess {
       stdin: "ignore",
       stdout: "pipe",
       stderr: "pipe",
+      // Its own process group, so a Ctrl-C on the terminal reaches only the supervisor, which then
+      // stops apps before sidecars instead of everything dying at once mid-request.
+      detached: true,
     });
     this.proc = proc;
     this.state = this.spec.role === "sidecar" ? "starting" : "running";
@@ -119,8 +124,13 @@ export class ManagedProcess {
     this.streak = ranMs >= this.backoff.resetAfterMs ? 1 : this.streak + 1;
     const delay = backoffDelay(this.streak, this.backoff);
     this.state = "backoff";
-    this.timer = setTimeout(() => {
+    this.timer = setTimeout(async () => {
       this.timer = undefined;
+      await this.spec.beforeRestart?.();
+      if (this.stopping) {
+        this.state = "stopped";
+        return;
+      }
       this.restarts++;
       try {
         this.start();

@@ -88,10 +88,25 @@ export interface RunsFound {
 }
 
 /**
- * Every run under `runsDir` whose supervisor is still alive. Directories left by a supervisor that was
- * SIGKILLed are removed, so they do not show up forever.
+ * True if `pid` is still the process this run started: a sidecar has the run's app socket on its
+ * command line, an app has it as MESH_SOCKET. Pids get reused, so a bare pid is never enough.
  */
-export function readRuns(runsDir: string): RunsFound {
+function stillOurs(pid: number, appSocket: string): boolean {
+  try {
+    const cmdline = readFileSync(`/proc/${pid}/cmdline`, "utf8").split("\0");
+    if (cmdline.includes(appSocket)) return true;
+    return readFileSync(`/proc/${pid}/environ`, "utf8").split("\0").includes(`MESH_SOCKET=${appSocket}`);
+  } catch {
+    return false;
+  }
+}
+
+/**
+ * Every run under `runsDir` whose supervisor is still alive. A run whose supervisor died without
+ * cleaning up (SIGKILL, OOM) is skipped; with `reapStale` its leftover processes get SIGTERM and its
+ * directory (sockets, state) is removed — `mesh up` does that, `mesh status` only looks.
+ */
+export function readRuns(runsDir: string, opts: { reapStale?: boolean; onReap?: (msg: string) => void } = {}): RunsFound {
   const out: RunsFound = { runs: [], problems: [] };
   if (!existsSync(runsDir)) return out;
   for (const id of readdirSync(runsDir)) {
@@ -107,7 +122,18 @@ export function readRuns(runsDir: string): RunsFound {
       continue;
     }
     if (!alive(parsed.supervisor_pid)) {
-      rmSync(join(runsDir, id), { recursive: true, force: true });
+      if (opts.reapStale) {
+        const left = parsed.pods.flatMap((pod) =>
+          pod.processes.filter((p) => p.pid !== null && stillOurs(p.pid, pod.app_socket)).map((p) => ({ pod: pod.name, ...p })),
+        );
+        for (const p of left) process.kill(p.pid!, "SIGTERM");
+        if (left.length) {
+          opts.onReap?.(
+            `stopped ${left.length} process(es) left over by a mesh up (pid ${parsed.supervisor_pid}) that died: ${left.map((p) => `${p.pod}/${p.role} ${p.pid}`).join(", ")}`,
+          );
+        }
+        rmSync(join(runsDir, id), { recursive: true, force: true });
+      }
       continue;
     }
     out.runs.push(parsed);

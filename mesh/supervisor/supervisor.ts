@@ -10,7 +10,7 @@ import { LiveDisplay, makeDisplay, type Display } from "./display.ts";
 import { StartupError, UserError } from "./errors.ts";
 import { ManagedProcess, type BackoffPolicy, type ProcEvent } from "./managed-process.ts";
 import { ensurePrivateDir, MAX_SOCKET_PATH, runDir, runtimeRoot } from "./runtime-dir.ts";
-import { writeState, type PodState, type RunState } from "./state.ts";
+import { readRuns, writeState, type PodState, type RunState } from "./state.ts";
 import { renderStatusTable, sidecarPorts, type ProcessRow } from "./table.ts";
 
 /** The sidecar program; MESH_SIDECAR_ENTRY swaps in another one (a custom build, or a test double). */
@@ -89,6 +89,7 @@ class PodRunner {
           this.admin = ready.admin;
           this.sidecar.markRunning();
           this.readyWaiter?.(ready);
+          this.releaseWaiters();
           this.onReady?.(this);
         },
       },
@@ -109,6 +110,8 @@ class PodRunner {
           MESH_POD: pod.name,
         },
         logPath: join(logDir, `${pod.name}-app.log`),
+        // An app restarted while its sidecar is down would only fail to connect and crash again.
+        beforeRestart: () => this.sidecarRunning(),
         mirror: mirror && ((line) => mirror(`${pod.name}/app`, line)),
       },
       onEvent,
@@ -138,6 +141,21 @@ class PodRunner {
       clearTimeout(timer);
       this.sidecarExitedEarly = undefined;
     }
+  }
+
+  private runningWaiters: (() => void)[] = [];
+
+  /** Resolves once the sidecar is running (printed ready), at once if it is. */
+  sidecarRunning(): Promise<void> {
+    if (this.sidecar.state === "running") return Promise.resolve();
+    return new Promise((resolve) => this.runningWaiters.push(resolve));
+  }
+
+  /** Lets whatever waits on the sidecar go, e.g. when everything is stopping. */
+  releaseWaiters(): void {
+    const w = this.runningWaiters;
+    this.runningWaiters = [];
+    for (const f of w) f();
   }
 
   sidecarExitedEarly: ((e: Error) => void) | undefined;
@@ -196,6 +214,7 @@ export class Supervisor {
   private stopping = false;
   private allStarted = false;
   private forced = false;
+  private stopSignalAt = 0;
   private stopRequested: ((reason: string) => void) | undefined;
   private pollTimer: ReturnType<typeof setInterval> | undefined;
   private signalHandlers: [NodeJS.Signals, () => void][] = [];
@@ -249,6 +268,7 @@ export class Supervisor {
     }
     const stopped = new Promise<string>((resolve) => (this.stopRequested = resolve));
     this.installSignals();
+    readRuns(join(this.root, "runs"), { reapStale: true, onReap: (msg) => this.display.event(`mesh: ${msg}`) });
     ensurePrivateDir(this.dir);
     for (const p of this.pods) ensurePrivateDir(join(this.dir, p.pod.name));
     this.saveState();
@@ -269,6 +289,9 @@ export class Supervisor {
       ]);
     } catch (e) {
       startupError = e as Error;
+    }
+    if (!this.stopping && !startupError) {
+      await Promise.race([this.waitForSessions(this.opts.readyTimeoutMs), stopped]);
     }
     if (!this.stopping && !startupError) {
       this.allStarted = true;
@@ -292,8 +315,9 @@ export class Supervisor {
     for (const sig of ["SIGINT", "SIGTERM", "SIGHUP"] as const) {
       const handler = () => {
         if (this.stopping) {
-          // A second Ctrl-C means "now": skip the grace period.
-          if (!this.forced) {
+          // A second Ctrl-C means "now": skip the grace period. One signal often arrives twice (from
+          // `bun run` forwarding it and from the terminal's process group), hence the short window.
+          if (!this.forced && Date.now() - this.stopSignalAt > 500) {
             this.forced = true;
             this.display.event("mesh: second signal — killing everything now");
             for (const p of this.pods) for (const proc of [p.app, p.sidecar]) proc.signal("SIGKILL");
@@ -302,6 +326,7 @@ export class Supervisor {
         }
         this.display.event(`mesh: ${sig} received — stopping apps, then sidecars`);
         this.stopping = true;
+        this.stopSignalAt = Date.now();
         this.stopRequested?.(sig);
       };
       process.on(sig, handler);
@@ -351,6 +376,24 @@ export class Supervisor {
     }
   }
 
+  /**
+   * "Running" should mean "serving": wait (bounded) until every app has a session with its sidecar.
+   * An app that never connects (one that does not use the SDK) only gets a note, not an error.
+   */
+  private async waitForSessions(timeoutMs: number): Promise<void> {
+    const deadline = Date.now() + timeoutMs;
+    while (!this.stopping && Date.now() < deadline) {
+      await this.pollTransports();
+      if (this.pods.every((p) => p.transport !== null || !p.admin)) return;
+      await Bun.sleep(50);
+    }
+    for (const p of this.pods) {
+      if (p.transport === null && p.admin && !this.stopping) {
+        this.display.event(`mesh: ${p.pod.name}'s app has not connected to its sidecar within ${timeoutMs / 1000}s (see ${p.app.spec.logPath})`);
+      }
+    }
+  }
+
   private async pollTransports(): Promise<void> {
     let changed = false;
     await Promise.all(
@@ -375,6 +418,7 @@ export class Supervisor {
     const apps = this.pods.map((p) => p.app);
     const sidecars = this.pods.map((p) => p.sidecar);
     for (const p of [...apps, ...sidecars]) p.disableRestarts();
+    for (const p of this.pods) p.releaseWaiters();
     await this.stopGroup(apps, this.opts.graceMs);
     const drainMs = Math.max(0, ...this.pods.map((p) => p.pod.sidecar.drain_seconds)) * 1000;
     await this.stopGroup(sidecars, drainMs + this.opts.graceMs);
