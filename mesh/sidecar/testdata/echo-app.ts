@@ -17,12 +17,13 @@ interface EchoRequest {
   failCode?: number;
   count?: number;
   delayMs?: number;
+  padding?: Uint8Array;
 }
 
-function reply(text: string, md: Record<string, unknown>, deadline: number | undefined) {
+function reply(text: string, md: Record<string, unknown>, deadline: number | undefined, padding?: Uint8Array) {
   const metadata: Record<string, string> = {};
   for (const [k, v] of Object.entries(md)) if (typeof v === "string") metadata[k] = v;
-  return { text, metadata, deadlineLeftMs: deadline === undefined ? -1 : deadline - Date.now(), app };
+  return { text, metadata, deadlineLeftMs: deadline === undefined ? -1 : deadline - Date.now(), app, padding };
 }
 
 async function pause(ms: number, signal: AbortSignal): Promise<void> {
@@ -43,7 +44,7 @@ mesh.serve(PROTO, "meshtest.Echo", {
     ctx.sendHeaders({ "x-echo-header": "from-app" });
     ctx.setTrailers({ "x-echo-trailer": "bye" });
     if (req.failCode) throw new RpcError(req.failCode, `failed on purpose: ${req.text ?? ""}`, { "x-fail-trailer": "yes" });
-    return reply(req.text ?? "", ctx.metadata, ctx.deadline);
+    return reply(req.text ?? "", ctx.metadata, ctx.deadline, req.padding);
   },
   async *ServerStream(req: EchoRequest, ctx: CallContext) {
     for (let i = 0; i < (req.count ?? 1); i++) yield reply(`${req.text ?? ""}#${i}`, ctx.metadata, ctx.deadline);

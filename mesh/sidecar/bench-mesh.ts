@@ -1,0 +1,201 @@
+// Issue 5's sidecar benchmark, the method mesh vendors publish: a fixed request rate (open loop), 1 KB
+// payload, frontend→greeter through both sidecars against the same call made directly over gRPC.
+// Reports p50/p90/p99 of both, the added p99, each sidecar's CPU per 1,000 rps (from /proc) and RSS.
+//
+//   bun mesh/sidecar/bench-mesh.ts [--rate 1000] [--seconds 10] [--warmup 2] [--transport auto|uds|shm] [--access-log on|off] [--tls on|off] [--json]
+import * as grpc from "@grpc/grpc-js";
+import hdr from "hdr-histogram-js";
+import { join } from "node:path";
+import protobuf from "protobufjs";
+import { diffSamples, sampleProcess } from "../../runtime/procstat.ts";
+import { connect } from "../../runtime/sdk/index.ts";
+import { TestResources } from "../../test/helpers.ts";
+import { issueCertificates } from "./certs.ts";
+import { ECHO_PROTO, echoClient, startEchoApp, startSidecar, writeMeshYaml } from "./testdata/harness.ts";
+
+interface Opts {
+  rate: number;
+  seconds: number;
+  warmup: number;
+  transport: string;
+  accessLog: boolean;
+  tls: boolean;
+  json: boolean;
+}
+
+function parse(argv: string[]): Opts {
+  const o: Opts = { rate: 1000, seconds: 10, warmup: 2, transport: "auto", accessLog: true, tls: false, json: false };
+  for (let i = 0; i < argv.length; i++) {
+    const a = argv[i]!;
+    const v = () => {
+      const x = argv[++i];
+      if (x === undefined) throw new Error(`${a} needs a value`);
+      return x;
+    };
+    if (a === "--rate") o.rate = Number(v());
+    else if (a === "--seconds") o.seconds = Number(v());
+    else if (a === "--warmup") o.warmup = Number(v());
+    else if (a === "--transport") o.transport = v();
+    else if (a === "--access-log") o.accessLog = v() !== "off";
+    else if (a === "--tls") o.tls = v() === "on";
+    else if (a === "--json") o.json = true;
+    else throw new Error(`unknown argument ${a}`);
+  }
+  if (!(o.rate > 0) || !(o.seconds > 0) || !(o.warmup >= 0)) throw new Error("--rate, --seconds must be positive, --warmup >= 0");
+  return o;
+}
+
+interface RunResult {
+  sent: number;
+  ok: number;
+  errors: number;
+  p50Us: number;
+  p90Us: number;
+  p99Us: number;
+  maxUs: number;
+  achievedRps: number;
+}
+
+/**
+ * Open loop: request i is due at start + i/rate; latency runs from that intended time, so a stall shows
+ * up as latency instead of a lower rate (no coordinated omission).
+ */
+async function openLoop(call: () => Promise<unknown>, rate: number, seconds: number, record: boolean): Promise<RunResult> {
+  const h = hdr.build({ lowestDiscernibleValue: 1, highestTrackableValue: 60_000_000, numberOfSignificantValueDigits: 3 });
+  const interval = 1000 / rate;
+  const total = Math.round(rate * seconds);
+  const start = performance.now() + 5;
+  let issued = 0;
+  let ok = 0;
+  let errors = 0;
+  const inflight = new Set<Promise<void>>();
+  await new Promise<void>((resolve) => {
+    const tick = () => {
+      const now = performance.now();
+      while (issued < total && start + issued * interval <= now) {
+        const intended = start + issued * interval;
+        issued++;
+        const p = call().then(
+          () => {
+            ok++;
+            if (record) h.recordValue(Math.max(1, Math.round((performance.now() - intended) * 1000)));
+          },
+          () => {
+            errors++;
+          },
+        );
+        inflight.add(p);
+        void p.finally(() => inflight.delete(p));
+      }
+      if (issued >= total) {
+        clearInterval(timer);
+        resolve();
+      }
+    };
+    const timer = setInterval(tick, 1);
+  });
+  await Promise.all(inflight);
+  const wall = (performance.now() - start) / 1000;
+  const r: RunResult = {
+    sent: issued,
+    ok,
+    errors,
+    p50Us: h.getValueAtPercentile(50),
+    p90Us: h.getValueAtPercentile(90),
+    p99Us: h.getValueAtPercentile(99),
+    maxUs: h.maxValue,
+    achievedRps: issued / wall,
+  };
+  h.destroy();
+  return r;
+}
+
+async function main(): Promise<void> {
+  const o = parse(process.argv.slice(2));
+  process.env.MESH_LOG_LEVEL ??= "warn";
+  const res = new TestResources();
+  try {
+    const dir = res.scratchDir("bench-mesh-");
+    const env = { MESH_ACCESS_LOG: o.accessLog ? "on" : "off", MESH_TRANSPORT: o.transport === "auto" ? "" : o.transport, MESH_LOG_LEVEL: o.accessLog ? "info" : "warn" };
+    let tls: Record<string, Record<string, string>> = {};
+    if (o.tls) {
+      const certs = join(dir, "certs");
+      await issueCertificates({ dir: certs, pods: ["greeter", "frontend"], days: 1, sans: [], newCa: true });
+      const files = (p: string) => ({ ca: join(certs, "ca.pem"), cert: join(certs, `${p}.pem`), key: join(certs, `${p}-key.pem`) });
+      tls = { greeter: files("greeter"), frontend: files("frontend") };
+    }
+    const pods = (greeter: string) => [
+      { name: "greeter", sidecar: { inbound: { host: "127.0.0.1", port: 0 }, ...(o.tls ? { tls: tls.greeter } : {}) } },
+      { name: "frontend", sidecar: { ...(o.tls ? { tls: tls.frontend } : {}), upstreams: [{ service: "meshtest.Echo", endpoints: [greeter] }] } },
+    ];
+    const config = writeMeshYaml(dir, pods("127.0.0.1:1"));
+    const greeter = await startSidecar(res, config, "greeter", join(dir, "g", "app.sock"), env);
+    await startEchoApp(res, greeter.socket, env);
+    writeMeshYaml(dir, pods(greeter.ready.inbound!));
+    const frontend = await startSidecar(res, config, "frontend", join(dir, "f", "app.sock"), env);
+    const app = await connect({ socketPath: frontend.socket, transport: o.transport === "auto" ? undefined : (o.transport as "uds"), reconnect: false });
+
+    const direct = res.spawnBun([join(import.meta.dir, "testdata", "direct-echo.ts")]);
+    const address = JSON.parse(await direct.waitForLine(/direct-ready/)).address as string;
+    const dclient = echoClient(address);
+
+    const root = protobuf.loadSync(ECHO_PROTO);
+    const Req = root.lookupType("meshtest.EchoRequest");
+    const padding = new Uint8Array(1024).fill(7);
+    const reqBytes = Req.encode(Req.fromObject({ text: "bench", padding })).finish();
+    const viaMesh = () => app.unary("/meshtest.Echo/Unary", reqBytes, { timeoutMs: 5000 });
+    const viaDirect = () =>
+      new Promise<void>((resolve, reject) =>
+        dclient.Unary({ text: "bench", padding }, new grpc.Metadata(), { deadline: Date.now() + 5000 }, (e: Error | null) => (e ? reject(e) : resolve())),
+      );
+
+    // Warm both paths (JIT, connections), then measure each at the same fixed rate.
+    await openLoop(viaDirect, o.rate, o.warmup, false);
+    const directRes = await openLoop(viaDirect, o.rate, o.seconds, true);
+    await openLoop(viaMesh, o.rate, o.warmup, false);
+    const pids = { greeter: greeter.proc.proc.pid, frontend: frontend.proc.proc.pid };
+    const before = { greeter: sampleProcess(pids.greeter), frontend: sampleProcess(pids.frontend) };
+    const meshRes = await openLoop(viaMesh, o.rate, o.seconds, true);
+    const after = { greeter: sampleProcess(pids.greeter), frontend: sampleProcess(pids.frontend) };
+    const side = (k: "greeter" | "frontend") => {
+      const d = diffSamples(before[k], after[k]);
+      const vcpu = d.cpuNs / 1e6 / d.wallMs;
+      return { vcpu, vcpuPer1kRps: vcpu / (meshRes.achievedRps / 1000), rssMB: after[k].rssBytes / 1048576 };
+    };
+    const status = (await (await fetch(`${frontend.admin}/status`)).json()) as { transport: string };
+    const result = {
+      rate: o.rate,
+      seconds: o.seconds,
+      payload_bytes: reqBytes.byteLength,
+      transport: status.transport,
+      access_log: o.accessLog,
+      tls: o.tls,
+      direct: directRes,
+      mesh: meshRes,
+      added_p50_us: meshRes.p50Us - directRes.p50Us,
+      added_p99_us: meshRes.p99Us - directRes.p99Us,
+      sidecars: { frontend: side("frontend"), greeter: side("greeter") },
+      cpus: navigator.hardwareConcurrency,
+    };
+    if (o.json) {
+      console.log(JSON.stringify(result));
+    } else {
+      const f = (us: number) => `${(us / 1000).toFixed(3)} ms`;
+      console.log(`fixed rate ${o.rate} rps for ${o.seconds} s, ${reqBytes.byteLength} B requests, app↔sidecar transport ${status.transport}, access log ${o.accessLog ? "on" : "off"}, mTLS ${o.tls ? "on" : "off"}, ${result.cpus} CPUs`);
+      console.log(`direct gRPC      p50 ${f(directRes.p50Us)}  p90 ${f(directRes.p90Us)}  p99 ${f(directRes.p99Us)}  max ${f(directRes.maxUs)}  ok ${directRes.ok}/${directRes.sent}`);
+      console.log(`via 2 sidecars   p50 ${f(meshRes.p50Us)}  p90 ${f(meshRes.p90Us)}  p99 ${f(meshRes.p99Us)}  max ${f(meshRes.maxUs)}  ok ${meshRes.ok}/${meshRes.sent}`);
+      console.log(`added latency    p50 ${f(result.added_p50_us)}  p99 ${f(result.added_p99_us)}   (target: added p99 <= 1 ms)`);
+      for (const k of ["frontend", "greeter"] as const) {
+        const s = result.sidecars[k];
+        console.log(`${k.padEnd(8)} sidecar  ${s.vcpu.toFixed(3)} vCPU = ${s.vcpuPer1kRps.toFixed(3)} vCPU per 1k rps (target <= 0.1; Istio 0.20, Dapr 0.48)   RSS ${s.rssMB.toFixed(1)} MB (target <= 60)`);
+      }
+    }
+    dclient.close();
+    await app.close(100).catch(() => undefined);
+  } finally {
+    await res.cleanup();
+  }
+}
+
+await main();
+process.exit(0);
