@@ -91,12 +91,20 @@ run() {
 }
 
 # --- host tools --------------------------------------------------------------------------------
+# Only what this run needs: --librpal-only skips the kernel build's tools, --series and --src
+# skip the downloaders.
 missing=()
-for tool in git:git curl:curl make:make gcc:gcc flex:flex bison:bison bc:bc xz:xz-utils cpio:cpio perl:perl; do
+tools=(git:git make:make gcc:gcc)
+[[ -n $series && -n $src ]] || tools+=(curl:curl)
+[[ -n $src ]] || tools+=(xz:xz-utils tar:tar)
+((librpal_only)) || tools+=(flex:flex bison:bison bc:bc cpio:cpio perl:perl)
+for tool in "${tools[@]}"; do
 	command -v "${tool%%:*}" >/dev/null || missing+=("${tool#*:}")
 done
-[[ -e /usr/include/libelf.h || -e /usr/include/elfutils/libelf.h ]] || missing+=(libelf-dev)
-[[ -e /usr/include/openssl/ssl.h ]] || missing+=(libssl-dev)
+if ((!librpal_only)); then
+	[[ -e /usr/include/libelf.h || -e /usr/include/elfutils/libelf.h ]] || missing+=(libelf-dev)
+	[[ -e /usr/include/openssl/ssl.h ]] || missing+=(libssl-dev)
+fi
 if ((${#missing[@]} > 0)); then
 	if ((dry_run)); then
 		log "would install: ${missing[*]}"
@@ -126,7 +134,7 @@ select_patches() {
 	declare -A by_number=()
 	for f in "$split"/*; do
 		# Header lines may be folded; unfold the Subject before matching it.
-		subject=$(sed -n '/^$/q; p' "$f" | awk '/^[Ss]ubject:/ { s = $0; getline; while ($0 ~ /^[ \t]/) { s = s $0; getline }; print s; exit }')
+		subject=$(sed -n '/^$/q; p' "$f" | awk '/^[Ss]ubject:/ { s = $0; while ((getline l) > 0 && l ~ /^[ \t]/) s = s l; print s; exit }')
 		# "[RFC v2 07/35]"; tolerate "PATCH"/"RFC" in either order, never "Re:" replies.
 		[[ $subject =~ ^[Ss]ubject:[[:space:]]*\[[^]]*v${SERIES_VERSION}[[:space:]]+0*([0-9]+)/$SERIES_LENGTH\] ]] || continue
 		n=${BASH_REMATCH[1]}
@@ -139,13 +147,14 @@ select_patches() {
 	done
 	((${#missing_numbers[@]} == 0)) ||
 		die "the downloaded mbox lacks patches ${missing_numbers[*]} of $SERIES_LENGTH of RFC v$SERIES_VERSION; install b4 (apt-get install b4) or download the series yourself and pass --series FILE"
-	: >"$dest"
 	for ((n = 1; n <= SERIES_LENGTH; n++)); do
-		# git am wants an mbox: each message starts with a From line.
-		printf 'From rpal-mesh-build Mon Sep 17 00:00:00 2001\n'
-		cat "${by_number[$n]}"
+		# git am wants an mbox: each message starts with exactly one "From " separator line;
+		# mailsplit keeps the one a message came with, and replaces none when there was none.
+		f=${by_number[$n]}
+		[[ $(head -c 5 "$f") == "From " ]] || printf 'From rpal-mesh-build Mon Sep 17 00:00:00 2001\n'
+		cat "$f"
 		printf '\n'
-	done >>"$dest"
+	done >"$dest"
 	rm -rf "$split"
 }
 
