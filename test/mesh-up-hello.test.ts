@@ -170,3 +170,18 @@ describe("mesh up on examples/hello (real sidecars)", () => {
     probe.stop(true);
   });
 });
+
+describe("mesh up --transport", () => {
+  test("--transport uds forces uds for every pod; calls still work", async () => {
+    const rt = join(res.scratchDir("rpal-mesh-hello-uds-"), "rt");
+    const forced = res.spawnBun([MESH, "up", "--transport", "uds"], { env: { MESH_RUNTIME_DIR: rt } });
+    await forced.waitForLine(/all 2 pod\(s\) running/, 30_000);
+    const p = res.spawnBun([MESH, "status", "--json"], { env: { MESH_RUNTIME_DIR: rt } });
+    expect(await p.proc.exited).toBe(0);
+    const s = JSON.parse(p.output().split("\n").find((l) => l.startsWith("{"))!) as StatusJson;
+    expect(s.pods.flatMap((pod) => pod.processes.map((q) => q.transport))).toEqual(["uds", "uds", "uds", "uds"]);
+    expect(await httpHello("uds")).toEqual({ status: 200, body: "Hello, uds!\n" });
+    forced.proc.kill("SIGTERM");
+    expect(await forced.proc.exited).toBe(0);
+  });
+});

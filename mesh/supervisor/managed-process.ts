@@ -40,7 +40,8 @@ export function backoffDelay(streak: number, p: BackoffPolicy = DEFAULT_BACKOFF)
 const TAIL_LINES = 12;
 
 export class ManagedProcess {
-  state: ProcState = "stopped";
+  // "starting" until the first spawn too, so the table never shows a process that was not launched yet as stopped.
+  state: ProcState = "starting";
   restarts = 0;
   private proc: Subprocess<"ignore", "pipe", "pipe"> | undefined;
   private streak = 0;
@@ -202,6 +203,7 @@ export class ManagedProcess {
       this.state = "stopped";
     }
     if (this.proc) this.state = "stopping";
+    else if (this.state === "starting") this.state = "stopped";
   }
 
   /** Resolves when the current process has exited (at once if none runs), or after `timeoutMs`. */

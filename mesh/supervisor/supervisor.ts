@@ -57,7 +57,6 @@ class PodRunner {
   admin: string | null = null;
   transport: string | null = null;
   private readyWaiter: ((r: ReadyLine) => void) | undefined;
-  appStarted = false;
 
   constructor(
     readonly pod: PodConfig,
@@ -162,7 +161,6 @@ class PodRunner {
   onReady: ((p: PodRunner) => void) | undefined;
 
   startApp(): void {
-    this.appStarted = true;
     this.app.start();
   }
 
@@ -171,7 +169,7 @@ class PodRunner {
       pod: this.pod.name,
       role: p.spec.role,
       pid: p.pid,
-      state: p.spec.role === "app" && !this.appStarted && p.state === "stopped" ? "starting" : p.state,
+      state: p.state,
       transport: this.transport,
       ports: p.spec.role === "sidecar" ? sidecarPorts(this.inbound, this.admin) : "",
       restarts: p.restarts,
