@@ -66,6 +66,16 @@ export interface RpalProcess {
 let proc: RpalProcess | undefined;
 
 /**
+ * rpal_exit for this process: the service is released (and the double's files removed). For test
+ * runners, whose process may not emit "exit"; a later rpalProcess() initialises afresh.
+ */
+export function exitRpalProcess(): void {
+  if (!proc) return;
+  proc.lib.rpal_exit();
+  proc = undefined;
+}
+
+/**
  * rpal_init for this process (once: librpal keeps one service per process) and the service's key/id.
  * A second call with another library path is refused: one process cannot load two librpals.
  */

@@ -59,6 +59,7 @@ static int (*f_epoll_wait)(int, struct epoll_event *, int, int);
 static int (*f_read_ptrs)(int, int64_t *, int);
 static int (*f_request_service)(uint64_t);
 static int (*f_get_request_service_id)(uint64_t);
+static int (*f_release_service)(uint64_t);
 static int (*f_access)(access_fn, int *, ...);
 static int (*f_copy_prepare)(int);
 static int (*f_copy_finish)(void);
@@ -102,7 +103,7 @@ struct session {
 	uint8_t hdr[16];
 	int hdr_have, first_written;
 	uint32_t body_len, body_done;
-	int stalled, kicked, closing_req;
+	int stalled, kicked, closing_req, requested;
 	uint64_t frames_in;
 };
 
@@ -373,8 +374,27 @@ static void on_words(struct session *s)
 	process(s);
 }
 
+/*
+ * Releases the peer's service once no other live session of ours uses it. Called with g_lock held,
+ * from the receiver thread or after it stopped touching the session, so the peer's memory is not in
+ * use when librpal unmaps it.
+ */
+static void maybe_release(struct session *s)
+{
+	if (!s->requested)
+		return;
+	s->requested = 0;
+	for (int i = 0; i < MAX_SESSIONS; i++) {
+		struct session *o = &g_s[i];
+		if (o != s && o->requested && o->peer_key == s->peer_key)
+			return;
+	}
+	f_release_service(s->peer_key);
+}
+
 static void teardown(struct session *s, int state)
 {
+	maybe_release(s);
 	if (s->data_fd >= 0) {
 		f_epoll_ctl(g_epfd, EPOLL_CTL_DEL, s->data_fd, NULL);
 		shutdown(s->data_fd, SHUT_RDWR);
@@ -517,6 +537,7 @@ PUBLIC int rms_init(const char *librpal_path, char *err, int errlen)
 	SYM(f_read_ptrs, "rpal_read_ptrs");
 	SYM(f_request_service, "rpal_request_service");
 	SYM(f_get_request_service_id, "rpal_get_request_service_id");
+	SYM(f_release_service, "rpal_release_service");
 	SYM(f_access, "rpal_read_access_safety");
 	*(void **)&f_copy_prepare = dlsym(h, "rpal_copy_prepare");
 	*(void **)&f_copy_finish = dlsym(h, "rpal_copy_finish");
@@ -631,9 +652,13 @@ static void *setup_main(void *arg)
 	s->p_ctrl = peer.outbox_ctrl;
 	s->p_data = peer.outbox_data;
 	s->p_cap = peer.outbox_cap;
+	pthread_mutex_lock(&g_lock);
 	int r = f_request_service(s->peer_key);
+	if (r == 0)
+		s->requested = 1;
+	pthread_mutex_unlock(&g_lock);
 	if (r != 0) {
-		fail(s, "rpal_request_service(peer) failed with %d", r);
+		fail(s, "rpal_request_service(peer) failed with %d (the peer's service is gone or not enabled)", r);
 		goto done;
 	}
 	char c = 'R';

@@ -284,6 +284,14 @@ PUBLIC int rpal_request_service(uint64_t key)
 			found = id;
 			break;
 		}
+		if (g_peers[id]) {
+			/* The id was reused: its former owner exited (the kernel would have dropped the mapping). */
+			munmap(g_peers[id], SLOT_BYTES);
+			g_peers[id] = NULL;
+			if (g_peer_wake[id] >= 0)
+				close(g_peer_wake[id]);
+			g_peer_wake[id] = -1;
+		}
 		char slot[128], wake[128];
 		names(id, slot, wake);
 		int fd = open(slot, O_RDWR | O_CLOEXEC);

@@ -1,0 +1,169 @@
+// The rpal transport's binding, handshake, receiver thread and data path, run between two real
+// processes against the librpal TEST DOUBLE. The double emulates RPAL in user space on a stock kernel:
+// these tests prove our code, not RPAL's performance or its kernel semantics.
+import { afterAll, afterEach, beforeAll, describe, expect, test } from "bun:test";
+import { toArrayBuffer } from "bun:ffi";
+import { join } from "node:path";
+import { FrameKind } from "../runtime/rpc/frame.ts";
+import { ALLOW_TEST_DOUBLE_ENV } from "../runtime/transport/rpal/double-guard.ts";
+import { buildLibrpalTestDouble, removeStaleTestDoubleFiles, testDoubleFiles } from "../runtime/transport/rpal/double/build.ts";
+import { exitRpalProcess } from "../runtime/transport/rpal/librpal.ts";
+import { openRpalSession, rpalLocal } from "../runtime/transport/rpal/session.ts";
+import { OUTBOX_CTRL_BYTES, WORDS_MAGIC_HI } from "../runtime/transport/rpal/shim.ts";
+import type { RpalTransport } from "../runtime/transport/rpal/transport.ts";
+import { TestResources, waitFor, type Spawned } from "./helpers.ts";
+
+const res = new TestResources();
+/** Lives for the whole file: the double and shim built into it stay loaded in this process. */
+const keep = new TestResources();
+let lib: string;
+let cacheDir: string;
+const prevAllow = process.env[ALLOW_TEST_DOUBLE_ENV];
+const prevCache = process.env.MESH_CACHE_DIR;
+
+interface Frame {
+  kind: number;
+  flags: number;
+  callId: number;
+  aux: number;
+  body: Uint8Array;
+}
+
+interface Pair {
+  peer: Spawned;
+  peerId: number;
+  t: RpalTransport;
+  frames: Frame[];
+  closed: Promise<Error | undefined>;
+}
+
+async function startPair(): Promise<Pair> {
+  const peer = res.spawnBun([join(import.meta.dir, "rpal-double-peer.fixture.ts"), "listen", lib], {
+    stdin: "pipe",
+    env: { MESH_CACHE_DIR: cacheDir, [ALLOW_TEST_DOUBLE_ENV]: "1" },
+  });
+  const info = JSON.parse(await peer.waitForLine(/^\{"key"/)) as { key: string; id: number };
+  const { proc } = rpalLocal(lib);
+  const stdin = peer.proc.stdin as unknown as { write(s: string): void; flush(): void };
+  stdin.write(`${JSON.stringify({ key: proc.key.toString(), id: proc.id })}\n`);
+  stdin.flush();
+  const t = await openRpalSession({ librpalPath: lib, role: "connect", peerKey: BigInt(info.key), peerId: info.id }).ready;
+  await peer.waitForLine(/^READY$/);
+  const frames: Frame[] = [];
+  const closed = new Promise<Error | undefined>((resolve) => {
+    t.start({
+      onFrame: (kind, flags, callId, aux, body) => frames.push({ kind, flags, callId, aux, body: body.slice() }),
+      onClose: resolve,
+    });
+  });
+  return { peer, peerId: info.id, t, frames, closed };
+}
+
+beforeAll(() => {
+  cacheDir = keep.scratchDir("rpal-double-cache-");
+  process.env.MESH_CACHE_DIR = cacheDir;
+  process.env[ALLOW_TEST_DOUBLE_ENV] = "1"; // this file loads the double in-process, on purpose
+  lib = buildLibrpalTestDouble();
+});
+
+afterEach(async () => {
+  await res.cleanup();
+});
+
+afterAll(async () => {
+  await res.cleanup();
+  await keep.cleanup();
+  exitRpalProcess();
+  removeStaleTestDoubleFiles();
+  if (prevAllow === undefined) delete process.env[ALLOW_TEST_DOUBLE_ENV];
+  else process.env[ALLOW_TEST_DOUBLE_ENV] = prevAllow;
+  if (prevCache === undefined) delete process.env.MESH_CACHE_DIR;
+  else process.env.MESH_CACHE_DIR = prevCache;
+});
+
+function bytes(n: number, seed: number): Uint8Array {
+  const b = new Uint8Array(n);
+  for (let i = 0; i < n; i++) b[i] = (i * 31 + seed) & 0xff;
+  return b;
+}
+
+describe("rpal transport against the librpal TEST DOUBLE (user-space emulation, not RPAL)", () => {
+  test("double: frames round-trip between two processes — empty, small and a 3 MB body larger than the outbox", async () => {
+    const { t, frames } = await startPair();
+    const sent = [new Uint8Array(0), bytes(1, 1), bytes(32, 2), bytes(4096, 3), bytes(3_000_000, 4), new Uint8Array(0)];
+    sent.forEach((b, i) => t.send(FrameKind.MESSAGE, i & 1, 100 + i, 7 * i, b));
+    await waitFor(() => frames.length === sent.length, { what: "every echoed frame", timeoutMs: 15_000 });
+    frames.forEach((f, i) => {
+      expect(f).toMatchObject({ kind: FrameKind.MESSAGE, flags: i & 1, callId: 100 + i, aux: 7 * i });
+      expect(Buffer.compare(Buffer.from(f.body), Buffer.from(sent[i]!))).toBe(0);
+    });
+    // The 3 MB frame cannot fit the 1 MiB outbox: it streamed through as the peer released space.
+    expect(t.stats.creditWaits).toBeGreaterThan(0);
+    expect(t.stats.rpalCalls).toBeGreaterThan(1);
+  }, 30_000);
+
+  test("double: 5,000 frames sent across many turns arrive complete and in order", async () => {
+    const { t, frames } = await startPair();
+    const N = 5000;
+    for (let i = 0; i < N; i++) {
+      t.send(FrameKind.MESSAGE, 0, i + 1, 0, bytes(i % 300, i));
+      if (i % 50 === 0) await Promise.resolve(); // a flush per turn: many rpal_write_ptrs calls
+    }
+    await waitFor(() => frames.length === N, { what: `${N} echoed frames`, timeoutMs: 20_000 });
+    for (let i = 0; i < N; i++) {
+      expect(frames[i]!.callId).toBe(i + 1);
+      expect(frames[i]!.body.byteLength).toBe(i % 300);
+    }
+    // More calls than the 32-word window holds at once: credit came back from the peer.
+    expect(t.stats.rpalCalls).toBeGreaterThan(10);
+  }, 30_000);
+
+  test("double: closing one side ends the peer's session cleanly; its /dev/shm files go with it", async () => {
+    const { t, peer, peerId } = await startPair();
+    expect(testDoubleFiles()).toContain(`rpal-double-${process.getuid!()}-${peerId}`);
+    t.close("test over");
+    await peer.waitForLine(/^CLOSED rpal session ended: the peer closed the rpal data connection$/);
+    expect(await peer.proc.exited).toBe(0);
+    expect(testDoubleFiles()).not.toContain(`rpal-double-${process.getuid!()}-${peerId}`);
+    expect(() => t.send(FrameKind.MESSAGE, 0, 1, 0)).toThrow(/closed/);
+  }, 30_000);
+
+  test("double: a hostile sender naming memory outside its outbox is cut off with the reason; the receiver does not crash", async () => {
+    const { t, peer, peerId, closed } = await startPair();
+    const words = new Uint32Array([0, WORDS_MAGIC_HI | 1, 0x1000, 0, 64, 0]);
+    t.init.proc.ensureSender();
+    expect(t.init.proc.lib.rpal_write_ptrs(peerId, t.init.rpalfd, words, 3)).toBe(3);
+    await peer.waitForLine(/^CLOSED rpal session ended: peer named bytes outside its announced outbox/);
+    expect(await peer.proc.exited).toBe(0); // a clean exit, not a fault
+    expect((await closed)?.message).toContain("the peer closed the rpal data connection");
+  }, 30_000);
+
+  test("double: words that are not an rpal-mesh message, and a frame over the size limit, are refused by name", async () => {
+    const a = await startPair();
+    const junk = new Uint32Array([0xdeadbeef, 0x12345678]);
+    expect(a.t.init.proc.lib.rpal_write_ptrs(a.peerId, a.t.init.rpalfd, junk, 1)).toBe(1);
+    await a.peer.waitForLine(/^CLOSED rpal session ended: peer sent words that are not an rpal-mesh message/);
+    expect(await a.peer.proc.exited).toBe(0);
+
+    const b = await startPair();
+    // Write a frame header claiming a 4 GiB body straight into our outbox, then name those 16 bytes.
+    const out = b.t.init.shim.outbox(b.t.init.session);
+    const view = new DataView(toArrayBuffer(out, 0, OUTBOX_CTRL_BYTES + 4096));
+    view.setUint32(OUTBOX_CTRL_BYTES, 0xfffffff0, true);
+    view.setUint8(OUTBOX_CTRL_BYTES + 4, FrameKind.MESSAGE);
+    const addr = (out as unknown as number) + OUTBOX_CTRL_BYTES;
+    const w = new Uint32Array([16, WORDS_MAGIC_HI | 1, addr % 2 ** 32, Math.floor(addr / 2 ** 32), 16, 0]);
+    expect(b.t.init.proc.lib.rpal_write_ptrs(b.peerId, b.t.init.rpalfd, w, 3)).toBe(3);
+    await b.peer.waitForLine(/^CLOSED rpal session ended: peer sent a frame of 4294967280 bytes, over the limit/);
+    expect(await b.peer.proc.exited).toBe(0);
+  }, 30_000);
+
+  test("double: librpal's 32-word limit and an unknown peer service come back as named librpal errors", async () => {
+    const { t } = await startPair();
+    const lib = t.init.proc.lib;
+    expect(lib.rpal_write_ptrs(t.init.peerId, t.init.rpalfd, new Uint32Array(66), 33)).toBe(-113);
+    expect(lib.rpal_write_ptrs(200, t.init.rpalfd, new Uint32Array(2), 1)).toBe(-120);
+    const { rpalErrorText } = await import("../runtime/transport/rpal/errors.ts");
+    expect(rpalErrorText(-120)).toContain("invalid service");
+  });
+});
