@@ -77,6 +77,11 @@ describe("parseAbFlags", () => {
     [["a.yaml", "b.yaml"], /at most one mesh\.yaml/],
     [["--quick", "--transports", "uds,shm,rpal"], /--quick compares 2 transports/],
     [["--reps"], /argument missing|--reps/],
+    [["--method", "SayHello"], /not a gRPC method path: write \/package\.Service\/Method/],
+    [["--http-get", "http://127.0.0.1:8080/hello"], /needs \{payload\}/],
+    [["--http-get", "https://x:1/{payload}"], /http:\/\/ URL with an explicit port/],
+    [["--http-get", "http://127.0.0.1/{payload}"], /explicit port/],
+    [["--http-get", "http://127.0.0.1:8080/?n={payload}", "--target", "greeter"], /cannot be combined/],
   ];
   for (const [argv, re] of bad) {
     test(`rejects ${argv.join(" ") || "(empty)"} with a message naming the flag`, () => {

@@ -27,6 +27,10 @@ export interface AbOptions {
   strace: boolean;
   /** Which pod the load enters: its sidecar's gRPC inbound receives the calls. */
   targetPod: string | undefined;
+  /** gRPC method to call ("/pkg.Service/Method"); default: the target's first unary method. */
+  method: string | undefined;
+  /** Drive HTTP GETs at this URL (an app's own port, from mesh.yaml) instead of gRPC at a sidecar. */
+  httpGet: string | undefined;
   /** gRPC client connections the load generator spreads calls over. */
   connections: number;
   /** A run whose errors exceed this fraction of its calls counts as failed. */
@@ -49,6 +53,11 @@ vCPU per 1,000 rps, latency percentiles and the saving of each transport against
   --baseline T        transport the savings are measured against (default uds)
   --target POD        pod whose gRPC inbound receives the load (default: the first pod with an inbound
                       whose sidecar upstreams are not used by another pod, i.e. the edge of the mesh)
+  --method PATH       gRPC method to call, e.g. /hello.Greeter/SayHello (default: the target pod's first
+                      unary method); its first string/bytes field carries the payload
+  --http-get URL      drive HTTP GETs instead, at an app port from mesh.yaml, {payload} marking where the
+                      payload goes: 'http://127.0.0.1:8080/hello?name={payload}' takes examples/hello's
+                      full path (frontend app -> sidecar -> greeter sidecar -> greeter app)
   --connections N     gRPC client connections of the load generator (default 4)
   --max-error-rate F  fraction of failed calls above which a run fails (default 0.01)
   --timeout D         deadline of each call (default 5s)
@@ -120,6 +129,8 @@ export function parseAbFlags(argv: string[]): ParseResult {
         out: { type: "string" },
         baseline: { type: "string" },
         target: { type: "string" },
+        method: { type: "string" },
+        "http-get": { type: "string" },
         connections: { type: "string" },
         "max-error-rate": { type: "string" },
         timeout: { type: "string" },
@@ -174,12 +185,34 @@ export function parseAbFlags(argv: string[]): ParseResult {
     quick,
     strace: v.strace === true,
     targetPod: str("target"),
+    method: str("method"),
+    httpGet: str("http-get"),
     connections: str("connections") !== undefined ? parsePositiveInt("--connections", str("connections")!, 64) : 4,
     maxErrorRate,
     timeoutMs: str("timeout") !== undefined ? parseDuration("--timeout", str("timeout")!) : 5000,
   };
   if (options.targetPod !== undefined && !/^[a-z0-9-]+$/.test(options.targetPod)) {
     throw new AbUsageError(`--target ${JSON.stringify(options.targetPod)} is not a pod name (lowercase letters, digits, '-')`);
+  }
+  if (options.method !== undefined && !/^\/[A-Za-z_][\w.]*\/\w+$/.test(options.method)) {
+    throw new AbUsageError(`--method ${JSON.stringify(options.method)} is not a gRPC method path: write /package.Service/Method`);
+  }
+  if (options.httpGet !== undefined) {
+    if (options.method !== undefined || options.targetPod !== undefined) {
+      throw new AbUsageError("--http-get drives HTTP at an app; it cannot be combined with --method or --target (those pick a gRPC target)");
+    }
+    let url: URL;
+    try {
+      url = new URL(options.httpGet.replace("{payload}", "P"));
+    } catch {
+      throw new AbUsageError(`--http-get ${JSON.stringify(options.httpGet)} is not a URL: write e.g. 'http://127.0.0.1:8080/hello?name={payload}'`);
+    }
+    if (url.protocol !== "http:" || !url.port) {
+      throw new AbUsageError(`--http-get must be an http:// URL with an explicit port from mesh.yaml, got ${JSON.stringify(options.httpGet)}`);
+    }
+    if (!options.httpGet.includes("{payload}")) {
+      throw new AbUsageError(`--http-get needs {payload} where the payload goes, e.g. 'http://127.0.0.1:8080/hello?name={payload}'`);
+    }
   }
   if (quick && transports && transports.length > 2) {
     // --quick promises under a minute; more transports would break that promise silently.

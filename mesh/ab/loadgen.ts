@@ -1,31 +1,23 @@
 // The load generator: its own process, so the CPU it burns is never counted against the pods. It drives
-// open-loop unary gRPC calls (a standard grpc-js client, as any user of the mesh would) at the target
-// sidecar's inbound, records latency from each call's intended send time in an HDR histogram, and
-// samples the pods' processes from /proc exactly at the edges of the measured window.
+// open-loop calls (unary gRPC at a sidecar's inbound, or HTTP GET at an app: see drivers.ts), records
+// latency from each call's intended send time in an HDR histogram, and samples the pods' processes from
+// /proc exactly at the edges of the measured window.
 //
 // Protocol: one JSON LoadgenConfig as argv[2]; stdout gets JSON lines {"event":"measuring"},
 // {"event":"measured"} (the window's edges, for strace) and finally {"event":"result",...}.
-import * as grpc from "@grpc/grpc-js";
 import * as hdr from "hdr-histogram-js";
-import { readFileSync } from "node:fs";
 import { sampleProcess, type ProcSample } from "../../runtime/procstat.ts";
+import { grpcDriver, httpDriver, type GrpcTarget, type HttpTarget } from "./drivers.ts";
 import { OpenLoopSchedule, runOpenLoop } from "./openloop.ts";
 
 export interface LoadgenConfig {
-  /** host:port of the target sidecar's gRPC inbound. */
-  target: string;
-  /** Full gRPC method path, e.g. /hello.Greeter/SayHello. */
-  method: string;
-  /** The encoded request message, sent unchanged by every call. */
-  requestBase64: string;
+  target: GrpcTarget | HttpTarget;
   rateRps: number;
   warmupMs: number;
   durationMs: number;
-  connections: number;
   timeoutMs: number;
   /** Processes sampled at the start and end of the measured window. */
   samplePids: number[];
-  tls?: { ca: string; cert: string; key: string; serverName?: string };
 }
 
 export interface LoadgenResult {
@@ -37,7 +29,7 @@ export interface LoadgenResult {
   okInWindow: number;
   achievedRps: number;
   errors: number;
-  /** gRPC status name → count, for measured calls that failed. */
+  /** gRPC status name (or HTTP_<code>, CONNECTION_FAILED, NO_RESPONSE) → count, for measured calls that failed. */
   errorKinds: Record<string, number>;
   latencyUs: { p50: number; p90: number; p99: number; p999: number; max: number; mean: number; count: number };
   /** Compressed HDR histogram of the measured calls (microseconds), for merging across reps. */
@@ -53,10 +45,6 @@ export interface LoadgenResult {
 
 const HIGHEST_TRACKABLE_US = 120_000_000; // two minutes: any call slower than that is an error anyway
 
-function statusName(code: number): string {
-  return (grpc.status as unknown as Record<number, string>)[code] ?? `CODE_${code}`;
-}
-
 function sampleAll(pids: number[], missing: Record<string, string>): ProcSample[] {
   const out: ProcSample[] = [];
   for (const pid of pids) {
@@ -69,39 +57,10 @@ function sampleAll(pids: number[], missing: Record<string, string>): ProcSample[
   return out;
 }
 
-function makeClients(cfg: LoadgenConfig): grpc.Client[] {
-  const creds = cfg.tls
-    ? grpc.credentials.createSsl(readFileSync(cfg.tls.ca), readFileSync(cfg.tls.key), readFileSync(cfg.tls.cert))
-    : grpc.credentials.createInsecure();
-  const clients: grpc.Client[] = [];
-  for (let i = 0; i < cfg.connections; i++) {
-    // A local subchannel pool gives every client its own HTTP/2 connection, like separate callers would.
-    const options: grpc.ChannelOptions = { "grpc.use_local_subchannel_pool": 1, "grpc.max_receive_message_length": -1 };
-    if (cfg.tls?.serverName) options["grpc.ssl_target_name_override"] = cfg.tls.serverName;
-    clients.push(new grpc.Client(cfg.target, creds, options));
-  }
-  return clients;
-}
-
-async function waitReady(clients: grpc.Client[], timeoutMs: number): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  await Promise.all(
-    clients.map(
-      (c) =>
-        new Promise<void>((resolve, reject) =>
-          c.waitForReady(deadline, (err) => (err ? reject(new Error(`gRPC connection to the target did not become ready: ${err.message}`)) : resolve())),
-        ),
-    ),
-  );
-}
-
 export async function runLoad(cfg: LoadgenConfig, emit: (line: object) => void): Promise<LoadgenResult> {
-  const request = Buffer.from(cfg.requestBase64, "base64");
-  const serialize = (): Buffer => request; // the same bytes every call: no per-call encoding
-  const deserialize = (b: Buffer): Buffer => b; // the harness measures the hop, it never reads replies
-  const clients = makeClients(cfg);
+  const driver = cfg.target.kind === "grpc" ? grpcDriver(cfg.target) : httpDriver(cfg.target);
   try {
-    await waitReady(clients, Math.max(cfg.timeoutMs, 5000));
+    await driver.ready(cfg.timeoutMs);
     const histogram = hdr.build({
       lowestDiscernibleValue: 1,
       highestTrackableValue: HIGHEST_TRACKABLE_US,
@@ -124,9 +83,6 @@ export async function runLoad(cfg: LoadgenConfig, emit: (line: object) => void):
     let okInWindow = 0;
     let errors = 0;
     let maxSendLagMs = 0;
-    let next = 0;
-    const metadata = new grpc.Metadata();
-    const method = cfg.method;
 
     const send = (_index: number, intendedMs: number): void => {
       const now = performance.now();
@@ -139,17 +95,14 @@ export async function runLoad(cfg: LoadgenConfig, emit: (line: object) => void):
         }
         measuredCalls++;
       }
-      const client = clients[next]!;
-      next = next + 1 === clients.length ? 0 : next + 1;
-      client.makeUnaryRequest(method, serialize, deserialize, request, metadata, { deadline: Date.now() + cfg.timeoutMs }, (err) => {
+      driver.call(Date.now() + cfg.timeoutMs, (failure) => {
         const done = performance.now();
-        if (!err && !windowClosed && done >= windowStart) okInWindow++;
+        if (failure === null && !windowClosed && done >= windowStart) okInWindow++;
         if (!measured) return;
         measuredDone++;
-        if (err) {
+        if (failure !== null) {
           errors++;
-          const name = statusName(err.code ?? grpc.status.UNKNOWN);
-          errorKinds[name] = (errorKinds[name] ?? 0) + 1;
+          errorKinds[failure] = (errorKinds[failure] ?? 0) + 1;
         } else {
           histogram.recordValue(Math.max(1, Math.round((done - intendedMs) * 1000)));
         }
@@ -175,7 +128,9 @@ export async function runLoad(cfg: LoadgenConfig, emit: (line: object) => void):
       errorKinds.NO_RESPONSE = (errorKinds.NO_RESPONSE ?? 0) + lost;
     }
     const cpu = process.cpuUsage(cpuStart);
-    const pct = (p: number) => (histogram.totalCount > 0 ? histogram.getValueAtPercentile(p) : 0);
+    // HDR reports a percentile as the top of its bucket (3 significant digits), which can exceed the
+    // exact maximum; cap so the figures stay ordered p50 ≤ … ≤ p99.9 ≤ max.
+    const pct = (p: number) => (histogram.totalCount > 0 ? Math.min(histogram.getValueAtPercentile(p), histogram.maxValue) : 0);
     const result: LoadgenResult = {
       event: "result",
       windowMs,
@@ -202,7 +157,7 @@ export async function runLoad(cfg: LoadgenConfig, emit: (line: object) => void):
     };
     return result;
   } finally {
-    for (const c of clients) c.close();
+    driver.close();
   }
 }
 
@@ -212,11 +167,18 @@ export function parseLoadgenConfig(text: string | undefined): LoadgenConfig {
   const need = (cond: boolean, what: string) => {
     if (!cond) throw new Error(`loadgen config: ${what}`);
   };
-  need(typeof cfg.target === "string" && /^[^\s]+:\d+$/.test(cfg.target), `target must be host:port, got ${JSON.stringify(cfg.target)}`);
-  need(typeof cfg.method === "string" && /^\/[\w.]+\/\w+$/.test(cfg.method), `method must be /pkg.Service/Method, got ${JSON.stringify(cfg.method)}`);
-  need(typeof cfg.requestBase64 === "string", "requestBase64 missing");
+  // Parsed JSON is untrusted until checked: look at it through a loose record type.
+  const t = (cfg as unknown as { target?: Record<string, unknown> }).target;
+  need(typeof t === "object" && t !== null && (t.kind === "grpc" || t.kind === "http"), 'target.kind must be "grpc" or "http"');
+  if (t!.kind === "grpc") {
+    need(typeof t!.target === "string" && /^[^\s]+:\d+$/.test(t!.target), `target must be host:port, got ${JSON.stringify(t!.target)}`);
+    need(typeof t!.method === "string" && /^\/[\w.]+\/\w+$/.test(t!.method), `method must be /pkg.Service/Method, got ${JSON.stringify(t!.method)}`);
+    need(typeof t!.requestBase64 === "string", "requestBase64 missing");
+    need(Number.isInteger(t!.connections) && (t!.connections as number) > 0, "connections must be a positive integer");
+  } else {
+    need(typeof t!.url === "string" && /^http:\/\/[^\s]+$/.test(t!.url), `url must be an http:// URL, got ${JSON.stringify(t!.url)}`);
+  }
   need(cfg.rateRps > 0 && cfg.durationMs > 0 && cfg.warmupMs >= 0, "rateRps, durationMs must be > 0 and warmupMs >= 0");
-  need(Number.isInteger(cfg.connections) && cfg.connections > 0, "connections must be a positive integer");
   need(Array.isArray(cfg.samplePids) && cfg.samplePids.every((p) => Number.isInteger(p) && p > 0), "samplePids must be pids");
   return cfg;
 }

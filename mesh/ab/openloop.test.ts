@@ -24,6 +24,14 @@ describe("OpenLoopSchedule", () => {
     expect(s.intendedAt(999)).toBe(1099);
   });
 
+  test("float noise in the window's length does not add a request", () => {
+    const t0 = 1234.5678901234;
+    const end = t0 + 0 + 500; // not exactly 500 ms after t0 in floating point
+    expect(new OpenLoopSchedule(200, t0, end).total).toBe(100);
+    expect(new OpenLoopSchedule(3, 0, 1000).total).toBe(3);
+    expect(new OpenLoopSchedule(3, 0, 1001).total).toBe(4);
+  });
+
   test("takeDue hands out everything overdue at once, in order, never twice", () => {
     const s = new OpenLoopSchedule(100, 0, 1000); // one every 10 ms
     expect(s.takeDue(-5)).toEqual({ first: 0, count: 0 });

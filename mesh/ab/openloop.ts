@@ -17,7 +17,9 @@ export class OpenLoopSchedule {
     if (!(rateRps > 0) || !Number.isFinite(rateRps)) throw new RangeError(`open-loop rate must be a positive number, got ${rateRps}`);
     if (!(endMs > startMs)) throw new RangeError(`open-loop window is empty: start ${startMs} ms, end ${endMs} ms`);
     this.intervalMs = 1000 / rateRps;
-    this.total = Math.ceil((endMs - startMs) / this.intervalMs);
+    // The epsilon absorbs float noise in endMs - startMs (t0 + 500 - t0 can be 500.00000000006),
+    // which would otherwise add a request the window does not hold.
+    this.total = Math.ceil(((endMs - startMs) * rateRps) / 1000 - 1e-6);
   }
 
   intendedAt(index: number): number {

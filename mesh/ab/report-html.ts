@@ -96,6 +96,7 @@ function latencyCharts(report: AbReport): string[] {
           categories: levels.map(([, label]) => label),
           series,
           log: true,
+          fmtTick: fmtUs,
         }),
       );
     }
@@ -165,7 +166,7 @@ th{background:#f3f4f6}tr.sig td:nth-child(7){color:#047857;font-weight:600}tr.no
 </style></head>
 <body>
 <h1>mesh ab — ${esc(o.transports.join(" vs "))}</h1>
-<p class="meta">Config <code>${esc(report.config)}</code>; load into pod <b>${esc(report.target.pod)}</b> (${esc(report.target.address)}, <code>${esc(report.target.method)}</code>);
+<p class="meta">Config <code>${esc(report.config)}</code>; load: ${esc(report.target.description)};
 open loop (latency from each call's intended send time), ${o.connections} gRPC connections, ${o.duration_seconds} s measured after ${o.warmup_seconds} s warm-up,
 ${o.reps} rep(s) with transports interleaved per rep. Machine: ${report.machine.cpus} CPU (${esc(report.machine.cpu_model)}), Linux ${esc(report.machine.kernel)}, Bun ${esc(report.machine.bun)}.
 Started ${esc(report.started_at)}, finished ${esc(report.finished_at)}.</p>

@@ -19,7 +19,7 @@ export function renderMarkdown(report: AbReport): string {
   out.push(`# mesh ab — ${o.transports.join(" vs ")}`);
   out.push("");
   out.push(
-    `Config \`${cell(report.config)}\`, load into pod **${cell(report.target.pod)}** (${cell(report.target.address)}, \`${cell(report.target.method)}\`), ` +
+    `Config \`${cell(report.config)}\`; load: ${cell(report.target.description)}; ` +
       `open loop, ${o.connections} gRPC connections, ${o.duration_seconds} s measured after ${o.warmup_seconds} s warm-up, ${o.reps} rep(s), ` +
       `transports interleaved per rep. Machine: ${report.machine.cpus} CPU (${cell(report.machine.cpu_model)}), Linux ${cell(report.machine.kernel)}, Bun ${cell(report.machine.bun)}. ` +
       `Started ${report.started_at}.`,

@@ -88,7 +88,8 @@ export interface AbReport {
   started_at: string;
   finished_at: string;
   config: string;
-  target: { pod: string; address: string; method: string };
+  /** Where the load entered: kind "grpc" (a sidecar inbound) or "http" (an app's own port). */
+  target: { pod: string; kind: "grpc" | "http"; method: string; description: string };
   options: {
     transports: string[];
     rates_rps: number[];

@@ -110,22 +110,25 @@ export function lineChart(opts: {
   opts.categories.forEach((c, i) => {
     parts.push(`<text class="tick" x="${xAt(i).toFixed(1)}" y="${M.top + PLOT_H + 16}" text-anchor="middle">${esc(c)}</text>`);
   });
-  for (const s of opts.series) {
+  // Series sit a few pixels apart so equal values (and their error bars) stay visible.
+  const offset = (si: number) => (si - (opts.series.length - 1) / 2) * 7;
+  opts.series.forEach((s, si) => {
     const pts = s.points.filter((p) => Number.isFinite(p.y));
+    const px = (p: LinePoint) => (xAt(p.x) + offset(si)).toFixed(1);
     if (pts.length > 1) {
-      const d = pts.map((p) => `${xAt(p.x).toFixed(1)},${y.map(p.y).toFixed(1)}`).join(" ");
+      const d = pts.map((p) => `${px(p)},${y.map(p.y).toFixed(1)}`).join(" ");
       parts.push(`<polyline class="series" fill="none" stroke="${esc(s.color)}" stroke-width="2"${s.dashed ? ' stroke-dasharray="5 3"' : ""} points="${d}"/>`);
     }
     for (const p of pts) {
-      const px = xAt(p.x).toFixed(1);
+      const x = px(p);
       if (p.low != null && p.high != null && Number.isFinite(p.low) && Number.isFinite(p.high)) {
         parts.push(
-          `<line class="errorbar" x1="${px}" x2="${px}" y1="${y.map(p.low).toFixed(1)}" y2="${y.map(p.high).toFixed(1)}" stroke="${esc(s.color)}"/>`,
+          `<line class="errorbar" x1="${x}" x2="${x}" y1="${y.map(p.low).toFixed(1)}" y2="${y.map(p.high).toFixed(1)}" stroke="${esc(s.color)}"/>`,
         );
       }
-      parts.push(`<circle class="point" cx="${px}" cy="${y.map(p.y).toFixed(1)}" r="4" fill="${esc(s.color)}"><title>${esc(p.tooltip)}</title></circle>`);
+      parts.push(`<circle class="point" cx="${x}" cy="${y.map(p.y).toFixed(1)}" r="4" fill="${esc(s.color)}"><title>${esc(p.tooltip)}</title></circle>`);
     }
-  }
+  });
   parts.push(legend(opts.series));
   return `<svg class="chart" id="${esc(opts.id)}" xmlns="http://www.w3.org/2000/svg" viewBox="0 0 ${W} ${H}" width="${W}" height="${H}" role="img" aria-label="${esc(opts.title)}">${parts.join("")}</svg>`;
 }

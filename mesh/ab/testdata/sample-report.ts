@@ -47,7 +47,7 @@ export function sampleReport(overrides: { notes?: string[]; pod?: string } = {})
     started_at: "2026-11-25T18:00:00.000Z",
     finished_at: "2026-11-25T18:05:00.000Z",
     config: "examples/hello/mesh.yaml",
-    target: { pod: overrides.pod ?? "greeter", address: "127.0.0.1:50051", method: "/hello.Greeter/SayHello" },
+    target: { pod: overrides.pod ?? "greeter", kind: "grpc", method: "/hello.Greeter/SayHello", description: "gRPC /hello.Greeter/SayHello into pod greeter's sidecar inbound" },
     options: { transports: ["uds", "shm"], rates_rps: [1000, 5000], duration_seconds: 3, warmup_seconds: 1, payload_bytes: [32, 1024], reps: 3, baseline: "uds", connections: 4, strace: false, quick: false },
     machine: { cpus: 2, cpu_model: "AMD EPYC", kernel: "6.18.0", bun: "1.4.5" },
     runs,

@@ -1,0 +1,331 @@
+// `mesh ab`: starts the pods once per transport (side by side, each on its own ports), then for every
+// rate × payload × rep measures each transport in turn (A B A B …, so drift hits all alike) with an
+// open-loop load generator in its own process, and writes report.json, report.md and report.html.
+// Exit codes: 0 all runs ok, 1 some run failed (the report says which and why), 2 a usage or config
+// mistake, 130 interrupted (a partial report is still written).
+import { cpSync, existsSync, mkdtempSync, rmSync } from "node:fs";
+import { cpus, release, tmpdir } from "node:os";
+import { join, relative, resolve } from "node:path";
+import { ConfigError, loadConfig, type MeshConfig } from "../config/index.ts";
+import type { GrpcTarget, HttpTarget } from "./drivers.ts";
+import { AbUsageError, parseAbFlags, USAGE, type AbOptions, type TransportName } from "./flags.ts";
+import { fmtInterval, fmtNum, fmtPct } from "./format.ts";
+import { MeshInstance } from "./instance.ts";
+import { Progress } from "./progress.ts";
+import type { AbReport, RunRecord } from "./report-types.ts";
+import { writeReport } from "./report-write.ts";
+import { encodePayloadRequest, findUnaryMethod } from "./request.ts";
+import { failedRecord, measureRun, type RunSpec } from "./run.ts";
+import { StraceSession, straceAvailable } from "./strace.ts";
+import { summarize } from "./summary.ts";
+
+const PORT_ENV_RE = /^(?:.*_)?PORT$/;
+const READY_TIMEOUT_MS = 60_000;
+
+interface Availability {
+  transports: TransportName[];
+  notes: string[];
+}
+
+/** uds and shm work on any Linux; rpal only when runtime/transport/rpal/detect.ts says every precondition holds. */
+async function availableTransports(): Promise<Availability> {
+  const detectPath = join(import.meta.dir, "../../runtime/transport/rpal/detect.ts");
+  if (!existsSync(detectPath)) return { transports: ["uds", "shm"], notes: ["rpal left out: runtime/transport/rpal/detect.ts is not in this checkout"] };
+  try {
+    const { detectRpal } = (await import(detectPath)) as typeof import("../../runtime/transport/rpal/detect.ts");
+    const d = detectRpal();
+    // `mesh up --transport rpal` runs the pods on an RPAL-marked copy of bun, so the harness's own
+    // (unmarked) executable is not a reason to skip rpal.
+    const failing = d.preconditions.filter((p) => !p.ok && p.name !== "executable");
+    if (failing.length === 0) return { transports: ["uds", "shm", "rpal"], notes: [] };
+    return { transports: ["uds", "shm"], notes: [`rpal left out: ${failing.map((p) => `${p.name}: ${p.detail}`).join("; ")}`] };
+  } catch (e) {
+    return { transports: ["uds", "shm"], notes: [`rpal left out: detection failed: ${(e as Error).message}`] };
+  }
+}
+
+async function chooseTransports(o: AbOptions): Promise<{ transports: TransportName[]; notes: string[] }> {
+  const avail = await availableTransports();
+  if (o.transports) {
+    const missing = o.transports.filter((t) => !avail.transports.includes(t));
+    if (missing.length) {
+      throw new AbUsageError(`--transports ${missing.join(",")} cannot run on this machine (${avail.notes.join("; ")}); drop it from --transports`);
+    }
+    return { transports: o.transports, notes: [] };
+  }
+  if (!avail.transports.includes(o.baseline)) throw new AbUsageError(`--baseline ${o.baseline} cannot run here (${avail.notes.join("; ")}); pick --baseline uds`);
+  let list = [o.baseline, ...avail.transports.filter((t) => t !== o.baseline)];
+  if (o.quick) list = list.slice(0, 2);
+  return { transports: list, notes: avail.notes };
+}
+
+interface Entry {
+  pod: string;
+  describe: string;
+  method: string;
+  /** The target of one run, for an instance and a payload size. */
+  targetFor(inst: MeshInstance, payloadBytes: number): GrpcTarget | HttpTarget;
+}
+
+function grpcEntry(o: AbOptions, config: MeshConfig): Entry {
+  const pod = o.targetPod ? config.pods.find((p) => p.name === o.targetPod) : config.pods.find((p) => p.sidecar.inbound);
+  if (!pod) {
+    throw new AbUsageError(
+      o.targetPod
+        ? `--target ${o.targetPod}: no such pod in ${o.configPath} (pods: ${config.pods.map((p) => p.name).join(", ")})`
+        : `no pod in ${o.configPath} has a sidecar inbound to send gRPC load to — add inbound: to one, or use --http-get`,
+    );
+  }
+  if (!pod.sidecar.inbound) throw new AbUsageError(`--target ${pod.name} has no sidecar inbound in ${o.configPath}: it cannot receive gRPC load`);
+  let method: ReturnType<typeof findUnaryMethod>;
+  try {
+    method = findUnaryMethod(pod.sidecar.protos, o.method);
+  } catch (e) {
+    throw new AbUsageError((e as Error).message);
+  }
+  const requests = new Map<number, string>();
+  for (const n of o.payloadBytes) {
+    try {
+      requests.set(n, Buffer.from(encodePayloadRequest(method, n)).toString("base64"));
+    } catch (e) {
+      throw new AbUsageError((e as Error).message);
+    }
+  }
+  const tls = pod.sidecar.tls;
+  return {
+    pod: pod.name,
+    method: method.path,
+    describe: `gRPC ${method.path} into pod ${pod.name}'s sidecar inbound (one app↔sidecar hop, sidecar → app)`,
+    targetFor(inst, payloadBytes) {
+      const address = inst.pods.find((p) => p.pod === pod.name)?.inbound;
+      if (!address) throw new Error(`pod ${pod.name} of transport ${inst.transport} reported no inbound address`);
+      return {
+        kind: "grpc",
+        target: address,
+        method: method.path,
+        requestBase64: requests.get(payloadBytes)!,
+        connections: o.connections,
+        ...(tls ? { tls: { ca: tls.ca, cert: tls.cert, key: tls.key } } : {}),
+      };
+    },
+  };
+}
+
+function httpEntry(o: AbOptions, config: MeshConfig): Entry {
+  const template = o.httpGet!;
+  const port = new URL(template.replace("{payload}", "P")).port;
+  let owner: { pod: string; env: string } | undefined;
+  for (const p of config.pods) {
+    for (const [k, v] of Object.entries(p.app.env)) if (PORT_ENV_RE.test(k) && v === port) owner ??= { pod: p.name, env: k };
+  }
+  if (!owner) {
+    throw new AbUsageError(
+      `--http-get port ${port} is not an app port in ${o.configPath}: the harness runs every transport on fresh ports, so it must find ${port} as an app env PORT or *_PORT value (like FRONTEND_PORT: 8080) to know where each copy listens`,
+    );
+  }
+  const found = owner;
+  return {
+    pod: found.pod,
+    method: `GET ${new URL(template.replace("{payload}", "P")).pathname}`,
+    describe: `HTTP GET at pod ${found.pod}'s app (${found.env}); the full path crosses app↔sidecar both ways`,
+    targetFor(inst, payloadBytes) {
+      const p = inst.config.pods.find((x) => x.name === found.pod)!;
+      const newPort = p.app.env[found.env]!;
+      const url = new URL(template.replace("{payload}", "x".repeat(payloadBytes)));
+      url.port = newPort;
+      return { kind: "http", url: url.toString() };
+    },
+  };
+}
+
+function planRuns(o: AbOptions, transports: string[]): Omit<RunSpec, "target">[] {
+  const plan: Omit<RunSpec, "target">[] = [];
+  for (const rate of o.ratesRps) {
+    for (const payload of o.payloadBytes) {
+      for (let rep = 1; rep <= o.reps; rep++) {
+        for (const transport of transports) {
+          plan.push({ transport, rateRps: rate, payloadBytes: payload, rep, warmupMs: o.warmupMs, durationMs: o.durationMs, timeoutMs: o.timeoutMs, maxErrorRate: o.maxErrorRate });
+        }
+      }
+    }
+  }
+  return plan;
+}
+
+function machine(): AbReport["machine"] {
+  const c = cpus();
+  return { cpus: c.length, cpu_model: c[0]?.model ?? "unknown", kernel: release(), bun: Bun.version };
+}
+
+function summaryLines(report: AbReport): string[] {
+  const lines = [`vCPU per 1,000 rps (all apps + sidecars), saving vs ${report.summary.baseline} with 95% CI:`];
+  for (const g of report.summary.groups) {
+    const s = g.saving_vs_baseline;
+    lines.push(
+      `  ${g.transport.padEnd(5)} ${String(g.rate_rps).padStart(6)} rps ${String(g.payload_bytes).padStart(6)} B  ` +
+        `${fmtInterval(g.vcpu_per_1000_rps, (v) => fmtNum(v)).padEnd(28)} ${s ? `saving ${fmtInterval(s.fraction, fmtPct)} — ${s.verdict}` : "(baseline)"}`,
+    );
+  }
+  return lines;
+}
+
+export async function abMain(argv: string[]): Promise<number> {
+  let o: AbOptions;
+  let config: MeshConfig;
+  let transports: TransportName[];
+  let notes: string[];
+  let entry: Entry;
+  try {
+    const parsed = parseAbFlags(argv);
+    if (parsed.kind === "help") {
+      process.stdout.write(USAGE);
+      return 0;
+    }
+    o = parsed.options;
+    config = loadConfig(o.configPath);
+    ({ transports, notes } = await chooseTransports(o));
+    entry = o.httpGet ? httpEntry(o, config) : grpcEntry(o, config);
+  } catch (e) {
+    if (e instanceof AbUsageError || e instanceof ConfigError) {
+      process.stderr.write(`mesh ab: ${e.message}\n`);
+      return 2;
+    }
+    throw e;
+  }
+  const strace = o.strace ? straceAvailable() : null;
+  if (o.strace && !strace) notes.push("--strace was given but strace is not installed (apt-get install strace): syscall counts are null");
+  if (o.strace && strace) notes.push("strace was attached during the measured windows: its ptrace stops inflate CPU and latency, so compare traced runs only with traced runs");
+
+  const plan = planRuns(o, transports);
+  const progress = new Progress(plan.length);
+  const abort = new AbortController();
+  const onSignal = () => {
+    if (!abort.signal.aborted) progress.note("mesh ab: interrupted — stopping the pods and writing a partial report");
+    abort.abort();
+  };
+  process.on("SIGINT", onSignal);
+  process.on("SIGTERM", onSignal);
+
+  const startedAt = new Date().toISOString();
+  const workDir = mkdtempSync(join(tmpdir(), "mesh-ab-"));
+  const instances = new Map<string, MeshInstance>();
+  const startFailures = new Map<string, string>();
+  const runs: RunRecord[] = [];
+  const outDir = resolve(o.outDir);
+  progress.note(`mesh ab: ${transports.join(" vs ")}; ${entry.describe}; ${plan.length} run(s) of ${(o.warmupMs + o.durationMs) / 1000} s`);
+  try {
+    for (const t of transports) {
+      if (abort.signal.aborted) break;
+      const t0 = Date.now();
+      progress.note(`mesh ab: starting the pods of ${relative(process.cwd(), resolve(o.configPath))} with --transport ${t}`);
+      try {
+        const inst = await MeshInstance.prepare(t, join(workDir, t), config, o.configPath);
+        instances.set(t, inst);
+        await inst.start(READY_TIMEOUT_MS);
+        progress.note(`mesh ab: ${t}: ${inst.processes().length} processes ready in ${((Date.now() - t0) / 1000).toFixed(1)} s`);
+      } catch (e) {
+        startFailures.set(t, (e as Error).message);
+        progress.note(`mesh ab: ${t}: could not start the pods: ${(e as Error).message}`);
+      }
+    }
+    const straceSession = strace ? new StraceSession(strace, workDir) : undefined;
+    let index = 0;
+    for (const spec of plan) {
+      if (abort.signal.aborted) break;
+      index++;
+      const label = `${spec.transport.padEnd(4)} ${String(spec.rateRps).padStart(6)} rps ${String(spec.payloadBytes).padStart(5)} B rep ${spec.rep}/${o.reps}`;
+      const inst = instances.get(spec.transport);
+      let record: RunRecord;
+      if (!inst || startFailures.has(spec.transport)) {
+        record = failedRecord(spec, `pods for ${spec.transport} did not start: ${startFailures.get(spec.transport) ?? "unknown"}`, null);
+      } else {
+        progress.startRun(index, label, spec.warmupMs + spec.durationMs);
+        record = await measureRun(inst, { ...spec, target: entry.targetFor(inst, spec.payloadBytes) }, straceSession, abort.signal);
+      }
+      if (abort.signal.aborted && !record.ok) break; // the run was cut short by the interrupt: not a result
+      runs.push(record);
+      progress.endRun(index, label, record);
+    }
+  } finally {
+    process.off("SIGINT", onSignal);
+    process.off("SIGTERM", onSignal);
+    await Promise.all([...instances.values()].map((i) => i.stop().catch(() => undefined)));
+    if (runs.some((r) => !r.ok) || startFailures.size) {
+      // Keep what explains a failure: each transport's mesh up output and its pods' logs.
+      for (const [t, inst] of instances) {
+        try {
+          if (existsSync(inst.outputPath)) cpSync(inst.outputPath, join(outDir, "logs", `${t}-mesh-up.log`));
+          const logs = join(inst.runtimeDir, "logs");
+          if (existsSync(logs)) cpSync(logs, join(outDir, "logs", t), { recursive: true });
+        } catch {
+          // best effort: the report itself matters more
+        }
+      }
+    }
+    rmSync(workDir, { recursive: true, force: true });
+  }
+
+  for (const t of transports) {
+    const rs = runs.filter((r) => r.ok && r.transport === t);
+    for (const rate of o.ratesRps) {
+      const low = rs.filter((r) => r.rate_rps === rate && r.achieved_rps < rate * 0.9);
+      if (low.length) {
+        const lag = Math.max(...low.map((r) => r.loadgen.max_send_lag_ms));
+        notes.push(
+          `${t} @ ${rate} rps achieved only ${fmtNum(Math.min(...low.map((r) => r.achieved_rps)))} rps in ${low.length} run(s) (load generator max send lag ${fmtNum(lag)} ms): the machine saturated, so that rate measures an overloaded system`,
+        );
+      }
+    }
+  }
+  const lgCpu = runs.filter((r) => r.ok).map((r) => r.loadgen.cpu_seconds / Math.max(1e-9, r.window_seconds + o.warmupMs / 1000));
+  if (lgCpu.length) {
+    notes.push(
+      `the load generator ran in its own process and is not counted; it used about ${fmtNum(lgCpu.reduce((a, b) => a + b, 0) / lgCpu.length)} vCPU on this ${machine().cpus}-CPU machine, competing with the pods`,
+    );
+  }
+  if (abort.signal.aborted) notes.push(`interrupted after ${runs.length} of ${plan.length} runs: this report is partial`);
+
+  const report: AbReport = {
+    tool: "rpal-mesh ab",
+    version: 1,
+    started_at: startedAt,
+    finished_at: new Date().toISOString(),
+    config: relative(process.cwd(), resolve(o.configPath)) || o.configPath,
+    target: { pod: entry.pod, kind: o.httpGet ? "http" : "grpc", method: entry.method, description: entry.describe },
+    options: {
+      transports,
+      rates_rps: o.ratesRps,
+      duration_seconds: o.durationMs / 1000,
+      warmup_seconds: o.warmupMs / 1000,
+      payload_bytes: o.payloadBytes,
+      reps: o.reps,
+      baseline: o.baseline,
+      connections: o.connections,
+      strace: o.strace,
+      quick: o.quick,
+    },
+    machine: machine(),
+    runs,
+    summary: { baseline: o.baseline, groups: summarize(runs, o.baseline), failed_runs: runs.filter((r) => !r.ok).length, notes },
+  };
+  let paths;
+  try {
+    paths = writeReport(outDir, report);
+  } catch (e) {
+    process.stderr.write(`mesh ab: ${(e as Error).message}\n`);
+    return 2;
+  }
+  process.stdout.write(`${summaryLines(report).join("\n")}\n`);
+  process.stdout.write(`mesh ab: wrote ${paths.json}, ${paths.md} and ${paths.html}\n`);
+  if (abort.signal.aborted) return 130;
+  const failed = report.summary.failed_runs + (plan.length - runs.length);
+  if (failed > 0) {
+    process.stderr.write(`mesh ab: ${failed} run(s) failed — see the report (and ${join(outDir, "logs")})\n`);
+    return 1;
+  }
+  return 0;
+}
+
+if (import.meta.main) {
+  process.exit(await abMain(process.argv.slice(2)));
+}
