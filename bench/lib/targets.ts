@@ -75,8 +75,7 @@ export function renderTargets(results: TargetResult[]): string {
   const missing = results.filter((t) => t.met === undefined).length;
   const lines = results
     .filter((t) => t.met !== undefined)
-    .map((t) => `${t.met === undefined ? "  ?  " : t.met ? " met " : " MISS"}  #${t.issue} ${t.target}: ${t.measured}`)
-  ;
+    .map((t) => `${t.met ? " met " : " MISS"}  #${t.issue} ${t.target}: ${t.measured}`);
   if (missing > 0) lines.push(`  (${missing} target(s) not measured in this run: their rows were not selected or not available)`);
   return lines.join("\n");
 }
