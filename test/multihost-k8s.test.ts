@@ -21,6 +21,8 @@ const NS_A = `rpalmesh-a-${RUN}`; // the greeter's "host"
 const NS_B = `rpalmesh-b-${RUN}`; // the frontend's "host"
 const ADDR_A = "10.231.0.1";
 const ADDR_B = "10.231.0.2";
+const ADDR_A2 = "10.231.0.3"; // where the greeter "moves" to
+const ADDR_DNS = "10.231.0.53"; // the cluster DNS stand-in, on the greeter's host
 const GREETER_DNS = "greeter-headless.default.svc.cluster.local";
 const NS_RE = /^rpalmesh-[ab]-(\d+)$/;
 
@@ -101,6 +103,7 @@ describe.skipIf(skipReason !== undefined)(`multi-host: greeter and frontend in t
   let dir = "";
   let dnsmasq: Spawned;
   let greeterConfig = "";
+  let hostsFile = "";
   let greeterSidecar: Spawned;
   let greeterApp: Spawned;
   let frontendSidecar: Spawned;
@@ -111,7 +114,7 @@ describe.skipIf(skipReason !== undefined)(`multi-host: greeter and frontend in t
 
   const startSidecar = (ns: string, config: string, pod: string, socket: string) =>
     inNs(ns, [process.execPath, join(REPO_ROOT, "mesh/sidecar/main.ts"), "--config", config, "--pod", pod, "--app-socket", socket], {
-      env: { MESH_DNS_SERVERS: ADDR_A, MESH_LOG_LEVEL: "info" },
+      env: { MESH_DNS_SERVERS: ADDR_DNS, MESH_LOG_LEVEL: "info" },
     });
 
   /** GET from inside the frontend's namespace (the frontend listens on that namespace's loopback). */
@@ -152,7 +155,10 @@ describe.skipIf(skipReason !== undefined)(`multi-host: greeter and frontend in t
     must(["ip", "netns", "add", NS_A]);
     must(["ip", "netns", "add", NS_B]);
     must(["ip", "-n", NS_A, "link", "add", "veth0", "type", "veth", "peer", "name", "veth1", "netns", NS_B]);
+    // So deleting the greeter's first address (the primary) keeps the others on the interface.
+    must(["ip", "netns", "exec", NS_A, "sysctl", "-qw", "net.ipv4.conf.veth0.promote_secondaries=1"]);
     must(["ip", "-n", NS_A, "addr", "add", `${ADDR_A}/24`, "dev", "veth0"]);
+    must(["ip", "-n", NS_A, "addr", "add", `${ADDR_DNS}/24`, "dev", "veth0"]);
     must(["ip", "-n", NS_B, "addr", "add", `${ADDR_B}/24`, "dev", "veth1"]);
     for (const [ns, dev] of [[NS_A, "veth0"], [NS_B, "veth1"]] as const) {
       must(["ip", "-n", ns, "link", "set", "lo", "up"]);
@@ -160,10 +166,13 @@ describe.skipIf(skipReason !== undefined)(`multi-host: greeter and frontend in t
       // `ip netns exec` bind-mounts /etc/netns/<ns>/resolv.conf over /etc/resolv.conf: the pod's view of
       // cluster DNS, exactly as the kubelet writes it.
       mkdirSync(`/etc/netns/${ns}`, { recursive: true });
-      writeFileSync(`/etc/netns/${ns}/resolv.conf`, `nameserver ${ADDR_A}\noptions timeout:1 attempts:2\n`);
+      writeFileSync(`/etc/netns/${ns}/resolv.conf`, `nameserver ${ADDR_DNS}\noptions timeout:1 attempts:2\n`);
     }
 
-    // Cluster DNS stand-in: the headless Service's A record and its _grpc._tcp SRV record, TTL 1 s.
+    // Cluster DNS stand-in: the headless Service's A record (from a hosts file, reloaded on SIGHUP like
+    // endpoints changing) and its _grpc._tcp SRV record, TTL 1 s.
+    hostsFile = join(dir, "cluster-dns.hosts");
+    writeFileSync(hostsFile, `${ADDR_A} ${GREETER_DNS}\n`);
     dnsmasq = inNs(NS_A, [
       "dnsmasq",
       "--keep-in-foreground",
@@ -172,12 +181,12 @@ describe.skipIf(skipReason !== undefined)(`multi-host: greeter and frontend in t
       "--no-poll",
       "--user=root",
       "--pid-file",
-      `--listen-address=${ADDR_A}`,
+      `--listen-address=${ADDR_DNS}`,
       "--bind-interfaces",
       "--port=53",
       "--local=/cluster.local/",
       "--local-ttl=1",
-      `--host-record=${GREETER_DNS},${ADDR_A}`,
+      `--addn-hosts=${hostsFile}`,
       `--srv-host=_grpc._tcp.${GREETER_DNS},${GREETER_DNS},50051`,
       "--log-queries",
       "--log-facility=-",
@@ -257,6 +266,30 @@ describe.skipIf(skipReason !== undefined)(`multi-host: greeter and frontend in t
     });
     expect(r.body.trim()).toBe("Hello, back!");
     if (greeterAppStarts > 1) console.warn(`multihost: the greeter app exited while its sidecar was down and was restarted (${greeterAppStarts - 1}×), as the kubelet would`);
+  }, 60_000);
+
+  test("when the greeter moves to another address, the frontend follows DNS (re-resolved on TTL)", async () => {
+    await waitFor(async () => (await getHello("pre")).status === 200, { timeoutMs: 20_000, intervalMs: 100, what: "a working path first" });
+    // The pod gets a new IP: the new address appears, the Service's record changes, the old address goes.
+    must(["ip", "-n", NS_A, "addr", "add", `${ADDR_A2}/24`, "dev", "veth0"]);
+    writeFileSync(hostsFile, `${ADDR_A2} ${GREETER_DNS}\n`);
+    dnsmasq.proc.kill("SIGHUP");
+    must(["ip", "-n", NS_A, "addr", "del", `${ADDR_A}/24`, "dev", "veth0"]);
+    // Nothing answers on the old address any more, so success means the frontend re-resolved.
+    let last: { status: number; body: string } | undefined;
+    const r = await waitFor(
+      async () => {
+        last = await getHello("moved");
+        return last.status === 200 ? last : undefined;
+      },
+      { timeoutMs: 40_000, intervalMs: 200, what: "GET /hello to reach the greeter at its new address" },
+    ).catch((e) => {
+      throw new Error(`${(e as Error).message}\nlast response: ${JSON.stringify(last)}\n--- frontend sidecar ---\n${frontendSidecar.output().slice(-3000)}`);
+    });
+    expect(r.body.trim()).toBe("Hello, moved!");
+    const addrs = must(["ip", "-n", NS_A, "-o", "-4", "addr", "show", "dev", "veth0"]);
+    expect(addrs).not.toContain(`${ADDR_A}/`);
+    expect(addrs).toContain(`${ADDR_A2}/`);
   }, 60_000);
 
   test("the namespaces are really apart: the host namespace cannot reach the greeter's address", () => {
