@@ -2,7 +2,9 @@
 // payload, frontend→greeter through both sidecars against the same call made directly over gRPC.
 // Reports p50/p90/p99 of both, the added p99, each sidecar's CPU per 1,000 rps (from /proc) and RSS.
 //
-//   bun mesh/sidecar/bench-mesh.ts [--rate 1000] [--seconds 10] [--warmup 2] [--transport auto|uds|shm] [--access-log on|off] [--tls on|off] [--json]
+//   bun mesh/sidecar/bench-mesh.ts [--rate 1000] [--seconds 10] [--warmup 2] [--transport auto|uds|shm]
+//        [--access-log on|off] [--tls on|off] [--smol] [--json]
+// --smol runs the sidecars with `bun --smol` (smaller heap, more frequent GC).
 import * as grpc from "@grpc/grpc-js";
 import hdr from "hdr-histogram-js";
 import { join } from "node:path";
@@ -21,10 +23,11 @@ interface Opts {
   accessLog: boolean;
   tls: boolean;
   json: boolean;
+  smol: boolean;
 }
 
 function parse(argv: string[]): Opts {
-  const o: Opts = { rate: 1000, seconds: 10, warmup: 2, transport: "auto", accessLog: true, tls: false, json: false };
+  const o: Opts = { rate: 1000, seconds: 10, warmup: 2, transport: "auto", accessLog: true, tls: false, json: false, smol: false };
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i]!;
     const v = () => {
@@ -39,6 +42,7 @@ function parse(argv: string[]): Opts {
     else if (a === "--access-log") o.accessLog = v() !== "off";
     else if (a === "--tls") o.tls = v() === "on";
     else if (a === "--json") o.json = true;
+    else if (a === "--smol") o.smol = true;
     else throw new Error(`unknown argument ${a}`);
   }
   if (!(o.rate > 0) || !(o.seconds > 0) || !(o.warmup >= 0)) throw new Error("--rate, --seconds must be positive, --warmup >= 0");
@@ -129,10 +133,16 @@ async function main(): Promise<void> {
       { name: "frontend", sidecar: { ...(o.tls ? { tls: tls.frontend } : {}), upstreams: [{ service: "meshtest.Echo", endpoints: [greeter] }] } },
     ];
     const config = writeMeshYaml(dir, pods("127.0.0.1:1"));
-    const greeter = await startSidecar(res, config, "greeter", join(dir, "g", "app.sock"), env);
+    // MESH_BENCH_PROFILE=<dir>: CPU profiles (markdown) of both sidecars, written when they exit.
+    const prof = process.env.MESH_BENCH_PROFILE;
+    const flags = (name: string) => [
+      ...(o.smol ? ["--smol"] : []),
+      ...(prof ? ["--cpu-prof", "--cpu-prof-md", `--cpu-prof-dir=${prof}`, `--cpu-prof-name=${name}.md`] : []),
+    ];
+    const greeter = await startSidecar(res, config, "greeter", join(dir, "g", "app.sock"), env, [], flags("greeter"));
     await startEchoApp(res, greeter.socket, env);
     writeMeshYaml(dir, pods(greeter.ready.inbound!));
-    const frontend = await startSidecar(res, config, "frontend", join(dir, "f", "app.sock"), env);
+    const frontend = await startSidecar(res, config, "frontend", join(dir, "f", "app.sock"), env, [], flags("frontend"));
     const app = await connect({ socketPath: frontend.socket, transport: o.transport === "auto" ? undefined : (o.transport as "uds"), reconnect: false });
 
     const direct = res.spawnBun([join(import.meta.dir, "testdata", "direct-echo.ts")]);
@@ -151,7 +161,10 @@ async function main(): Promise<void> {
 
     // Warm both paths (JIT, connections), then measure each at the same fixed rate.
     await openLoop(viaDirect, o.rate, o.warmup, false);
+    const directBefore = sampleProcess(direct.proc.pid);
     const directRes = await openLoop(viaDirect, o.rate, o.seconds, true);
+    const directDelta = diffSamples(directBefore, sampleProcess(direct.proc.pid));
+    const directServerVcpuPer1k = directDelta.cpuNs / 1e6 / directDelta.wallMs / (directRes.achievedRps / 1000);
     await openLoop(viaMesh, o.rate, o.warmup, false);
     const pids = { greeter: greeter.proc.proc.pid, frontend: frontend.proc.proc.pid };
     const before = { greeter: sampleProcess(pids.greeter), frontend: sampleProcess(pids.frontend) };
@@ -175,16 +188,19 @@ async function main(): Promise<void> {
       added_p50_us: meshRes.p50Us - directRes.p50Us,
       added_p99_us: meshRes.p99Us - directRes.p99Us,
       sidecars: { frontend: side("frontend"), greeter: side("greeter") },
+      direct_grpc_server_vcpu_per_1k_rps: directServerVcpuPer1k,
+      load: (await Bun.file("/proc/loadavg").text()).split(" ").slice(0, 3).join(" "),
       cpus: navigator.hardwareConcurrency,
     };
     if (o.json) {
       console.log(JSON.stringify(result));
     } else {
       const f = (us: number) => `${(us / 1000).toFixed(3)} ms`;
-      console.log(`fixed rate ${o.rate} rps for ${o.seconds} s, ${reqBytes.byteLength} B requests, app↔sidecar transport ${status.transport}, access log ${o.accessLog ? "on" : "off"}, mTLS ${o.tls ? "on" : "off"}, ${result.cpus} CPUs`);
+      console.log(`fixed rate ${o.rate} rps for ${o.seconds} s, ${reqBytes.byteLength} B requests, app↔sidecar transport ${status.transport}, access log ${o.accessLog ? "on" : "off"}, mTLS ${o.tls ? "on" : "off"}${o.smol ? ", bun --smol" : ""}, ${result.cpus} CPUs`);
       console.log(`direct gRPC      p50 ${f(directRes.p50Us)}  p90 ${f(directRes.p90Us)}  p99 ${f(directRes.p99Us)}  max ${f(directRes.maxUs)}  ok ${directRes.ok}/${directRes.sent}`);
       console.log(`via 2 sidecars   p50 ${f(meshRes.p50Us)}  p90 ${f(meshRes.p90Us)}  p99 ${f(meshRes.p99Us)}  max ${f(meshRes.maxUs)}  ok ${meshRes.ok}/${meshRes.sent}`);
       console.log(`added latency    p50 ${f(result.added_p50_us)}  p99 ${f(result.added_p99_us)}   (target: added p99 <= 1 ms)`);
+      console.log(`reference: the direct grpc-js server process alone used ${directServerVcpuPer1k.toFixed(3)} vCPU per 1k rps; load average ${result.load}`);
       for (const k of ["frontend", "greeter"] as const) {
         const s = result.sidecars[k];
         console.log(`${k.padEnd(8)} sidecar  ${s.vcpu.toFixed(3)} vCPU = ${s.vcpuPer1kRps.toFixed(3)} vCPU per 1k rps (target <= 0.1; Istio 0.20, Dapr 0.48)   RSS ${s.rssMB.toFixed(1)} MB (target <= 60)`);
@@ -192,6 +208,10 @@ async function main(): Promise<void> {
     }
     dclient.close();
     await app.close(100).catch(() => undefined);
+    if (prof) {
+      for (const sc of [frontend, greeter]) sc.proc.proc.kill("SIGTERM");
+      await Promise.all([frontend.proc.proc.exited, greeter.proc.proc.exited]);
+    }
   } finally {
     await res.cleanup();
   }

@@ -33,8 +33,9 @@ export async function startSidecar(
   socket: string,
   env: Record<string, string> = {},
   extraArgs: string[] = [],
+  bunFlags: string[] = [],
 ): Promise<RunningSidecar> {
-  const proc = res.spawnBun([SIDECAR_MAIN, "--config", configPath, "--pod", pod, "--app-socket", socket, ...extraArgs], { env });
+  const proc = res.spawnBun([...bunFlags, SIDECAR_MAIN, "--config", configPath, "--pod", pod, "--app-socket", socket, ...extraArgs], { env });
   const line = await proc.waitForLine(/"event":"ready"/);
   const ready = JSON.parse(line) as ReadyInfo;
   return { proc, ready, admin: `http://${ready.admin}`, socket };
