@@ -1,7 +1,7 @@
 // `mesh up`: starts every pod (sidecar first, its app once the sidecar printed its ready line),
 // restarts what crashes, keeps the status table and the state file current, and on SIGINT/SIGTERM
 // drains apps then sidecars and removes every socket it made.
-import { existsSync, rmSync } from "node:fs";
+import { existsSync, readdirSync, rmSync, statSync } from "node:fs";
 import { join, relative } from "node:path";
 import type { MeshConfig, PodConfig } from "../config/index.ts";
 import type { TransportChoice } from "../../runtime/transport/types.ts";
@@ -195,6 +195,33 @@ class PodRunner {
   }
 }
 
+const KEEP_LOG_RUNS = 10;
+
+/** Keeps the logs of the newest `keep` runs; older ones go, so /tmp does not fill up over weeks. */
+function pruneOldLogs(logsDir: string, keep: number): void {
+  try {
+    const dirs = readdirSync(logsDir)
+      .map((name) => ({ name, mtime: statSync(join(logsDir, name)).mtimeMs }))
+      .sort((a, b) => b.mtime - a.mtime);
+    for (const d of dirs.slice(keep)) rmSync(join(logsDir, d.name), { recursive: true, force: true });
+  } catch {
+    // Pruning is housekeeping: never a reason to fail `mesh up`.
+  }
+}
+
+/** A pino JSON line shown as its message (and error), the way a person would want to read it. */
+export function readableLogLine(line: string): string {
+  if (!line.startsWith("{")) return line;
+  try {
+    const v = JSON.parse(line) as { msg?: unknown; err?: { message?: unknown } | unknown };
+    if (typeof v.msg !== "string") return line;
+    const err = v.err && typeof v.err === "object" && typeof (v.err as { message?: unknown }).message === "string" ? `: ${(v.err as { message: string }).message}` : "";
+    return `${v.msg}${err}`;
+  } catch {
+    return line;
+  }
+}
+
 function describeExit(e: Extract<ProcEvent, { kind: "exited" }>): string {
   if (e.pid === 0) return "could not be started";
   const how = e.signal ? `was killed by ${e.signal}` : `exited with code ${e.code}`;
@@ -224,6 +251,7 @@ export class Supervisor {
     this.dir = runDir(this.root, this.runId);
     // Logs outlive the run (they explain a crash after the fact); sockets and state do not.
     this.logDir = ensurePrivateDir(join(this.root, "logs", this.runId));
+    pruneOldLogs(join(this.root, "logs"), KEEP_LOG_RUNS);
     for (const pod of opts.config.pods) {
       const socketPath = join(this.dir, pod.name, "app.sock");
       if (socketPath.length > MAX_SOCKET_PATH) {
@@ -342,7 +370,9 @@ export class Supervisor {
         p.disableRestarts();
       } else {
         if (p.spec.role === "sidecar" && pod) pod.transport = null;
-        const tail = e.tail.slice(-3).map((l) => `\n    ${l}`).join("");
+        // Why it died is in its last words, unless someone killed it from outside.
+        const killed = e.signal === "SIGKILL" || e.signal === "SIGTERM";
+        const tail = killed ? "" : e.tail.slice(-3).map((l) => `\n    ${readableLogLine(l)}`).join("");
         const again = e.restartInMs === null ? "" : ` — restarting in ${(e.restartInMs / 1000).toFixed(2)}s`;
         this.display.event(`mesh: ${p.name} ${describeExit(e)}${again}${tail}`);
       }
@@ -352,8 +382,10 @@ export class Supervisor {
 
   private refresh(): void {
     this.saveState();
-    // Plain output prints the table once everything is up (and on changes after), not at every start-up step.
-    if (!this.stopping && (this.allStarted || this.display instanceof LiveDisplay)) {
+    const live = this.display instanceof LiveDisplay;
+    const settled = this.pods.every((p) => p.sidecar.state === "running" && p.app.state === "running");
+    // Plain output (a pipe, a log) gets the table when things have settled, not at every step.
+    if (!this.stopping && (live || (this.allStarted && settled))) {
       this.display.table(renderStatusTable(this.pods.flatMap((p) => p.rows())));
     }
   }
