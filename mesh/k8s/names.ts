@@ -11,7 +11,9 @@ export class K8sRenderError extends Error {
 export const IMAGE_ROOT = "/app";
 /** The emptyDir both containers mount; the control socket lives in it. */
 export const SOCKET_DIR = "/var/run/rpal-mesh";
-export const APP_SOCKET = `${SOCKET_DIR}/app.sock`;
+// In a subdirectory the sidecar creates 0700 for itself: the emptyDir's own root is 0777 (or group-
+// writable under fsGroup), where anyone in the pod could unlink or replace the socket.
+export const APP_SOCKET = `${SOCKET_DIR}/sock/app.sock`;
 export const CONFIG_DIR = "/etc/rpal-mesh/config";
 export const CONFIG_FILE = `${CONFIG_DIR}/mesh.yaml`;
 export const TLS_DIR = "/etc/rpal-mesh/tls";

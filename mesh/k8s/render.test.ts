@@ -99,8 +99,8 @@ describe("mesh k8s on examples/hello", () => {
       expect(mount("mesh-socket")).toBe("/var/run/rpal-mesh");
     }
     // The sidecar listens where the app connects.
-    expect(sidecar.command).toContain("/var/run/rpal-mesh/app.sock");
-    expect(app.env).toContainEqual({ name: "MESH_SOCKET", value: "/var/run/rpal-mesh/app.sock" });
+    expect(sidecar.command).toContain("/var/run/rpal-mesh/sock/app.sock");
+    expect(app.env).toContainEqual({ name: "MESH_SOCKET", value: "/var/run/rpal-mesh/sock/app.sock" });
     expect(app.env).toContainEqual({ name: "MESH_POD", value: "greeter" });
     // Both run as the same non-root user, so the owner-only socket and segments work for both.
     expect(spec.securityContext?.runAsUser).toBe(1000);

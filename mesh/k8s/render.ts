@@ -141,6 +141,9 @@ function displayPath(p: string): string {
   return rel && !rel.startsWith("..") ? rel : p;
 }
 
+// The shm transport maps a memfd the sidecar passes over the control socket, which crosses container
+// boundaries without /dev/shm; the memory-backed /dev/shm is there for shared-memory users that go
+// through the file system, and replaces the container runtime's small default (64 MiB in Docker).
 function shmSizeLimit(pod: PodConfig): string {
   // Two rings per session and a few sessions (reconnects overlap the old one briefly), with headroom.
   const mib = Math.max(64, Math.ceil((pod.sidecar.shm.ring_bytes * 2 * 4) / (1024 * 1024)));
