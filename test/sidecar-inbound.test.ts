@@ -172,7 +172,8 @@ describe("sidecar inbound", () => {
     expect(metric(text, "mesh_requests_total", { direction: "inbound", method: "/meshtest.Echo/Unary", code: "FAILED_PRECONDITION" })).toBe(1);
     expect(metric(text, "mesh_request_duration_seconds_count", { direction: "inbound", method: "/meshtest.Echo/Unary" })).toBeGreaterThanOrEqual(5);
     expect(metric(text, "mesh_app_sessions")).toBe(1);
-    expect(metric(text, "mesh_transport_frames_received")).toBeGreaterThan(0);
+    expect(metric(text, "mesh_transport_stat", { stat: "framesReceived" })).toBeGreaterThan(0);
+    expect(metric(text, "mesh_transport_stat", { stat: "bytesSent" })).toBeGreaterThan(0);
     expect(metric(text, "mesh_process_cpu_seconds_total")).toBeGreaterThan(0);
     expect(metric(text, "mesh_process_resident_memory_bytes")).toBeGreaterThan(1_000_000);
     const cfg = (await (await fetch(`${sc.admin}/config`)).json()) as { name: string; sidecar: { inbound: { port: number } } };

@@ -96,24 +96,21 @@ export class SidecarMetrics {
         for (const s of sessions()) this.inc({ transport: s.transport });
       },
     });
-    const transportCounter = (name: string, help: string, pick: (s: TransportStats) => number | undefined) =>
-      new Gauge({
-        // A gauge fed from the transports' own counters: sessions come and go, so the sum may drop.
-        name,
-        help,
-        labelNames: ["transport"],
-        registers: r,
-        collect() {
-          this.reset();
-          for (const s of sessions()) this.inc({ transport: s.transport }, pick(s.stats) ?? 0);
-        },
-      });
-    transportCounter("mesh_transport_frames_sent", "Frames sent to the app by live sessions' transports", (s) => s.framesSent);
-    transportCounter("mesh_transport_frames_received", "Frames received from the app by live sessions' transports", (s) => s.framesReceived);
-    transportCounter("mesh_transport_bytes_sent", "Bytes sent to the app by live sessions' transports", (s) => s.bytesSent);
-    transportCounter("mesh_transport_bytes_received", "Bytes received from the app by live sessions' transports", (s) => s.bytesReceived);
-    transportCounter("mesh_transport_doorbells_sent", "Doorbells rung towards the app (shm/rpal: the app was parked)", (s) => s.doorbellsSent);
-    transportCounter("mesh_transport_doorbells_received", "Doorbells received from the app (shm/rpal)", (s) => s.doorbellsReceived);
+    new Gauge({
+      // Every numeric field of the live sessions' transport stats: frames and bytes each way, and for
+      // shm/rpal the ring figures (doorbells, parks, spin hits/misses, backlogged frames). A gauge, not a
+      // counter: sessions come and go, so the sum may drop.
+      name: "mesh_transport_stat",
+      help: "Transport statistics of the live app sessions (stat = framesSent, bytesReceived, doorbellsSent, parks, spinHits, backlogged, ...)",
+      labelNames: ["transport", "stat"],
+      registers: r,
+      collect() {
+        this.reset();
+        for (const s of sessions()) {
+          for (const [stat, v] of Object.entries(s.stats)) if (typeof v === "number") this.inc({ transport: s.transport, stat }, v);
+        }
+      },
+    });
     new Gauge({
       name: "mesh_transport_buffered_bytes",
       help: "Bytes queued towards the app not yet taken by the transport (ring or socket full)",
@@ -126,12 +123,13 @@ export class SidecarMetrics {
     });
 
     const pid = process.pid;
-    new Gauge({
+    new Counter({
       name: "mesh_process_cpu_seconds_total",
       help: "CPU time (user + system, all threads) of the sidecar process, from /proc",
       registers: r,
       collect() {
-        this.set(sampleProcess(pid).cpuNs / 1e9);
+        this.reset();
+        this.inc(sampleProcess(pid).cpuNs / 1e9);
       },
     });
     new Gauge({
@@ -142,15 +140,16 @@ export class SidecarMetrics {
         this.set(sampleProcess(pid).rssBytes);
       },
     });
-    new Gauge({
+    new Counter({
       name: "mesh_process_context_switches_total",
       help: "Context switches of the sidecar process (all threads), from /proc",
       labelNames: ["kind"],
       registers: r,
       collect() {
         const s = sampleProcess(pid);
-        this.set({ kind: "voluntary" }, s.voluntaryCtxSwitches);
-        this.set({ kind: "involuntary" }, s.involuntaryCtxSwitches);
+        this.reset();
+        this.inc({ kind: "voluntary" }, s.voluntaryCtxSwitches);
+        this.inc({ kind: "involuntary" }, s.involuntaryCtxSwitches);
       },
     });
   }
