@@ -1,7 +1,7 @@
 // `mesh k8s [mesh.yaml] [--out DIR] [--image IMAGE] [--namespace NS] [--replicas N] [--context DIR]`:
 // renders one Kubernetes manifest file per pod. User mistakes are one line on stderr and exit code 2;
 // nothing is written unless every pod rendered and validated.
-import { mkdirSync, renameSync, writeFileSync } from "node:fs";
+import { mkdirSync, renameSync, rmSync, writeFileSync } from "node:fs";
 import { join, resolve } from "node:path";
 import { parseArgs } from "node:util";
 import { ConfigError, loadConfig } from "../config/index.ts";
@@ -87,8 +87,13 @@ function writeAll(out: string, pods: RenderedPod[]): void {
   for (const p of pods) {
     const target = join(out, p.file);
     const tmp = `${target}.${process.pid}.tmp`;
-    writeFileSync(tmp, p.text, { mode: 0o644 });
-    renameSync(tmp, target);
+    try {
+      writeFileSync(tmp, p.text, { mode: 0o644 });
+      renameSync(tmp, target);
+    } catch (e) {
+      rmSync(tmp, { force: true });
+      throw new UsageError(`cannot write ${target}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message} — pick a writable --out directory`);
+    }
   }
 }
 

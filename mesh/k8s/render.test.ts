@@ -295,7 +295,13 @@ pods:
     expect(await k8sMain([HELLO, "--out", out, "--frobnicate"], io)).toBe(2);
     expect(await k8sMain(["/nonexistent/mesh.yaml", "--out", out], io)).toBe(2);
     expect(await k8sMain([HELLO, "--out", out, "--context", "/nonexistent-context"], io)).toBe(2);
-    expect(errors.length).toBe(6);
+    const aFile = join(res.scratchDir("rpal-mesh-k8s-"), "file");
+    writeFileSync(aFile, "");
+    expect(await k8sMain([HELLO, "--out", aFile], io)).toBe(2);
+    expect(await k8sMain([HELLO, "--out", join(aFile, "sub")], io)).toBe(2);
+    expect(errors.length).toBe(8);
+    expect(errors[6]).toMatch(/--out .*EEXIST|cannot write/);
+    expect(errors[7]).toContain("--out");
     expect(errors[0]).toContain("--image");
     expect(errors[1]).toContain("--namespace");
     expect(errors[2]).toContain("--replicas");
