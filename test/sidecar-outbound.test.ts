@@ -129,6 +129,20 @@ describe("sidecar outbound", () => {
     expect(metric(text, "mesh_upstream_retries_total", { service: "meshtest.Echo" }) - before).toBe(2);
     expect(metric(text, "mesh_upstream_attempts_total", { service: "meshtest.Echo", code: "UNAVAILABLE" })).toBeGreaterThanOrEqual(2);
     expect(metric(text, "mesh_requests_total", { direction: "outbound", method: "/meshtest.Echo/Unary", code: "OK" })).toBeGreaterThanOrEqual(2);
+    // The access log has one JSON line for the call, with its attempts and the endpoint used.
+    const line = await waitFor(
+      () =>
+        main.proc
+          .output()
+          .split("\n")
+          .filter((l) => l.includes('"component":"access"'))
+          .map((l) => JSON.parse(l) as Record<string, unknown>)
+          .find((e) => e.attempts === 3),
+      { what: "the access-log line of the retried call" },
+    );
+    expect(line).toMatchObject({ direction: "outbound", method: "/meshtest.Echo/Unary", code: "OK", upstream: one.address });
+    expect(typeof line.duration_ms).toBe("number");
+    expect(line.trace_id).toMatch(/^[0-9a-f]{32}$/);
   });
 
   test("a non-retryable code is returned at once, with its details", async () => {

@@ -1,11 +1,35 @@
-// One access-log line per finished call, through pino (JSON on stderr; pretty on a terminal).
-// MESH_ACCESS_LOG=off turns it off (benchmarks that measure the sidecar without log cost).
+// One access-log line per finished call, through pino: JSON on stderr, pretty when stderr is a terminal.
+// Not through the shared synchronous logger: at 1,000 calls/s a write(2) per line costs measurable CPU,
+// so lines are buffered (up to 4 KiB or 250 ms) and flushed on exit — as Envoy buffers its access log.
+// MESH_ACCESS_LOG=off turns it off.
+import pino, { type Logger } from "pino";
 import { logger } from "../../runtime/log.ts";
 import { statusName } from "../../runtime/rpc/status.ts";
 import type { Direction } from "./metrics.ts";
 
-const log = logger("access");
 const enabled = process.env.MESH_ACCESS_LOG !== "off";
+let log: Logger | undefined;
+let dest: ReturnType<typeof pino.destination> | undefined;
+
+function accessLogger(): Logger {
+  if (log) return log;
+  if (process.stderr.isTTY && process.env.MESH_LOG_FORMAT !== "json") {
+    log = logger("access");
+  } else {
+    dest = pino.destination({ fd: 2, sync: false, minLength: 4096 });
+    const d = dest;
+    const timer = setInterval(() => d.flush(), 250);
+    timer.unref();
+    process.on("exit", () => d.flushSync());
+    log = pino({ level: process.env.MESH_LOG_LEVEL ?? "info", base: { pid: process.pid, component: "access" } }, dest);
+  }
+  return log;
+}
+
+/** Writes buffered lines now (before a planned exit). */
+export function flushAccessLog(): void {
+  dest?.flushSync();
+}
 
 export interface AccessEntry {
   direction: Direction;
@@ -22,7 +46,7 @@ export interface AccessEntry {
 
 export function logAccess(e: AccessEntry): void {
   if (!enabled) return;
-  log.info(
+  accessLogger().info(
     {
       direction: e.direction,
       method: e.method,

@@ -6,6 +6,7 @@ import { findPod, loadConfig } from "../config/index.ts";
 import { logger } from "../../runtime/log.ts";
 import { parseTransportChoice } from "../../runtime/transport/negotiate.ts";
 import type { TransportChoice } from "../../runtime/transport/types.ts";
+import { flushAccessLog } from "./access-log.ts";
 import { Sidecar } from "./sidecar.ts";
 
 const USAGE = "usage: bun mesh/sidecar/main.ts --config <mesh.yaml> --pod <name> --app-socket <path> [--transport auto|uds|shm|rpal]";
@@ -76,4 +77,6 @@ async function main(): Promise<number> {
   });
 }
 
-process.exit(await main());
+const code = await main();
+flushAccessLog();
+process.exit(code);

@@ -154,10 +154,20 @@ export class SidecarMetrics {
     });
   }
 
+  // Label children cached per label set: prom-client hashes a labels object on every call otherwise.
+  private readonly requestChildren = new Map<string, { inc(): void }>();
+  private readonly durationChildren = new Map<string, { observe(v: number): void }>();
+
   /** Records one finished call. */
   observe(direction: Direction, method: string, code: number, seconds: number): void {
-    this.requests.inc({ direction, method, code: statusName(code) });
-    this.duration.observe({ direction, method }, seconds);
+    const key = `${direction} ${method}`;
+    const rkey = `${key} ${code}`;
+    let r = this.requestChildren.get(rkey);
+    if (!r) this.requestChildren.set(rkey, (r = this.requests.labels({ direction, method, code: statusName(code) })));
+    r.inc();
+    let d = this.durationChildren.get(key);
+    if (!d) this.durationChildren.set(key, (d = this.duration.labels({ direction, method })));
+    d.observe(seconds);
   }
 
   text(): Promise<string> {
