@@ -94,6 +94,17 @@ describe("bad mesh.yaml → exit 2 with file:line: field: problem — fix", () =
   });
 });
 
+describe("forced rpal where it cannot work", () => {
+  test.skipIf(existsSync("/proc/rpal"))("--transport rpal on a kernel without RPAL → exit 2 naming the missing precondition", async () => {
+    const r = await meshUp(`${HEAD}    app: { command: bun }\n`, ["--transport", "rpal"]);
+    expectShortUserError(r, /^mesh: --transport rpal: rpal cannot be used on this machine: \/proc\/rpal not found: .* `bun run mesh doctor` shows every check$/);
+  });
+  test.skipIf(existsSync("/proc/rpal"))("transport: rpal in mesh.yaml → the error points at that line", async () => {
+    const r = await meshUp(`${HEAD}    app: { command: bun }\n    sidecar:\n      transport: rpal\n`);
+    expectShortUserError(r, /^mesh: mesh\.yaml:6: pods\[0\]\.sidecar\.transport: rpal cannot be used on this machine: /);
+  });
+});
+
 describe("mesh CLI basics", () => {
   test("--help lists only commands that exist; unknown commands exit 2", async () => {
     const help = res.spawnBun([MESH, "--help"]);

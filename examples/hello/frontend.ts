@@ -15,7 +15,11 @@ if (!Number.isInteger(PORT) || PORT < 0 || PORT > 65535) {
   process.exit(2);
 }
 
-const mesh = await connect();
+// One readable line instead of a stack trace when the sidecar is not there (mesh up restarts us).
+const mesh = await connect().catch((e: Error) => {
+  console.error(`frontend: cannot connect to the sidecar: ${e.message}`);
+  process.exit(1);
+});
 const greeter = mesh.client(PROTO, "hello.Greeter");
 const sayHello = greeter.SayHello!;
 const sayHelloStream = greeter.SayHelloStream!;

@@ -11,7 +11,11 @@ const MAX_STREAM = 100;
 
 const cleanName = (name: unknown) => (typeof name === "string" && name ? name.slice(0, MAX_NAME) : "world");
 
-const mesh = await connect();
+// One readable line instead of a stack trace when the sidecar is not there (mesh up restarts us).
+const mesh = await connect().catch((e: Error) => {
+  console.error(`greeter: cannot connect to the sidecar: ${e.message}`);
+  process.exit(1);
+});
 mesh.serve(PROTO, "hello.Greeter", {
   SayHello: ({ name }: { name?: string }) => ({ message: `Hello, ${cleanName(name)}!` }),
   async *SayHelloStream({ name, count }: { name?: string; count?: number }) {

@@ -1,7 +1,7 @@
 // `mesh up [file]`: load and check mesh.yaml, then hand over to the supervisor.
 import { existsSync } from "node:fs";
 import { join, resolve } from "node:path";
-import { loadConfig } from "../config/index.ts";
+import { fieldLocation, loadConfig } from "../config/index.ts";
 import { StartupError, UserError } from "../supervisor/errors.ts";
 import { preflight } from "../supervisor/preflight.ts";
 import { SIDECAR_ENTRY, Supervisor } from "../supervisor/supervisor.ts";
@@ -34,6 +34,25 @@ function transportOverride(flag: string | undefined): TransportChoice | undefine
   return value as TransportChoice;
 }
 
+const RPAL_DETECT = join(import.meta.dir, "../../runtime/transport/rpal/detect.ts");
+
+/**
+ * A forced rpal that cannot work here would only crash-loop every app: check the preconditions (kernel,
+ * librpal, CPU, the marked bun) once, up front, and say which one fails and how to fix it.
+ */
+async function checkRpal(where: string): Promise<void> {
+  if (!existsSync(RPAL_DETECT)) return;
+  type Pre = { name: string; ok: boolean; detail: string; fix?: string };
+  const { detectRpal } = (await import(RPAL_DETECT)) as { detectRpal: () => { preconditions: Pre[] } };
+  // The ELF mark is ours to provide (the marked copy of bun), so it is not a reason to refuse.
+  const failing = detectRpal().preconditions.find((p) => !p.ok && p.name !== "executable");
+  if (failing) {
+    throw new UserError(
+      `${where}: rpal cannot be used on this machine: ${failing.detail}; ${failing.fix ?? ""} — or use auto (falls back to shm/uds); \`bun run mesh doctor\` shows every check`,
+    );
+  }
+}
+
 /** Under rpal, app and sidecar must run on a bun binary carrying the RPAL ELF mark. */
 async function bunFor(usesRpal: boolean): Promise<string> {
   if (!usesRpal) return process.execPath;
@@ -56,7 +75,17 @@ export async function upMain(file: string | undefined, flags: UpFlags): Promise<
     throw new StartupError(`the sidecar is missing (${SIDECAR_ENTRY}) — this checkout is incomplete`);
   }
   await preflight(config, configPath);
-  const usesRpal = config.pods.some((p) => (transport ?? p.sidecar.transport) === "rpal");
+  const rpalPod = config.pods.findIndex((p) => (transport ?? p.sidecar.transport) === "rpal");
+  const usesRpal = rpalPod >= 0;
+  if (usesRpal) {
+    const where = transport
+      ? flags.transport !== undefined
+        ? "--transport rpal"
+        : "MESH_TRANSPORT=rpal"
+      : fieldLocation(configPath, ["pods", rpalPod, "sidecar", "transport"]);
+    await checkRpal(where);
+  }
+  const bunPath = await bunFor(usesRpal);
   const supervisor = new Supervisor({
     config,
     configPath,
@@ -64,7 +93,7 @@ export async function upMain(file: string | undefined, flags: UpFlags): Promise<
     readyTimeoutMs,
     graceMs,
     mirrorLogs: flags.logs === true,
-    bunPath: await bunFor(usesRpal),
+    bunPath,
   });
   return supervisor.run();
 }

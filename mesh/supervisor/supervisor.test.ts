@@ -6,7 +6,7 @@ import { LiveDisplay, PlainDisplay } from "./display.ts";
 import { backoffDelay } from "./managed-process.ts";
 import { ensurePrivateDir, RuntimeDirError } from "./runtime-dir.ts";
 import { readRuns, writeState, type RunState } from "./state.ts";
-import { parseReadyLine } from "./supervisor.ts";
+import { crashSummary, parseReadyLine } from "./supervisor.ts";
 import { renderStatusTable } from "./table.ts";
 
 const dir = mkdtempSync(join(tmpdir(), "rpal-mesh-sup-unit-"));
@@ -124,5 +124,22 @@ describe("state files", () => {
     expect(found.runs).toEqual([]);
     expect(found.problems.length).toBe(2);
     expect(found.problems[0]).toMatch(/not a valid state file .* — delete it$/);
+  });
+});
+
+describe("crash summaries", () => {
+  test("an uncaught error's line wins over Bun's stack and version lines", () => {
+    expect(
+      crashSummary([
+        '{"level":30,"msg":"auto: skipping rpal"}',
+        "error: cannot connect to /x/app.sock (ECONNREFUSED): is the sidecar running?",
+        "      at connectUnix (/work/main/runtime/transport/uds.ts:297:15)",
+        "",
+        "Bun v1.4.5 (Linux x64)",
+      ]),
+    ).toEqual(["error: cannot connect to /x/app.sock (ECONNREFUSED): is the sidecar running?"]);
+  });
+  test("otherwise the last lines, pino JSON shown as its message", () => {
+    expect(crashSummary(["a", "b", '{"level":50,"msg":"boom","err":{"message":"disk full"}}', "c"])).toEqual(["b", "boom: disk full", "c"]);
   });
 });

@@ -222,6 +222,16 @@ export function readableLogLine(line: string): string {
   }
 }
 
+/**
+ * The lines of a dead process's output that say why it died: an uncaught error's "error: …" line if
+ * there is one (Bun prints the stack and its version after it), else the last few lines.
+ */
+export function crashSummary(tail: string[]): string[] {
+  const lines = tail.map(readableLogLine).filter((l) => l.trim() && !/^Bun v\d/.test(l.trim()));
+  const errorLine = [...lines].reverse().find((l) => /^\s*(error|\w*Error)\b[^:]*:/.test(l));
+  return errorLine ? [errorLine.trim()] : lines.slice(-3);
+}
+
 function describeExit(e: Extract<ProcEvent, { kind: "exited" }>): string {
   if (e.pid === 0) return "could not be started";
   const how = e.signal ? `was killed by ${e.signal}` : `exited with code ${e.code}`;
@@ -372,7 +382,7 @@ export class Supervisor {
         if (p.spec.role === "sidecar" && pod) pod.transport = null;
         // Why it died is in its last words, unless someone killed it from outside.
         const killed = e.signal === "SIGKILL" || e.signal === "SIGTERM";
-        const tail = killed ? "" : e.tail.slice(-3).map((l) => `\n    ${readableLogLine(l)}`).join("");
+        const tail = killed ? "" : crashSummary(e.tail).map((l) => `\n    ${l}`).join("");
         const again = e.restartInMs === null ? "" : ` — restarting in ${(e.restartInMs / 1000).toFixed(2)}s`;
         this.display.event(`mesh: ${p.name} ${describeExit(e)}${again}${tail}`);
       }
