@@ -40,6 +40,7 @@ export interface LoadgenResult {
   after: ProcSample[];
   /** pid → reason, for processes that could not be sampled (exited, restarted). */
   missing: Record<string, string>;
+  /** CPU this generator used inside the measured window (all its threads). */
   loadgenCpuMs: number;
 }
 
@@ -69,7 +70,7 @@ export async function runLoad(cfg: LoadgenConfig, emit: (line: object) => void):
     });
     const missing: Record<string, string> = {};
     const errorKinds: Record<string, number> = {};
-    const cpuStart = process.cpuUsage();
+    let cpuStart: NodeJS.CpuUsage | undefined;
 
     const t0 = performance.now() + 20; // a little slack so the first request is not already late
     const windowStart = t0 + cfg.warmupMs;
@@ -91,6 +92,7 @@ export async function runLoad(cfg: LoadgenConfig, emit: (line: object) => void):
       if (measured) {
         if (before === undefined) {
           before = sampleAll(cfg.samplePids, missing);
+          cpuStart = process.cpuUsage();
           emit({ event: "measuring" });
         }
         measuredCalls++;
@@ -115,6 +117,7 @@ export async function runLoad(cfg: LoadgenConfig, emit: (line: object) => void):
     if (tail > 0) await Bun.sleep(tail);
     windowClosed = true;
     const after = sampleAll(cfg.samplePids, missing);
+    const cpu = process.cpuUsage(cpuStart);
     const windowMs = performance.now() - windowStart;
     emit({ event: "measured" });
     before ??= [];
@@ -127,7 +130,6 @@ export async function runLoad(cfg: LoadgenConfig, emit: (line: object) => void):
       errors += lost;
       errorKinds.NO_RESPONSE = (errorKinds.NO_RESPONSE ?? 0) + lost;
     }
-    const cpu = process.cpuUsage(cpuStart);
     // HDR reports a percentile as the top of its bucket (3 significant digits), which can exceed the
     // exact maximum; cap so the figures stay ordered p50 ≤ … ≤ p99.9 ≤ max.
     const pct = (p: number) => (histogram.totalCount > 0 ? Math.min(histogram.getValueAtPercentile(p), histogram.maxValue) : 0);

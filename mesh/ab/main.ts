@@ -277,7 +277,7 @@ export async function abMain(argv: string[]): Promise<number> {
       }
     }
   }
-  const lgCpu = runs.filter((r) => r.ok).map((r) => r.loadgen.cpu_seconds / Math.max(1e-9, r.window_seconds + o.warmupMs / 1000));
+  const lgCpu = runs.filter((r) => r.ok).map((r) => r.loadgen.cpu_seconds / Math.max(1e-9, r.window_seconds));
   if (lgCpu.length) {
     notes.push(
       `the load generator ran in its own process and is not counted; it used about ${fmtNum(lgCpu.reduce((a, b) => a + b, 0) / lgCpu.length)} vCPU on this ${machine().cpus}-CPU machine, competing with the pods`,
