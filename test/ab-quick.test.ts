@@ -64,7 +64,7 @@ function checkSane(report: AbReport, expectTransports: string[]): void {
   const reps = report.options.reps;
   expect(report.runs.length).toBe(expectTransports.length * reps * report.options.rates_rps.length * report.options.payload_bytes.length);
   // interleaved: A B A B …
-  expect(report.runs.map((r) => r.transport)).toEqual(Array.from({ length: report.runs.length }, (_, i) => expectTransports[i % expectTransports.length]));
+  expect(report.runs.map((r) => r.transport)).toEqual(Array.from({ length: report.runs.length }, (_, i) => expectTransports[i % expectTransports.length]!));
   for (const r of report.runs) {
     const where = `${r.id}: ${JSON.stringify(r)}`;
     expect(r.ok, where).toBe(true);
