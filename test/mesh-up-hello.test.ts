@@ -6,7 +6,7 @@
 // The tests in this file run in order against one `mesh up` (starting it once keeps the suite fast);
 // the example's ports are fixed (50051, 8080, 9901, 9902), so nothing else may use them meanwhile.
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
-import { existsSync, readdirSync } from "node:fs";
+import { existsSync, readdirSync, readlinkSync } from "node:fs";
 import { join } from "node:path";
 import * as grpc from "@grpc/grpc-js";
 import * as protoLoader from "@grpc/proto-loader";
@@ -183,5 +183,32 @@ describe("mesh up --transport", () => {
     expect(await httpHello("uds")).toEqual({ status: 200, body: "Hello, uds!\n" });
     forced.proc.kill("SIGTERM");
     expect(await forced.proc.exited).toBe(0);
+  });
+});
+
+describe("mesh up --transport rpal, against the librpal TEST DOUBLE (a stock kernel, not real RPAL)", () => {
+  test("apps and sidecars run on the marked bun copy and their sessions use rpal; calls work", async () => {
+    const scratch = res.scratchDir("rpal-mesh-hello-rpal-");
+    const cache = join(scratch, "cache");
+    const built = Bun.spawnSync([process.execPath, "-e", 'import {buildLibrpalTestDouble as b} from "./runtime/transport/rpal/double/build.ts"; console.log(b())'], {
+      cwd: REPO_ROOT,
+      env: { ...process.env, MESH_CACHE_DIR: cache },
+    });
+    const lib = built.stdout.toString().trim();
+    expect(lib).toEndWith(".so");
+    const env = { MESH_RUNTIME_DIR: join(scratch, "rt"), MESH_CACHE_DIR: cache, MESH_LIBRPAL: lib, MESH_RPAL_ALLOW_TEST_DOUBLE: "1" };
+    const rpal = res.spawnBun([MESH, "up", "--transport", "rpal"], { env });
+    await rpal.waitForLine(/all 2 pod\(s\) running/, 30_000);
+    const p = res.spawnBun([MESH, "status", "--json"], { env });
+    expect(await p.proc.exited).toBe(0);
+    const s = JSON.parse(p.output().split("\n").find((l) => l.startsWith("{"))!) as StatusJson;
+    expect(s.pods.flatMap((pod) => pod.processes.map((q) => q.transport))).toEqual(["rpal", "rpal", "rpal", "rpal"]);
+    for (const pid of s.pods.flatMap((pod) => pod.processes.map((q) => q.pid!))) {
+      expect(readlinkSync(`/proc/${pid}/exe`)).toStartWith(join(cache, "bun-rpal"));
+    }
+    expect(await httpHello("rpal")).toEqual({ status: 200, body: "Hello, rpal!\n" });
+    expect((await sayHello("rpal-grpc")).message).toBe("Hello, rpal-grpc!");
+    rpal.proc.kill("SIGTERM");
+    expect(await rpal.proc.exited).toBe(0);
   });
 });
