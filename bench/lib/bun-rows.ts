@@ -167,7 +167,9 @@ function toRow(v: Variant, placement: Placement, r: ClientResult, syscalls?: { c
     row.cpu_ms_per_1000_calls = (r.cpu_ns_total / 1e6 / r.iterations) * 1000;
     row.vcpu_at_rate = r.cpu_ns_total / 1e6 / r.wall_ms;
     // An open-loop client that falls behind measures a different rate than it offered: say so.
-    if (r.calls_per_s < 0.95 * r.target_calls_per_s) row.note = `could not sustain the offered rate: ${Math.round(r.calls_per_s)} calls/s completed`;
+    if (r.calls_per_s < 0.95 * r.target_calls_per_s || r.skipped) {
+      row.note = `could not sustain the offered rate: ${Math.round(r.calls_per_s)} calls/s completed${r.note ? `; ${r.note}` : ""}`;
+    }
   }
   if (r.kind === "syscalls") {
     row.syscalls_per_call = syscalls ? syscalls.count / r.iterations : r.io_syscalls_per_call;
@@ -177,6 +179,8 @@ function toRow(v: Variant, placement: Placement, r: ClientResult, syscalls?: { c
     row.cycles_one_way = Math.round(r.cycles.mean);
     row.cycles_one_way_median = Math.round(r.cycles.median);
     row.cycles_one_way_p99 = Math.round(r.cycles.p99);
+    if (r.tsc_hz) row.tsc_hz = Math.round(r.tsc_hz);
+    if (r.round_trip_median_us !== undefined) row.round_trip_median_us = r.round_trip_median_us;
   }
   return row;
 }

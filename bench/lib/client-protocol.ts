@@ -34,4 +34,9 @@ export interface ClientResult {
   /** fixed-rate: the offered rate (0 = idle baseline, no calls). */
   target_calls_per_s?: number;
   cycles?: CycleStats;
+  tsc_hz?: number;
+  round_trip_median_us?: number;
+  /** fixed-rate: calls the open-loop client did not send because too many were outstanding. */
+  skipped?: number;
+  note?: string;
 }

@@ -56,7 +56,9 @@ export function checkTargets(rows: BenchRow[]): TargetResult[] {
     const label = `shm CPU per 1,000 calls at ${rate / 1000}k/s ≤ ${goal}× uds`;
     if (s?.cpu_ms_per_1000_calls != null && u?.cpu_ms_per_1000_calls != null) {
       const r = s.cpu_ms_per_1000_calls / u.cpu_ms_per_1000_calls;
-      add(3, label, `${f(s.cpu_ms_per_1000_calls)} vs ${f(u.cpu_ms_per_1000_calls)} ms = ${f(r)}×${s.note ? " (shm fell behind the rate)" : ""}`, r <= goal && !s.note);
+      // A row that fell behind its offered rate measured something else: no verdict from it.
+      const behind = [s.note ? "shm" : "", u.note ? "uds" : ""].filter(Boolean).join(" and ");
+      add(3, label, `${f(s.cpu_ms_per_1000_calls)} vs ${f(u.cpu_ms_per_1000_calls)} ms = ${f(r)}×${behind ? ` — no verdict: ${behind} fell behind the rate` : ""}`, behind ? undefined : r <= goal);
     } else add(3, label, "not measured", undefined);
   }
 
@@ -72,10 +74,11 @@ export function checkTargets(rows: BenchRow[]): TargetResult[] {
 }
 
 export function renderTargets(results: TargetResult[]): string {
-  const missing = results.filter((t) => t.met === undefined).length;
+  const notMeasured = (t: TargetResult) => t.measured === "not measured";
+  const missing = results.filter(notMeasured).length;
   const lines = results
-    .filter((t) => t.met !== undefined)
-    .map((t) => `${t.met ? " met " : " MISS"}  #${t.issue} ${t.target}: ${t.measured}`);
+    .filter((t) => !notMeasured(t))
+    .map((t) => `${t.met === undefined ? "  ?  " : t.met ? " met " : " MISS"}  #${t.issue} ${t.target}: ${t.measured}`);
   if (missing > 0) lines.push(`  (${missing} target(s) not measured in this run: their rows were not selected or not available)`);
   return lines.join("\n");
 }
