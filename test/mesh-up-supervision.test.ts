@@ -2,7 +2,7 @@
 // keeps the process contract: these tests are about starting, restarting, status and draining, and
 // use only ports the OS picks, so they never collide with examples/hello.
 import { afterEach, describe, expect, test } from "bun:test";
-import { existsSync, readdirSync, statSync, writeFileSync } from "node:fs";
+import { existsSync, readdirSync, readFileSync, statSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { REPO_ROOT, TestResources, waitFor, type Spawned } from "./helpers.ts";
 
@@ -203,6 +203,24 @@ describe("mesh up supervises pods (stand-in sidecar)", () => {
     expect(up.output()).toContain("fake sidecar: failing on purpose");
     expect(up.output()).not.toContain("    at ");
     expect(readdirSync(join(runtime, "runs"))).toEqual([]);
+  });
+
+  test("SIGTERM while sidecars are still starting: exit 0 at once, nothing left", async () => {
+    const { config, env, runtime } = setup();
+    const up = res.spawnBun([MESH, "up", config, "--ready-timeout", "60"], { env: { ...env, FAKE_SIDECAR_MODE: "hang" } });
+    await up.waitForLine(/starting 2 pod\(s\)/);
+    const runs = join(runtime, "runs");
+    const state = await waitFor(() => {
+      const id = existsSync(runs) ? readdirSync(runs)[0] : undefined;
+      if (!id || !existsSync(join(runs, id, "state.json"))) return undefined;
+      const st = JSON.parse(readFileSync(join(runs, id, "state.json"), "utf8")) as { pods: { processes: { pid: number | null }[] }[] };
+      const pids = st.pods.map((p) => p.processes[0]!.pid);
+      return pids.every((p) => p !== null) ? (pids as number[]) : undefined;
+    }, { what: "both sidecars to be spawned" });
+    up.proc.kill("SIGTERM");
+    expect(await up.proc.exited).toBe(0);
+    for (const pid of state) expect(alive(pid)).toBe(false);
+    expect(readdirSync(runs)).toEqual([]);
   });
 
   test("a sidecar that never becomes ready: exit 1 after --ready-timeout", async () => {
