@@ -48,6 +48,8 @@ export class InboundServer {
     this.server = new grpc.Server({
       "grpc.max_receive_message_length": deps.maxMessageBytes,
       "grpc.max_send_message_length": deps.maxMessageBytes,
+      // channelz bookkeeping runs on every call (~3% of the sidecar's CPU in profiles) and nothing reads it.
+      "grpc.enable_channelz": 0,
     });
     for (const [service, def] of passThroughServices(deps.methods)) {
       const impl: grpc.UntypedServiceImplementation = {};

@@ -85,6 +85,7 @@ export class UpstreamCluster {
       const client = new grpc.Client(address, this.credentials, {
         "grpc.max_receive_message_length": this.deps.maxMessageBytes,
         "grpc.max_send_message_length": this.deps.maxMessageBytes,
+        "grpc.enable_channelz": 0,
         ...(this.deps.tls?.channelOptions(address) ?? {}),
       });
       next.push(Object.assign(newEndpoint(address), { client }));
