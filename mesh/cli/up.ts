@@ -20,7 +20,7 @@ export interface UpFlags {
 
 function seconds(value: string, flag: string): number {
   const n = Number(value);
-  if (!Number.isFinite(n) || n <= 0 || n > 3600) throw new UserError(`${flag} ${value}: expected seconds from 0 to 3600 — e.g. ${flag} 10`);
+  if (!Number.isFinite(n) || n <= 0 || n > 3600) throw new UserError(`${flag} ${value}: expected seconds, more than 0 and at most 3600 — e.g. ${flag} 10`);
   return n * 1000;
 }
 
