@@ -10,7 +10,9 @@ import type { TransportChoice } from "../../runtime/transport/types.ts";
 import { ECHO, ONE_WAY, ONE_WAY_STATS } from "../lib/methods.ts";
 import { openTsc, type CycleStats } from "../lib/tsc.ts";
 import type { ClientJob, ClientResult, ClientSpec } from "../lib/client-protocol.ts";
+import { exitWhenOrphaned } from "../lib/orphan-guard.ts";
 
+exitWhenOrphaned();
 const spec = JSON.parse(Bun.argv[2] ?? "null") as ClientSpec | null;
 if (!spec) {
   console.error("usage: bun bench/clients/rpc-client.ts '<ClientSpec JSON>' (run by bench/run.ts)");

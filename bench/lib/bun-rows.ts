@@ -253,9 +253,16 @@ async function runVariant(v: Variant, opts: BenchOptions, onRow: (r: BenchRow) =
       throw new Error(`bench client for ${v.label} failed (exit ${code ?? client.signalCode}, ${results}/${v.jobs.length} results):\n${(await clientErr).slice(-2000)}`);
     }
   } finally {
-    client?.kill("SIGKILL");
-    server?.kill("SIGKILL");
-    await Promise.all([client?.exited, server?.exited]);
+    // SIGTERM first so both run their exit handlers (releasing what the transport holds); SIGKILL
+    // only if one is still there at the deadline.
+    client?.kill("SIGTERM");
+    server?.kill("SIGTERM");
+    const exited = Promise.all([client?.exited, server?.exited]);
+    if (!(await Promise.race([exited.then(() => true), Bun.sleep(5_000).then(() => false)]))) {
+      client?.kill("SIGKILL");
+      server?.kill("SIGKILL");
+      await exited;
+    }
     rmSync(dir, { recursive: true, force: true });
   }
 }

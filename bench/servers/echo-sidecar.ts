@@ -7,7 +7,9 @@ import type { ServerCall } from "../../runtime/rpc/types.ts";
 import type { TransportChoice } from "../../runtime/transport/types.ts";
 import { ECHO, ONE_WAY, ONE_WAY_STATS } from "../lib/methods.ts";
 import { cycleStats, openTsc } from "../lib/tsc.ts";
+import { exitWhenOrphaned } from "../lib/orphan-guard.ts";
 
+exitWhenOrphaned();
 const [socketPath, transport, tscLib] = Bun.argv.slice(2);
 if (!socketPath || !transport || !tscLib) {
   console.error("usage: bun bench/servers/echo-sidecar.ts SOCKET_PATH TRANSPORT TSC_LIB");
@@ -41,6 +43,10 @@ async function handle(call: ServerCall): Promise<void> {
     call.end(12, `bench server has no method ${call.method}`);
   }
 }
+
+// run.ts ends the server with SIGTERM: exit through process.exit so "exit" handlers run (the rpal
+// binding releases its service there, which for the test double removes its /dev/shm files).
+process.once("SIGTERM", () => process.exit(0));
 
 await acceptApps({
   socketPath,
