@@ -7,17 +7,18 @@ const TRACEPARENT_RE = /^([0-9a-f]{2})-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2
 const ZERO_TRACE = "0".repeat(32);
 const ZERO_SPAN = "0".repeat(16);
 
-const rnd = new Uint8Array(24);
+const HEX = Array.from({ length: 256 }, (_, i) => i.toString(16).padStart(2, "0"));
+const rnd = new Uint8Array(240);
 let rndUsed = rnd.length;
 
 function randomHex(bytes: 8 | 16): string {
-  // One getrandom call per 24 bytes rather than per id.
+  // One getrandom call per 240 bytes (10 hops) rather than per id.
   if (rndUsed + bytes > rnd.length) {
     randomFillSync(rnd);
     rndUsed = 0;
   }
   let s = "";
-  for (let i = 0; i < bytes; i++) s += rnd[rndUsed + i]!.toString(16).padStart(2, "0");
+  for (let i = 0; i < bytes; i++) s += HEX[rnd[rndUsed + i]!]!;
   rndUsed += bytes;
   return s;
 }
