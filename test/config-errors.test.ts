@@ -2,12 +2,19 @@
 import { afterEach, describe, expect, test } from "bun:test";
 import { existsSync, readdirSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
+import type { Subprocess } from "bun";
+import { stopSupervisors } from "../mesh/supervisor/testdata/stop-supervisors.ts";
 import { REPO_ROOT, TestResources } from "./helpers.ts";
 
 const MESH = join(REPO_ROOT, "mesh/cli/main.ts");
 const FAKE_SIDECAR = join(REPO_ROOT, "mesh/supervisor/testdata/fake-sidecar.ts");
 const res = new TestResources();
-afterEach(() => res.cleanup());
+/** A `mesh up` that wrongly started must still drain its pods, not be SIGKILLed past them. */
+const supervisors: Subprocess[] = [];
+afterEach(async () => {
+  await stopSupervisors(supervisors);
+  await res.cleanup();
+});
 
 async function meshUp(yaml: string, args: string[] = [], extraEnv: Record<string, string> = {}) {
   const dir = res.scratchDir("rpal-mesh-cfg-");
@@ -18,6 +25,7 @@ async function meshUp(yaml: string, args: string[] = [], extraEnv: Record<string
     cwd: dir,
     env: { MESH_RUNTIME_DIR: runtime, MESH_SIDECAR_ENTRY: FAKE_SIDECAR, ...extraEnv },
   });
+  supervisors.push(p.proc);
   const code = await p.proc.exited;
   const out = p.output().trim();
   return { code, out, runtime };

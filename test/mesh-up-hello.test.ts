@@ -10,12 +10,20 @@ import { existsSync, readdirSync, readlinkSync } from "node:fs";
 import { join } from "node:path";
 import * as grpc from "@grpc/grpc-js";
 import * as protoLoader from "@grpc/proto-loader";
+import { stopSupervisors } from "../mesh/supervisor/testdata/stop-supervisors.ts";
 import { leakedShmSegments, REPO_ROOT, TestResources, waitFor, type Spawned } from "./helpers.ts";
 
 const MESH = join(REPO_ROOT, "mesh/cli/main.ts");
 const PROTO = join(REPO_ROOT, "examples/hello/hello.proto");
 
 const res = new TestResources();
+/** Every `mesh up` started here; drained with SIGTERM at the end, whatever happened. */
+const supervisors: Spawned["proc"][] = [];
+function spawnUp(args: string[], env: Record<string, string>): Spawned {
+  const p = res.spawnBun([MESH, "up", ...args], { env });
+  supervisors.push(p.proc);
+  return p;
+}
 let runtime = "";
 let up: Spawned;
 let shmBefore: string[] = [];
@@ -77,13 +85,14 @@ async function bothPathsWork(name: string): Promise<true | undefined> {
 beforeAll(async () => {
   runtime = join(res.scratchDir("rpal-mesh-hello-"), "rt");
   shmBefore = leakedShmSegments();
-  up = res.spawnBun([MESH, "up"], { env: { MESH_RUNTIME_DIR: runtime } });
+  up = spawnUp([], { MESH_RUNTIME_DIR: runtime });
   await up.waitForLine(/all 2 pod\(s\) running/, 30_000);
   client = new hello.Greeter("127.0.0.1:50051", grpc.credentials.createInsecure()) as unknown as typeof client;
 });
 
 afterAll(async () => {
   client?.close();
+  await stopSupervisors(supervisors);
   await res.cleanup();
 });
 
@@ -174,7 +183,7 @@ describe("mesh up on examples/hello (real sidecars)", () => {
 describe("mesh up --transport", () => {
   test("--transport uds forces uds for every pod; calls still work", async () => {
     const rt = join(res.scratchDir("rpal-mesh-hello-uds-"), "rt");
-    const forced = res.spawnBun([MESH, "up", "--transport", "uds"], { env: { MESH_RUNTIME_DIR: rt } });
+    const forced = spawnUp(["--transport", "uds"], { MESH_RUNTIME_DIR: rt });
     await forced.waitForLine(/all 2 pod\(s\) running/, 30_000);
     const p = res.spawnBun([MESH, "status", "--json"], { env: { MESH_RUNTIME_DIR: rt } });
     expect(await p.proc.exited).toBe(0);
@@ -197,7 +206,7 @@ describe("mesh up --transport rpal, against the librpal TEST DOUBLE (a stock ker
     const lib = built.stdout.toString().trim();
     expect(lib).toEndWith(".so");
     const env = { MESH_RUNTIME_DIR: join(scratch, "rt"), MESH_CACHE_DIR: cache, MESH_LIBRPAL: lib, MESH_RPAL_ALLOW_TEST_DOUBLE: "1" };
-    const rpal = res.spawnBun([MESH, "up", "--transport", "rpal"], { env });
+    const rpal = spawnUp(["--transport", "rpal"], env);
     await rpal.waitForLine(/all 2 pod\(s\) running/, 30_000);
     const p = res.spawnBun([MESH, "status", "--json"], { env });
     expect(await p.proc.exited).toBe(0);

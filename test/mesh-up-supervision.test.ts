@@ -4,6 +4,7 @@
 import { afterEach, describe, expect, test } from "bun:test";
 import { existsSync, readdirSync, readFileSync, statSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
+import { stopSupervisors } from "../mesh/supervisor/testdata/stop-supervisors.ts";
 import { REPO_ROOT, TestResources, waitFor, type Spawned } from "./helpers.ts";
 
 const FAKE_SIDECAR = join(REPO_ROOT, "mesh/supervisor/testdata/fake-sidecar.ts");
@@ -13,7 +14,10 @@ const MESH = join(REPO_ROOT, "mesh/cli/main.ts");
 const res = new TestResources();
 /** Children of a supervisor the test SIGKILLed: TestResources does not know them, so kill them here. */
 const orphanPids: number[] = [];
+/** Every `mesh up` started here; drained with SIGTERM after each test, whatever happened. */
+const supervisors: Spawned["proc"][] = [];
 afterEach(async () => {
+  await stopSupervisors(supervisors);
   for (const pid of orphanPids.splice(0)) {
     try {
       process.kill(pid, "SIGKILL");
@@ -26,6 +30,12 @@ afterEach(async () => {
 
 interface StatusJson {
   pods: { name: string; processes: { role: "app" | "sidecar"; pid: number | null; restarts: number; transport: string | null; state: string }[] }[];
+}
+
+function spawnUp(args: string[], opts: { env: Record<string, string> }): Spawned {
+  const up = res.spawnBun([MESH, "up", ...args], opts);
+  supervisors.push(up.proc);
+  return up;
 }
 
 function setup(appEnv = "") {
@@ -70,7 +80,7 @@ function alive(pid: number): boolean {
 }
 
 async function upAndRunning(env: Record<string, string>, config: string, extra: string[] = []): Promise<Spawned> {
-  const up = res.spawnBun([MESH, "up", config, ...extra], { env });
+  const up = spawnUp([config, ...extra], { env });
   await up.waitForLine(/all 2 pod\(s\) running/, 20_000);
   return up;
 }
@@ -152,7 +162,7 @@ describe("mesh up supervises pods (stand-in sidecar)", () => {
 
   test("a crash-looping app is restarted with growing backoff", async () => {
     const { config, env } = setup(", env: { FAKE_APP_MODE: crash }");
-    const up = res.spawnBun([MESH, "up", config], { env });
+    const up = spawnUp([config], { env });
     await up.waitForLine(/alpha\/app exited with code 1 .* restarting in 1\.00s/, 10_000);
     const out = up.output();
     expect(out).toMatch(/alpha\/app exited with code 1 .* restarting in 0\.25s\n\s+fake app: crashing on purpose/);
@@ -197,7 +207,7 @@ describe("mesh up supervises pods (stand-in sidecar)", () => {
 
   test("a sidecar that fails to start: exit 1, the pod is named, nothing left running", async () => {
     const { config, env, runtime } = setup();
-    const up = res.spawnBun([MESH, "up", config], { env: { ...env, FAKE_SIDECAR_MODE: "fail" } });
+    const up = spawnUp([config], { env: { ...env, FAKE_SIDECAR_MODE: "fail" } });
     expect(await up.proc.exited).toBe(1);
     expect(up.output()).toMatch(/pod (alpha|beta): its sidecar failed to start: exited with code 3/);
     expect(up.output()).toContain("fake sidecar: failing on purpose");
@@ -207,7 +217,7 @@ describe("mesh up supervises pods (stand-in sidecar)", () => {
 
   test("SIGTERM while sidecars are still starting: exit 0 at once, nothing left", async () => {
     const { config, env, runtime } = setup();
-    const up = res.spawnBun([MESH, "up", config, "--ready-timeout", "60"], { env: { ...env, FAKE_SIDECAR_MODE: "hang" } });
+    const up = spawnUp([config, "--ready-timeout", "60"], { env: { ...env, FAKE_SIDECAR_MODE: "hang" } });
     await up.waitForLine(/starting 2 pod\(s\)/);
     const runs = join(runtime, "runs");
     const state = await waitFor(() => {
@@ -225,7 +235,7 @@ describe("mesh up supervises pods (stand-in sidecar)", () => {
 
   test("a sidecar that never becomes ready: exit 1 after --ready-timeout", async () => {
     const { config, env } = setup();
-    const up = res.spawnBun([MESH, "up", config, "--ready-timeout", "1"], { env: { ...env, FAKE_SIDECAR_MODE: "hang" } });
+    const up = spawnUp([config, "--ready-timeout", "1"], { env: { ...env, FAKE_SIDECAR_MODE: "hang" } });
     expect(await up.proc.exited).toBe(1);
     expect(up.output()).toMatch(/pod (alpha|beta): its sidecar failed to start: did not print its ready line within 1s/);
   });
