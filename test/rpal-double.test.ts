@@ -158,6 +158,22 @@ describe("rpal transport against the librpal TEST DOUBLE (user-space emulation, 
     expect(await b.peer.proc.exited).toBe(0);
   }, 30_000);
 
+  test("double: a peer killed mid-session (SIGKILL) ends our session with the reason; sending then fails", async () => {
+    const { t, peer, closed } = await startPair();
+    t.send(FrameKind.MESSAGE, 0, 1, 0, bytes(64, 1));
+    peer.proc.kill("SIGKILL");
+    const err = await closed;
+    expect(err?.message).toContain("the peer closed the rpal data connection");
+    expect(t.closed).toBe(true);
+    expect(() => t.send(FrameKind.MESSAGE, 0, 2, 0)).toThrow(/closed/);
+  }, 30_000);
+
+  test("double: an app whose sidecar never opened the data socket fails setup naming it", async () => {
+    const { proc } = rpalLocal(lib);
+    const pending = openRpalSession({ librpalPath: lib, role: "connect", peerKey: 12345n, peerId: proc.id === 7 ? 8 : 7 });
+    await expect(pending.ready).rejects.toThrow(/cannot connect to the sidecar's rpal data socket @rpal-mesh-/);
+  }, 30_000);
+
   test("double: librpal's 32-word limit and an unknown peer service come back as named librpal errors", async () => {
     const { t } = await startPair();
     const lib = t.init.proc.lib;

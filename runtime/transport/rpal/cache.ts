@@ -5,12 +5,16 @@ import { chmodSync, existsSync, mkdirSync, statSync } from "node:fs";
 import { homedir } from "node:os";
 import { join } from "node:path";
 
+/** Where the cache directory is, without creating it. */
+export function cacheDirPath(sub?: string): string {
+  const base = process.env.MESH_CACHE_DIR || join(process.env.XDG_CACHE_HOME || join(homedir(), ".cache"), "rpal-mesh");
+  return sub ? join(base, sub) : base;
+}
+
 /** $MESH_CACHE_DIR, else $XDG_CACHE_HOME/rpal-mesh, else ~/.cache/rpal-mesh. Created 0700 if missing. */
 export function cacheDir(sub?: string): string {
-  const base =
-    process.env.MESH_CACHE_DIR ||
-    join(process.env.XDG_CACHE_HOME || join(homedir(), ".cache"), "rpal-mesh");
-  const dir = sub ? join(base, sub) : base;
+  const base = cacheDirPath();
+  const dir = cacheDirPath(sub);
   ensurePrivateDir(base);
   if (sub) ensurePrivateDir(dir);
   return dir;

@@ -3,17 +3,20 @@
 // gcc is needed once per source version; its absence is reported with the fix.
 import { existsSync, readFileSync, renameSync, unlinkSync } from "node:fs";
 import { basename, join } from "node:path";
-import { cacheDir } from "./cache.ts";
+import { cacheDir, cacheDirPath } from "./cache.ts";
 
 const CFLAGS = ["-O2", "-shared", "-fPIC", "-fvisibility=hidden", "-Wall"];
 
-export function compileShared(source: string, libs: string[] = []): string {
-  const text = readFileSync(source);
+/** Where compileShared puts (or has put) the library for this exact source. Creates nothing. */
+export function compiledPath(source: string, libs: string[] = [], dir = cacheDirPath("native")): string {
   const hasher = new Bun.CryptoHasher("sha256");
-  hasher.update(text);
+  hasher.update(readFileSync(source));
   hasher.update(CFLAGS.join(" ") + libs.join(" "));
-  const hash = hasher.digest("hex").slice(0, 16);
-  const out = join(cacheDir("native"), `${basename(source, ".c")}-${hash}.so`);
+  return join(dir, `${basename(source, ".c")}-${hasher.digest("hex").slice(0, 16)}.so`);
+}
+
+export function compileShared(source: string, libs: string[] = []): string {
+  const out = compiledPath(source, libs, cacheDir("native"));
   if (existsSync(out)) return out;
   const tmp = `${out}.${process.pid}.tmp`;
   let proc: ReturnType<typeof Bun.spawnSync>;

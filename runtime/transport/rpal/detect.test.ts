@@ -53,7 +53,8 @@ describe("rpal detection", () => {
     expect(kernel.fix).toContain("kernel-patches/README.md");
     expect(d.reason).toStartWith("/proc/rpal not found: this kernel has no RPAL; ");
     expect(rpalUnavailableReason()).toBe(d.reason!);
-    expect(d.preconditions.map((p) => p.name)).toEqual(["platform", "kernel", "librpal", "executable", "cpu"]);
+    expect(d.preconditions.map((p) => p.name)).toEqual(["platform", "kernel", "librpal", "executable", "cpu", "receiver shim"]);
+    expect(pre(d, "receiver shim").ok).toBe(true); // gcc is installed here
   });
 
   test("kernel, ELF mark and CPU checks pass when /proc/rpal exists, the executable is marked and the CPU has pku+fsgsbase", () => {

@@ -6,6 +6,7 @@ import { existsSync, readFileSync, statSync } from "node:fs";
 import { delimiter, join } from "node:path";
 import { isTestDouble, testDoubleAllowed } from "./double-guard.ts";
 import { carriesRpalMark } from "./elf-mark.ts";
+import { shimBuildable } from "./shim.ts";
 
 export { ALLOW_TEST_DOUBLE_ENV, isTestDouble, TEST_DOUBLE_MARKER } from "./double-guard.ts";
 import { loadLibrpal } from "./librpal.ts";
@@ -173,6 +174,17 @@ function checkCpu(cpuinfoPath: string | undefined): Precondition {
   }
 }
 
+function checkShim(): Precondition {
+  const s = shimBuildable();
+  if (s.ok) return { name: "receiver shim", ok: true, detail: s.detail };
+  return {
+    name: "receiver shim",
+    ok: false,
+    detail: s.detail,
+    fix: "install gcc (e.g. apt-get install gcc): the rpal receiver thread is a small C file compiled once into the cache directory",
+  };
+}
+
 export function detectRpal(opts: DetectOptions = {}): RpalDetection {
   const env = opts.env ?? process.env;
   const lib = checkFoundLibrpal(env);
@@ -192,6 +204,7 @@ export function detectRpal(opts: DetectOptions = {}): RpalDetection {
     libPre,
     emulated ? skipped("executable") : checkExecutable(opts.execPath ?? process.execPath),
     emulated ? skipped("cpu") : checkCpu(opts.cpuinfoPath),
+    checkShim(),
   ];
   const failing = pre.find((p) => !p.ok);
   return {

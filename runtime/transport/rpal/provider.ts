@@ -6,8 +6,11 @@ import { DEFAULT_SETTINGS } from "../../rpc/types.ts";
 import type { HelloMsg } from "../../rpc/wire.ts";
 import type { SidecarSetup, TransportProvider } from "../provider.ts";
 import type { Transport } from "../types.ts";
+import { logger } from "../../log.ts";
 import { processRpalDetection } from "./detect.ts";
 import { openRpalSession, rpalLocal } from "./session.ts";
+
+const log = logger("rpal");
 
 function librpalPath(): string {
   const d = processRpalDetection();
@@ -28,8 +31,14 @@ export const rpalProvider: TransportProvider = {
   unavailableReason: () => processRpalDetection().reason,
 
   offer(): Partial<HelloMsg> {
-    const { proc } = rpalLocal(librpalPath());
-    return { rpal: { serviceKey: proc.key, serviceId: proc.id } };
+    try {
+      const { proc } = rpalLocal(librpalPath());
+      return { rpal: { serviceKey: proc.key, serviceId: proc.id } };
+    } catch (e) {
+      // Offering without keys makes the sidecar pass rpal over (auto) or refuse it naming this (forced).
+      log.warn({ reason: (e as Error).message }, `rpal: cannot initialise librpal: ${(e as Error).message}`);
+      return {};
+    }
   },
 
   async sidecarSetup(_control, appHello: HelloMsg): Promise<SidecarSetup> {

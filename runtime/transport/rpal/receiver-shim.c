@@ -394,6 +394,9 @@ static void maybe_release(struct session *s)
 
 static void teardown(struct session *s, int state)
 {
+	/* State first: a sender whose rpal_write_ptrs fails once the service is released finds out why. */
+	if (state >= 0)
+		__atomic_store_n(&s->state, state, __ATOMIC_SEQ_CST);
 	maybe_release(s);
 	if (s->data_fd >= 0) {
 		f_epoll_ctl(g_epfd, EPOLL_CTL_DEL, s->data_fd, NULL);
@@ -401,8 +404,6 @@ static void teardown(struct session *s, int state)
 		close(s->data_fd);
 		s->data_fd = -1;
 	}
-	if (state >= 0)
-		__atomic_store_n(&s->state, state, __ATOMIC_SEQ_CST);
 }
 
 static void on_socket(struct session *s, uint32_t events)
@@ -575,9 +576,21 @@ static int full_io(int fd, void *buf, size_t n, int writing)
 	return 0;
 }
 
+/* Records why setup failed; the setup thread publishes ST_FAILED itself when it ends. */
+static void setup_error(struct session *s, const char *fmt, ...)
+{
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(s->error, sizeof(s->error), fmt, ap);
+	va_end(ap);
+}
+
+static void free_locked(struct session *s);
+
 static void *setup_main(void *arg)
 {
 	struct session *s = arg;
+	int ok_setup = 0;
 	struct sockaddr_un sa = { .sun_family = AF_UNIX };
 	size_t nlen = strlen(s->name);
 	memcpy(sa.sun_path + 1, s->name, nlen); /* abstract namespace: no file to leave behind */
@@ -586,7 +599,7 @@ static void *setup_main(void *arg)
 	if (s->role == 0) {
 		int l = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
 		if (l < 0 || bind(l, (struct sockaddr *)&sa, salen) != 0 || listen(l, 1) != 0) {
-			fail(s, "cannot listen on the rpal data socket @%s: %s", s->name, strerror(errno));
+			setup_error(s, "cannot listen on the rpal data socket @%s: %s", s->name, strerror(errno));
 			if (l >= 0)
 				close(l);
 			goto done;
@@ -597,7 +610,7 @@ static void *setup_main(void *arg)
 			fd = accept4(l, NULL, NULL, SOCK_CLOEXEC);
 		close(l);
 		if (fd < 0) {
-			fail(s, "the app did not connect to the rpal data socket within %d ms", SETUP_TIMEOUT_MS);
+			setup_error(s, "the app did not connect to the rpal data socket within %d ms", SETUP_TIMEOUT_MS);
 			goto done;
 		}
 	} else {
@@ -610,7 +623,7 @@ static void *setup_main(void *arg)
 			usleep(20000); /* the sidecar binds before answering HELLO; this only covers scheduling */
 		}
 		if (ok != 0) {
-			fail(s, "cannot connect to the sidecar's rpal data socket @%s: %s", s->name, strerror(errno));
+			setup_error(s, "cannot connect to the sidecar's rpal data socket @%s: %s", s->name, strerror(errno));
 			if (fd >= 0)
 				close(fd);
 			fd = -1;
@@ -621,7 +634,7 @@ static void *setup_main(void *arg)
 	struct ucred cred;
 	socklen_t cl = sizeof(cred);
 	if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &cl) != 0 || cred.uid != getuid()) {
-		fail(s, "the rpal data socket's peer is uid %d, not us (uid %d): refusing it", (int)cred.uid, (int)getuid());
+		setup_error(s, "the rpal data socket's peer is uid %d, not us (uid %d): refusing it", (int)cred.uid, (int)getuid());
 		goto done;
 	}
 	struct timeval tv = { .tv_sec = SETUP_TIMEOUT_MS / 1000 };
@@ -632,21 +645,21 @@ static void *setup_main(void *arg)
 			      .outbox_data = (uint64_t)(uintptr_t)s->outbox + OUTBOX_CTRL };
 	struct hello peer;
 	if (full_io(fd, &mine, sizeof(mine), 1) != 0 || full_io(fd, &peer, sizeof(peer), 0) != 0) {
-		fail(s, "the rpal data socket handshake broke off: %s", strerror(errno));
+		setup_error(s, "the rpal data socket handshake broke off: %s", strerror(errno));
 		goto done;
 	}
 	if (peer.magic != HELLO_MAGIC || peer.version != 1) {
-		fail(s, "the rpal data socket peer does not speak rpal-mesh v1 (magic 0x%08x version %u)", peer.magic, peer.version);
+		setup_error(s, "the rpal data socket peer does not speak rpal-mesh v1 (magic 0x%08x version %u)", peer.magic, peer.version);
 		goto done;
 	}
 	if (peer.key != s->peer_key || peer.service_id != s->peer_id) {
-		fail(s, "the rpal data socket peer is not the service negotiated on the control channel (key/id mismatch)");
+		setup_error(s, "the rpal data socket peer is not the service negotiated on the control channel (key/id mismatch)");
 		goto done;
 	}
 	if (peer.outbox_cap < 4096 || peer.outbox_cap > (1u << 28) || (peer.outbox_cap & (peer.outbox_cap - 1)) ||
 	    peer.outbox_data != peer.outbox_ctrl + OUTBOX_CTRL || peer.outbox_ctrl == 0 ||
 	    peer.outbox_data + peer.outbox_cap < peer.outbox_data) {
-		fail(s, "the peer announced an invalid outbox (capacity %u)", peer.outbox_cap);
+		setup_error(s, "the peer announced an invalid outbox (capacity %u)", peer.outbox_cap);
 		goto done;
 	}
 	s->p_ctrl = peer.outbox_ctrl;
@@ -658,27 +671,37 @@ static void *setup_main(void *arg)
 		s->requested = 1;
 	pthread_mutex_unlock(&g_lock);
 	if (r != 0) {
-		fail(s, "rpal_request_service(peer) failed with %d (the peer's service is gone or not enabled)", r);
+		setup_error(s, "rpal_request_service(peer) failed with %d (the peer's service is gone or not enabled)", r);
 		goto done;
 	}
 	char c = 'R';
 	if (full_io(fd, &c, 1, 1) != 0 || full_io(fd, &c, 1, 0) != 0 || c != 'R') {
-		fail(s, "the peer did not confirm its rpal_request_service");
+		setup_error(s, "the peer did not confirm its rpal_request_service");
 		goto done;
 	}
 	int id = f_get_request_service_id(s->peer_key);
 	if (id != s->peer_id) {
-		fail(s, "rpal_get_request_service_id says %d, the peer announced %d", id, s->peer_id);
+		setup_error(s, "rpal_get_request_service_id says %d, the peer announced %d", id, s->peer_id);
 		goto done;
 	}
 	struct timeval zero = { 0 };
 	setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &zero, sizeof(zero));
 	setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &zero, sizeof(zero));
-	__atomic_store_n(&s->state, ST_SETUP_DONE, __ATOMIC_SEQ_CST);
-	kick();
-	return NULL;
+	ok_setup = 1;
 done:
-	wake_js(s);
+	/* The outcome is published under the lock so rms_session_free never races this thread. */
+	pthread_mutex_lock(&g_lock);
+	if (s->free_pending) {
+		free_locked(s);
+		pthread_mutex_unlock(&g_lock);
+		return NULL;
+	}
+	__atomic_store_n(&s->state, ok_setup ? ST_SETUP_DONE : ST_FAILED, __ATOMIC_SEQ_CST);
+	pthread_mutex_unlock(&g_lock);
+	if (ok_setup)
+		kick();
+	else
+		wake_js(s);
 	return NULL;
 }
 
@@ -819,27 +842,31 @@ PUBLIC void rms_session_close(int i)
 	kick();
 }
 
-/* After JS dropped every view of the rings. Safe to call in any state; setup threads finish first. */
+static void free_locked(struct session *s)
+{
+	teardown(s, -1);
+	if (s->wake_fd >= 0)
+		close(s->wake_fd);
+	if (!s->js_taken && s->js_fd >= 0)
+		close(s->js_fd);
+	s->wake_fd = s->js_fd = -1;
+	release_memory(s);
+	s->state = ST_FREE;
+}
+
+/* After JS dropped every view of the rings. During setup, the setup thread frees it when it ends. */
 PUBLIC int rms_session_free(int i)
 {
 	struct session *s = get(i);
 	if (!s)
 		return -1;
 	pthread_mutex_lock(&g_lock);
-	int st = __atomic_load_n(&s->state, __ATOMIC_ACQUIRE);
-	if (st == ST_SETUP) {
-		/* the setup thread still uses the session: it will fail on its own timeout */
-		s->closing_req = 1;
+	if (__atomic_load_n(&s->state, __ATOMIC_ACQUIRE) == ST_SETUP) {
+		s->free_pending = 1;
 		pthread_mutex_unlock(&g_lock);
 		return 1;
 	}
-	teardown(s, -1);
-	if (s->wake_fd >= 0)
-		close(s->wake_fd);
-	if (!s->js_taken && s->js_fd >= 0)
-		close(s->js_fd);
-	release_memory(s);
-	s->state = ST_FREE;
+	free_locked(s);
 	pthread_mutex_unlock(&g_lock);
 	return 0;
 }

@@ -2,8 +2,9 @@
 // (keyed by the source's hash), loaded with bun:ffi, and started once per process against the same
 // librpal the JS side uses.
 import { CString, dlopen, FFIType, ptr, type Pointer } from "bun:ffi";
+import { existsSync } from "node:fs";
 import { join } from "node:path";
-import { compileShared } from "./compile.ts";
+import { compiledPath, compileShared } from "./compile.ts";
 
 const SHIM_SYMBOLS = {
   rms_init: { args: [FFIType.ptr, FFIType.ptr, FFIType.i32], returns: FFIType.i32 },
@@ -62,6 +63,18 @@ export interface Shim {
   outbox(session: number): Pointer;
 }
 
+const SHIM_SOURCE = join(import.meta.dir, "receiver-shim.c");
+const SHIM_LIBS = ["-ldl", "-lpthread"];
+
+/** Can the shim be loaded here: already compiled for this source, or gcc on PATH? No side effects. */
+export function shimBuildable(): { ok: boolean; detail: string } {
+  const so = compiledPath(SHIM_SOURCE, SHIM_LIBS);
+  if (existsSync(so)) return { ok: true, detail: `receiver shim compiled at ${so}` };
+  const gcc = Bun.which("gcc");
+  if (gcc) return { ok: true, detail: `receiver shim will be compiled on first use with ${gcc}` };
+  return { ok: false, detail: "gcc not found and the receiver shim is not compiled yet" };
+}
+
 let shim: Shim | undefined;
 let shimLib: string | undefined;
 
@@ -75,7 +88,7 @@ export function loadShim(librpalPath: string): Shim {
     if (shimLib !== librpalPath) throw new Error(`the rpal receiver already runs against ${shimLib}; cannot switch to ${librpalPath}`);
     return shim;
   }
-  const so = compileShared(join(import.meta.dir, "receiver-shim.c"), ["-ldl", "-lpthread"]);
+  const so = compileShared(SHIM_SOURCE, SHIM_LIBS);
   const sym = dlopen(so, SHIM_SYMBOLS).symbols;
   const err = Buffer.alloc(256);
   if (sym.rms_init(ptr(cstr(librpalPath)), ptr(err), err.length) !== 0) {

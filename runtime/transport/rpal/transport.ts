@@ -291,7 +291,13 @@ export class RpalTransport implements Transport {
           setTimeout(() => this.flush(), 1);
           return;
         }
-        this.shutdown(new RpalError("rpal_write_ptrs", -r, `to service ${this.init.peerId}`));
+        const st = this.init.shim.sym.rms_session_state(this.init.session);
+        if (st === SessionState.CLOSED || st === SessionState.FAILED) {
+          // The peer went away while we sent (its service was released): report that, not the symptom.
+          this.shutdown(new Error(`rpal session ended: ${this.init.shim.error(this.init.session)}`));
+        } else {
+          this.shutdown(new RpalError("rpal_write_ptrs", -r, `to service ${this.init.peerId}`));
+        }
         return;
       }
       const slot = (this.inflightHead + this.inflightCount) % RPAL_MAX_WORDS;
