@@ -50,8 +50,8 @@ function formatText(r: DoctorReport): string {
     const t = r.transports[name];
     lines.push(`${name.padEnd(5)} ${t.available ? "✓ available" : "✗ unavailable"}`);
     for (const p of t.preconditions) {
-      lines.push(`  ${p.ok ? "✓" : "✗"} ${p.name.padEnd(13)} ${p.detail}`);
-      if (!p.ok && p.fix) lines.push(`  ${"".padEnd(15)} fix: ${p.fix}`);
+      lines.push(`  ${p.ok ? "✓" : "✗"} ${p.name.padEnd(14)} ${p.detail}`);
+      if (!p.ok && p.fix) lines.push(`  ${"".padEnd(16)} fix: ${p.fix}`);
     }
     lines.push("");
   }

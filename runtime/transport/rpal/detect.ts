@@ -72,7 +72,7 @@ export function checkLibrpal(path: string, env: Record<string, string | undefine
       detail: `${path} not found`,
       fix: env.MESH_LIBRPAL
         ? "fix MESH_LIBRPAL or unset it to search the usual library paths"
-        : "build librpal.so from the series' samples/rpal/librpal (kernel-patches/build.sh does) and install it, or set MESH_LIBRPAL",
+        : "build librpal.so from the series' samples/rpal/librpal (kernel-patches/build-kernel.sh --librpal-only builds it) and install it, or set MESH_LIBRPAL",
     };
   }
   let double: boolean;
@@ -138,7 +138,7 @@ function checkFoundLibrpal(env: Record<string, string | undefined>): Preconditio
       name: "librpal",
       ok: false,
       detail: `librpal.so not found (looked in ${found.tried.join(", ")})`,
-      fix: "build librpal.so from the series' samples/rpal/librpal (kernel-patches/build.sh does) and install it, or set MESH_LIBRPAL",
+      fix: "build librpal.so from the series' samples/rpal/librpal (kernel-patches/build-kernel.sh --librpal-only builds it) and install it, or set MESH_LIBRPAL",
     };
   }
   return { ...checkLibrpal(found.path, env), path: found.path };
