@@ -36,6 +36,14 @@ function parseArgs(argv: string[]): Args {
   return out as Args;
 }
 
+// A signal during start-up is remembered and honoured (drain, exit 0) as soon as the sidecar is up.
+let stopRequested: string | undefined;
+const early = (sig: string) => () => (stopRequested ??= sig);
+const earlyTerm = early("SIGTERM");
+const earlyInt = early("SIGINT");
+process.on("SIGTERM", earlyTerm);
+process.on("SIGINT", earlyInt);
+
 async function main(): Promise<number> {
   const log = logger("sidecar");
   let sidecar: Sidecar;
@@ -61,8 +69,13 @@ async function main(): Promise<number> {
   }
   process.stdout.write(JSON.stringify(ready) + "\n");
   log.info(ready, `sidecar ${ready.pod} ready`);
+  process.off("SIGTERM", earlyTerm);
+  process.off("SIGINT", earlyInt);
   return await new Promise<number>((resolveExit) => {
+    let draining = false;
     const onSignal = (sig: string) => {
+      if (draining) return; // a second signal does not cut the drain short
+      draining = true;
       log.info({ signal: sig }, "drain requested");
       sidecar.drain().then(
         () => resolveExit(0),
@@ -72,8 +85,9 @@ async function main(): Promise<number> {
         },
       );
     };
-    process.once("SIGTERM", () => onSignal("SIGTERM"));
-    process.once("SIGINT", () => onSignal("SIGINT"));
+    process.on("SIGTERM", () => onSignal("SIGTERM"));
+    process.on("SIGINT", () => onSignal("SIGINT"));
+    if (stopRequested) onSignal(stopRequested);
   });
 }
 

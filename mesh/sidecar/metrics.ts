@@ -123,13 +123,20 @@ export class SidecarMetrics {
     });
 
     const pid = process.pid;
+    // One /proc read per scrape, shared by the three process metrics below.
+    let cached: { at: number; sample: ReturnType<typeof sampleProcess> } | undefined;
+    const sample = () => {
+      const now = Date.now();
+      if (!cached || now - cached.at > 100) cached = { at: now, sample: sampleProcess(pid) };
+      return cached.sample;
+    };
     new Counter({
       name: "mesh_process_cpu_seconds_total",
       help: "CPU time (user + system, all threads) of the sidecar process, from /proc",
       registers: r,
       collect() {
         this.reset();
-        this.inc(sampleProcess(pid).cpuNs / 1e9);
+        this.inc(sample().cpuNs / 1e9);
       },
     });
     new Gauge({
@@ -137,7 +144,7 @@ export class SidecarMetrics {
       help: "Resident set size of the sidecar process, from /proc",
       registers: r,
       collect() {
-        this.set(sampleProcess(pid).rssBytes);
+        this.set(sample().rssBytes);
       },
     });
     new Counter({
@@ -146,7 +153,7 @@ export class SidecarMetrics {
       labelNames: ["kind"],
       registers: r,
       collect() {
-        const s = sampleProcess(pid);
+        const s = sample();
         this.reset();
         this.inc({ kind: "voluntary" }, s.voluntaryCtxSwitches);
         this.inc({ kind: "involuntary" }, s.involuntaryCtxSwitches);

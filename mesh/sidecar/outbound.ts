@@ -75,7 +75,9 @@ async function collect(
   try {
     for await (const msg of call as AsyncIterable<Buffer>) await onMessage(msg);
   } catch {
-    // a non-OK status also surfaces as a stream error; the status event carries the details
+    // A non-OK status also surfaces as a stream error (the status event carries the details). If instead
+    // forwarding to the app failed, cancel so that grpc-js still ends the call with a status.
+    call.cancel();
   }
   return await status;
 }
