@@ -22,6 +22,8 @@ const log = logger("shm");
 const POLL_BUDGET = 256;
 /** Longest synchronous spin before yielding to the event loop, in ms. */
 const SPIN_SLICE_MS = 0.02;
+/** Longest run of microtask-chained polls before one trip through the event loop, in ms. */
+const MAX_BURST_MS = 0.5;
 const EMPTY = new Uint8Array(0);
 
 export interface ShmTransportOptions {
@@ -78,6 +80,8 @@ export class ShmTransport implements Transport {
   private sink: FrameSink | undefined;
   private isClosed = false;
   private scheduled = false;
+  /** performance.now() when the current chain of microtask polls began (0 = none). */
+  private burstStart = 0;
   private parked = false;
   /** performance.now() when the current wait began (0 = not waiting), and when its spin ends. */
   private waitStart = 0;
@@ -133,9 +137,10 @@ export class ShmTransport implements Transport {
     }
     // The app rings once so the sidecar sees the attach token and closes its memfd at once.
     if (this.segment.role === "app") this.ring();
-    // First poll on a later turn: whoever called start() (the channel) may still be wiring up its
-    // handlers, and frames the peer sent already must not reach it before that.
-    this.schedule();
+    // First poll on a later turn of the event loop: whoever called start() (the channel) may still be
+    // wiring up its handlers, and frames the peer sent already must not reach it before that.
+    this.scheduled = true;
+    setImmediate(this.tick);
   }
 
   send(kind: FrameKind, flags: number, callId: number, aux: number, body: Uint8Array = EMPTY): void {
@@ -174,6 +179,7 @@ export class ShmTransport implements Transport {
     this.stats.doorbellsReceived++;
     if (this.isClosed) return;
     this.parked = false;
+    this.burstStart = 0;
     this.run();
   }
 
@@ -265,14 +271,33 @@ export class ShmTransport implements Transport {
     return full;
   }
 
+  /**
+   * Polls again soon. A microtask first: it runs once the handlers of what we just delivered have
+   * had their turn, without a trip through the event loop (each of which costs an epoll_wait).
+   * After MAX_BURST_MS of chained polls we go through the event loop once, so sockets and timers
+   * of the rest of the process are served.
+   */
   private schedule(): void {
     if (this.scheduled || this.isClosed) return;
     this.scheduled = true;
-    setImmediate(this.tick);
+    const now = performance.now();
+    if (this.burstStart === 0) this.burstStart = now;
+    if (now - this.burstStart < MAX_BURST_MS) {
+      queueMicrotask(this.microTick);
+    } else {
+      this.burstStart = 0;
+      setImmediate(this.tick);
+    }
   }
+
+  private readonly microTick = (): void => {
+    this.scheduled = false;
+    this.run();
+  };
 
   private readonly tick = (): void => {
     this.scheduled = false;
+    this.burstStart = 0;
     this.run();
   };
 
@@ -349,6 +374,7 @@ export class ShmTransport implements Transport {
     }
     this.stats.parks++;
     this.parked = true;
+    this.burstStart = 0;
   }
 
   /** True while the reader sleeps waiting for a doorbell (for tests and stats). */
