@@ -13,7 +13,7 @@ import { buildC } from "./build-c.ts";
 import type { ClientJob, ClientResult, ClientSpec } from "./client-protocol.ts";
 import { cpusFor, pinPrefix } from "./placement.ts";
 import type { BenchRow, Placement } from "./rows.ts";
-import { startPerfCounter } from "./syscalls.ts";
+import { startPerfCounter, type SyscallCount } from "./syscalls.ts";
 
 const BENCH_DIR = join(import.meta.dir, "..");
 const RATES = [1_000, 10_000, 50_000];
@@ -75,6 +75,18 @@ function variants(opts: BenchOptions, notes: string[]): Variant[] {
         ],
         env: { MESH_SHM_SPIN: "100" },
       });
+      // The default setting, adaptive spin, with a free core each: what a user gets out of the box.
+      out.push({
+        transport: "shm",
+        label: "shm",
+        spin: "auto",
+        placement: "apart",
+        jobs: [
+          { kind: "closed-loop", iterations: c.closed * 2 },
+          { kind: "pipelined", iterations: c.pipelined, inFlight: 64 },
+        ],
+        env: { MESH_SHM_SPIN: "auto" },
+      });
     }
   }
   if (selected(opts, "rpal")) {
@@ -135,7 +147,7 @@ function describe(v: Variant, r: ClientResult): string {
   }
 }
 
-function toRow(v: Variant, placement: Placement, r: ClientResult, syscalls?: { count: number; method: string }): BenchRow {
+function toRow(v: Variant, placement: Placement, r: ClientResult, syscalls?: SyscallCount): BenchRow {
   const row: BenchRow = {
     name: describe(v, r),
     transport: v.label,
@@ -172,8 +184,12 @@ function toRow(v: Variant, placement: Placement, r: ClientResult, syscalls?: { c
     }
   }
   if (r.kind === "syscalls") {
-    row.syscalls_per_call = syscalls ? syscalls.count / r.iterations : r.io_syscalls_per_call;
-    row.syscalls_method = syscalls?.method ?? "proc-io (read+write only: a lower bound)";
+    row.syscalls_per_call = syscalls ? syscalls.total / r.iterations : r.io_syscalls_per_call;
+    row.syscalls_method = syscalls ? "perf raw_syscalls:sys_enter" : "proc-io (read+write only: a lower bound)";
+    if (syscalls) {
+      const top = Object.entries(syscalls.byName).sort((a, b) => b[1] - a[1]).slice(0, 4);
+      row.syscalls_top = Object.fromEntries(top.map(([name, n]) => [name, Math.round((n / r.iterations) * 1000) / 1000]));
+    }
   }
   if (r.cycles) {
     row.cycles_one_way = Math.round(r.cycles.mean);
@@ -233,9 +249,9 @@ async function runVariant(v: Variant, opts: BenchOptions, onRow: (r: BenchRow) =
         client.stdin.flush();
         continue;
       }
-      let sys: { count: number; method: string } | undefined;
+      let sys: SyscallCount | undefined;
       if (msg.kind === "syscalls" && perf && typeof perf !== "string") {
-        sys = { count: await perf.finish(), method: "perf raw_syscalls:sys_enter" };
+        sys = await perf.finish();
         perf = undefined;
       }
       const row = toRow(v, cpus.placement, msg, sys);

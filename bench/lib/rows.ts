@@ -38,6 +38,8 @@ export interface BenchRow {
   syscalls_per_call?: number;
   /** perf (raw_syscalls:sys_enter), strace -c -f, or proc-io (read/write syscalls only: a lower bound). */
   syscalls_method?: string;
+  /** perf only: the commonest syscalls per call, by name. */
+  syscalls_top?: Record<string, number>;
   ctx_switches_per_call?: number;
   /** The C reference this row is compared with, measured in the same run, and the ratios (this / reference). */
   ref?: string;

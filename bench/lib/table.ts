@@ -22,7 +22,10 @@ export function renderTable(rows: BenchRow[]): string {
       const net = r.cpu_ms_per_1000_calls_net !== undefined ? ` (${fmt(r.cpu_ms_per_1000_calls_net)} net of idle)` : "";
       extra.push(`@${fmt(r.target_calls_per_s, 0)}/s: ${fmt(r.cpu_ms_per_1000_calls)} ms CPU per 1k calls${net} = ${fmt(r.vcpu_at_rate, 3)} vCPU`);
     }
-    if (r.syscalls_per_call !== undefined) extra.push(`${fmt(r.syscalls_per_call, 3)} syscalls/call (${r.syscalls_method})`);
+    if (r.syscalls_per_call !== undefined) {
+      const top = r.syscalls_top ? ` [${Object.entries(r.syscalls_top).map(([n, v]) => `${n} ${v}`).join(", ")}]` : "";
+      extra.push(`${fmt(r.syscalls_per_call, 3)} syscalls/call${top} (${r.syscalls_method})`);
+    }
     if (r.ns_per_op !== undefined) extra.push(`${fmt(r.ns_per_op, 1)} ns/op`);
     if (r.in_flight !== undefined && r.in_flight > 1) extra.push(`${r.in_flight} in flight`);
     if (r.spin !== undefined) extra.push(`spin ${r.spin}`);
