@@ -187,8 +187,26 @@ describe("mesh up supervises pods (stand-in sidecar)", () => {
     expect((await status(env)).pods).toEqual([]);
   });
 
-  test("a supervisor killed with SIGKILL: the next mesh up stops the processes it left behind", async () => {
+  test.skipIf(!Bun.which("setpriv"))("a supervisor killed with SIGKILL: its children get SIGTERM from the kernel and exit", async () => {
     const { config, env, runtime } = setup();
+    const first = await upAndRunning(env, config);
+    const children = (await status(env)).pods.flatMap((p) => p.processes.map((q) => q.pid!));
+    orphanPids.push(...children);
+    expect(children.length).toBe(4);
+    first.proc.kill("SIGKILL");
+    await first.proc.exited;
+    await waitFor(() => children.every((pid) => !alive(pid)), { what: "the children to exit after their supervisor died" });
+    // The run directory is left (nobody removed it), and the next mesh up clears it.
+    expect(readdirSync(join(runtime, "runs")).length).toBe(1);
+    const second = await upAndRunning(env, config);
+    expect(readdirSync(join(runtime, "runs")).length).toBe(1);
+    second.proc.kill("SIGTERM");
+    expect(await second.proc.exited).toBe(0);
+  });
+
+  test("without the parent-death signal (MESH_PDEATHSIG=0): the next mesh up stops what a SIGKILLed one left", async () => {
+    const { config, env: baseEnv, runtime } = setup();
+    const env = { ...baseEnv, MESH_PDEATHSIG: "0" };
     const first = await upAndRunning(env, config);
     const orphans = (await status(env)).pods.flatMap((p) => p.processes.map((q) => q.pid!));
     orphanPids.push(...orphans);

@@ -39,6 +39,19 @@ export function backoffDelay(streak: number, p: BackoffPolicy = DEFAULT_BACKOFF)
 
 const TAIL_LINES = 12;
 
+let setpriv: string | null | undefined;
+
+/**
+ * The command line that makes `cmd` get SIGTERM when the supervisor dies, even by SIGKILL: util-linux
+ * `setpriv --pdeathsig` sets PR_SET_PDEATHSIG and execs it (same pid). Without setpriv, or with
+ * MESH_PDEATHSIG=0, the command runs as is and the next `mesh up` reaps what a dead supervisor left.
+ */
+export function withParentDeathSignal(cmd: string[], env: Record<string, string | undefined> = process.env): string[] {
+  if (env.MESH_PDEATHSIG === "0") return cmd;
+  setpriv ??= Bun.which("setpriv");
+  return setpriv ? [setpriv, "--pdeathsig", "SIGTERM", "--", ...cmd] : cmd;
+}
+
 export class ManagedProcess {
   // "starting" until the first spawn too, so the table never shows a process that was not launched yet as stopped.
   state: ProcState = "starting";
@@ -76,7 +89,7 @@ export class ManagedProcess {
   start(): void {
     if (this.stopping) return;
     const startedAt = Date.now();
-    const proc = Bun.spawn(this.spec.cmd, {
+    const proc = Bun.spawn(withParentDeathSignal(this.spec.cmd), {
       cwd: this.spec.cwd,
       env: this.spec.env,
       stdin: "ignore",
