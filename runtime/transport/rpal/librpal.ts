@@ -59,8 +59,8 @@ export interface RpalProcess {
   readonly id: number;
   /** Registers the calling (JS) thread as an RPAL sender, once. */
   ensureSender(): void;
-  /** Maps our end of a connected Unix socket to the peer's end (rpal_uds_fdmap). */
-  fdmap(peerId: number, fd: number): number;
+  /** Maps our end of a connected Unix socket to the peer's end (rpal_uds_fdmap): an opaque 64-bit handle. */
+  fdmap(peerId: number, fd: number): bigint;
 }
 
 let proc: RpalProcess | undefined;
@@ -108,14 +108,14 @@ export function rpalProcess(path: string): RpalProcess {
       if (lib.rpal_sender_init(ptr(e)) !== 0) throw new RpalError("rpal_sender_init", e[0] || undefined);
       sender = true;
     },
-    fdmap(peerId: number, fd: number): number {
+    fdmap(peerId: number, fd: number): bigint {
       const sidFd = (BigInt(peerId) << 32n) | BigInt(fd);
       if (lib.rpal_uds_fdmap(sidFd, ptr(out)) !== 0) {
         throw new RpalError("rpal_uds_fdmap", undefined, `peer service ${peerId}, socket fd ${fd}: is the peer's receiver registered?`);
       }
-      const v = out[0]!;
-      if (v > BigInt(Number.MAX_SAFE_INTEGER)) throw new RpalError("rpal_uds_fdmap", undefined, `rpalfd ${v} does not fit a JS number`);
-      return Number(v);
+      // Kept as the BigInt librpal gave us (it packs fd, receiver id and a stamp): passing the same
+      // object to every rpal_write_ptrs costs no allocation.
+      return out[0]!;
     },
   };
   return proc;

@@ -665,8 +665,14 @@ static void *setup_main(void *arg)
 	s->p_ctrl = peer.outbox_ctrl;
 	s->p_data = peer.outbox_data;
 	s->p_cap = peer.outbox_cap;
+	/* A reconnecting app may still have a live session here: librpal refuses a second request. */
 	pthread_mutex_lock(&g_lock);
-	int r = f_request_service(s->peer_key);
+	int r = 0, shared = 0;
+	for (int i = 0; i < MAX_SESSIONS; i++)
+		if (&g_s[i] != s && g_s[i].requested && g_s[i].peer_key == s->peer_key)
+			shared = 1;
+	if (!shared)
+		r = f_request_service(s->peer_key);
 	if (r == 0)
 		s->requested = 1;
 	pthread_mutex_unlock(&g_lock);

@@ -44,7 +44,7 @@ export interface RpalTransportInit {
   shim: Shim;
   session: number;
   peerId: number;
-  rpalfd: number;
+  rpalfd: bigint;
   inboxBytes: number;
   outboxBytes: number;
   maxBodyBytes: number;
