@@ -288,7 +288,7 @@ export class Supervisor {
         new PodRunner(pod, socketPath, transport, sidecarCmd, [command, ...pod.app.args], this.logDir,
           (p, e) => this.onProcEvent(p, e),
           opts.backoff,
-          opts.mirrorLogs ? (who, line) => this.display.event(`${who} | ${line}`) : undefined,
+          opts.mirrorLogs ? (who, line) => this.display.event(`${who} | ${readableLogLine(line)}`) : undefined,
         ),
       );
     }
