@@ -75,6 +75,7 @@ class Window {
   }
 
   wake(): void {
+    if (this.waiters.length === 0) return;
     const w = this.waiters;
     this.waiters = [];
     for (const f of w) f();
@@ -121,9 +122,11 @@ class ClientCallImpl implements ClientCall {
     this.setHeaders({});
     this.responses.end(status.code === Status.OK ? undefined : new RpcError(status.code, status.details, status.trailers));
     this.window.wake();
-    const w = this.beginWaiters;
-    this.beginWaiters = [];
-    for (const f of w) f();
+    if (this.beginWaiters.length > 0) {
+      const w = this.beginWaiters;
+      this.beginWaiters = [];
+      for (const f of w) f();
+    }
     this.resolveStatus(status);
   }
 
@@ -152,7 +155,8 @@ class ClientCallImpl implements ClientCall {
 class ServerCallImpl implements ServerCall {
   readonly requests: MessageQueue;
   readonly window: Window;
-  readonly controller = new AbortController();
+  /** Created on first use: most unary handlers never look at their signal. */
+  private abortController: AbortController | undefined;
   ended = false;
   responsesSent = 0;
   timer: ReturnType<typeof setTimeout> | undefined;
@@ -170,7 +174,13 @@ class ServerCallImpl implements ServerCall {
   }
 
   get signal(): AbortSignal {
-    return this.controller.signal;
+    this.abortController ??= new AbortController();
+    return this.abortController.signal;
+  }
+
+  abort(reason: RpcError): void {
+    this.abortController ??= new AbortController();
+    this.abortController.abort(reason);
   }
 
   sendHeaders(metadata: Metadata): void {
@@ -316,8 +326,10 @@ export class RpcChannel {
     call.begun = true;
     this.transport.send(FrameKind.CALL, 0, call.callId, 0, head);
     const w = call.beginWaiters;
-    call.beginWaiters = [];
-    for (const f of w) f();
+    if (w.length > 0) {
+      call.beginWaiters = [];
+      for (const f of w) f();
+    }
   }
 
   /** @internal */
@@ -451,7 +463,7 @@ export class RpcChannel {
       call.timer = setTimeout(() => {
         if (call.ended) return;
         const details = `deadline exceeded (${(head.timeoutUs / 1000).toFixed(1)} ms) while serving ${head.method}`;
-        call.controller.abort(new RpcError(Status.DEADLINE_EXCEEDED, details));
+        call.abort(new RpcError(Status.DEADLINE_EXCEEDED, details));
         this.serverEnd(call, Status.DEADLINE_EXCEEDED, details);
       }, head.timeoutUs / 1000);
     }
@@ -509,7 +521,7 @@ export class RpcChannel {
         const call = mine ? undefined : this.serverCalls.get(callId);
         if (!call) return;
         const code = aux === Status.DEADLINE_EXCEEDED ? aux : Status.CANCELLED;
-        call.controller.abort(new RpcError(code, code === Status.CANCELLED ? "cancelled by the client" : "the client's deadline passed"));
+        call.abort(new RpcError(code, code === Status.CANCELLED ? "cancelled by the client" : "the client's deadline passed"));
         return this.retireServer(call);
       }
       case FrameKind.WINDOW: {
@@ -541,12 +553,12 @@ export class RpcChannel {
     if (!call) return; // the call ended on our side already (cancel/deadline race): drop
     if (!(flags & FrameFlag.NO_MESSAGE)) {
       if (!this.accept(call.window, body.byteLength, call.method)) {
-        call.controller.abort(new RpcError(Status.RESOURCE_EXHAUSTED, "client ignored flow control"));
+        call.abort(new RpcError(Status.RESOURCE_EXHAUSTED, "client ignored flow control"));
         return this.serverEnd(call, Status.RESOURCE_EXHAUSTED, "client sent more than its flow-control window allows");
       }
       if (body.byteLength > this.localSettings.maxMessageBytes) {
         const details = `request message of ${body.byteLength} bytes exceeds this server's max message size of ${this.localSettings.maxMessageBytes} bytes`;
-        call.controller.abort(new RpcError(Status.RESOURCE_EXHAUSTED, details));
+        call.abort(new RpcError(Status.RESOURCE_EXHAUSTED, details));
         return this.serverEnd(call, Status.RESOURCE_EXHAUSTED, details);
       }
       call.requests.push(body.slice());
@@ -643,7 +655,7 @@ export class RpcChannel {
       ]);
       clearTimeout(timer);
       for (const call of [...this.serverCalls.values()]) {
-        call.controller.abort(new RpcError(Status.UNAVAILABLE, "server drain grace period over"));
+        call.abort(new RpcError(Status.UNAVAILABLE, "server drain grace period over"));
         this.serverEnd(call, Status.UNAVAILABLE, `server shut down before the call finished (drain grace ${graceMs} ms)`);
       }
     }
@@ -685,7 +697,7 @@ export class RpcChannel {
     if (error && !/closed locally/.test(error.message)) this.log.info({ peer: this.peerName, reason: error.message }, why);
     for (const call of [...this.clientCalls.values()]) this.finishClient(call, this.status(Status.UNAVAILABLE, why));
     for (const call of [...this.serverCalls.values()]) {
-      call.controller.abort(new RpcError(Status.UNAVAILABLE, why));
+      call.abort(new RpcError(Status.UNAVAILABLE, why));
       this.retireServer(call);
     }
     this.onWritable();

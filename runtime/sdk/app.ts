@@ -150,8 +150,9 @@ export class MeshConnection {
         this.scheduleReconnect();
       });
     }, delay);
-    // A process whose only remaining work is reconnecting must still be able to exit.
-    (timer as { unref?: () => void }).unref?.();
+    // An app that serves services lives to serve them: its reconnect timer keeps it alive. A pure
+    // client whose only remaining work is reconnecting must still be able to exit.
+    if (this.handlers.size === 0) (timer as { unref?: () => void }).unref?.();
   }
 
   /** A channel for a new call: the current one, or the next session (bounded wait). */

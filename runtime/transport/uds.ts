@@ -80,7 +80,7 @@ export class UdsTransport implements Transport {
     this.stats.bytesSent += need;
     if (!this.flushScheduled && !this.waitingForDrain) {
       this.flushScheduled = true;
-      queueMicrotask(this.flush);
+      setImmediate(this.flush);
     }
   }
 
