@@ -223,6 +223,14 @@ export function rpalUnavailableReason(): string | undefined {
   return memo.reason;
 }
 
+/**
+ * Forgets the cached detection. For tests that switch MESH_LIBRPAL/MESH_RPAL_ALLOW_TEST_DOUBLE in
+ * their own process: set the variables, reset, run, restore them, reset again.
+ */
+export function resetRpalDetection(): void {
+  memo = undefined;
+}
+
 /** The cached detection for this process (what negotiate and `auto` use). */
 export function processRpalDetection(): RpalDetection {
   memo ??= detectRpal();
