@@ -1,0 +1,70 @@
+import { describe, expect, test } from "bun:test";
+import { AUTO_MAX_US, parseSpinSetting, SpinPolicy, spinFromWire, spinToWire } from "./spin.ts";
+
+describe("spin setting", () => {
+  test("parses off, auto and microseconds; rejects anything else naming the source", () => {
+    expect(parseSpinSetting(undefined)).toBe("auto");
+    expect(parseSpinSetting("")).toBe("auto");
+    expect(parseSpinSetting("off")).toBe("off");
+    expect(parseSpinSetting("auto")).toBe("auto");
+    expect(parseSpinSetting("0")).toBe("off");
+    expect(parseSpinSetting("25")).toBe(25);
+    expect(parseSpinSetting(40)).toBe(40);
+    for (const bad of ["on", "-1", "1.5", "10us", "99999999"]) {
+      expect(() => parseSpinSetting(bad, "mesh.yaml shm.spin")).toThrow(/^mesh\.yaml shm\.spin=.* is not a spin setting: use "off", "auto" or/);
+    }
+  });
+
+  test("round-trips through the ShmSetup wire encoding", () => {
+    for (const s of ["off", "auto", 1, 250] as const) expect(spinFromWire(spinToWire(s))).toBe(s);
+  });
+});
+
+describe("spin policy", () => {
+  test("off never spins; a fixed bound always spins that long, whatever happens", () => {
+    const off = new SpinPolicy("off");
+    expect(off.budgetUs(false)).toBe(0);
+    const fixed = new SpinPolicy(30);
+    fixed.miss();
+    fixed.miss();
+    expect(fixed.budgetUs(false)).toBe(30);
+    expect(fixed.budgetUs(true)).toBe(30);
+  });
+
+  test("auto: misses (spins that ended parked) halve the budget down to parking at once", () => {
+    const p = new SpinPolicy("auto");
+    const start = p.budgetUs(false);
+    expect(start).toBeGreaterThan(0);
+    p.miss();
+    expect(p.budgetUs(false)).toBe(start / 2);
+    for (let i = 0; i < 20; i++) p.miss();
+    expect(p.currentUs).toBe(0);
+  });
+
+  test("auto: at zero it probes now and then, so a change of placement is noticed", () => {
+    const p = new SpinPolicy("auto");
+    for (let i = 0; i < 20; i++) p.miss();
+    const budgets = Array.from({ length: 200 }, () => p.budgetUs(false));
+    const probes = budgets.filter((b) => b > 0).length;
+    expect(probes).toBeGreaterThanOrEqual(2);
+    expect(probes).toBeLessThanOrEqual(5);
+    // A probe that pays off brings spinning back.
+    p.hit(3);
+    expect(p.budgetUs(false)).toBeGreaterThanOrEqual(7);
+  });
+
+  test("auto: hits raise the budget to cover twice the wait, capped", () => {
+    const p = new SpinPolicy("auto");
+    p.hit(15);
+    expect(p.currentUs).toBe(31);
+    p.hit(1000);
+    expect(p.currentUs).toBe(AUTO_MAX_US);
+  });
+
+  test("auto: no spinning while the peer runs on our CPU (it could not answer while we spin)", () => {
+    const p = new SpinPolicy("auto");
+    p.hit(10);
+    expect(p.budgetUs(true)).toBe(0);
+    expect(p.budgetUs(false)).toBeGreaterThan(0);
+  });
+});

@@ -1,0 +1,85 @@
+// Choosing shm in session negotiation, against a real sidecar process (test/fixtures/rpc-peer.ts):
+// auto picks shm when both sides can, falls back to uds with a logged reason when one side cannot, and
+// a forced shm that cannot be set up fails with an error naming the cause (no silent fallback).
+import { afterEach, describe, expect, test } from "bun:test";
+import { join } from "node:path";
+import { connect } from "../runtime/sdk/app.ts";
+import { TransportUnavailableError } from "../runtime/transport/types.ts";
+import { TestResources, leakedShmSegments } from "./helpers.ts";
+
+const PEER = join(import.meta.dir, "fixtures/rpc-peer.ts");
+const enc = new TextEncoder();
+const dec = new TextDecoder();
+const res = new TestResources();
+
+afterEach(async () => {
+  await res.cleanup();
+  expect(leakedShmSegments()).toEqual([]);
+});
+
+async function sidecar(env: Record<string, string> = {}): Promise<string> {
+  const socket = join(res.scratchDir(), "sidecar.sock");
+  const peer = res.spawnBun([PEER, socket], { env: { MESH_TRANSPORT: "auto", ...env } });
+  await peer.waitForLine(/^ready$/);
+  return socket;
+}
+
+/** Runs `fn` with environment overrides, restoring them even if it throws. */
+async function withEnv<T>(env: Record<string, string>, fn: () => Promise<T>): Promise<T> {
+  const saved = Object.fromEntries(Object.keys(env).map((k) => [k, process.env[k]]));
+  Object.assign(process.env, env);
+  try {
+    return await fn();
+  } finally {
+    for (const [k, v] of Object.entries(saved)) {
+      if (v === undefined) delete process.env[k];
+      else process.env[k] = v;
+    }
+  }
+}
+
+describe("shm negotiation", () => {
+  test("auto picks shm when both sides can, and calls work over it", async () => {
+    const socket = await sidecar();
+    const app = await connect({ socketPath: socket, transport: "auto", reconnect: false });
+    try {
+      expect(app.transport).toBe("shm");
+      expect(dec.decode((await app.unary("/test.Echo/Unary", enc.encode("over shm"))).response)).toBe("over shm");
+    } finally {
+      await app.close(100);
+    }
+  });
+
+  test("app side cannot: auto logs why and uses uds; forced shm fails naming the setting", async () => {
+    const socket = await sidecar();
+    // A separate app process, so its one-time "skipping shm" log line can be read.
+    const script = `
+      import { connect } from ${JSON.stringify(join(import.meta.dir, "../runtime/sdk/app.ts"))};
+      const app = await connect({ socketPath: ${JSON.stringify(socket)}, transport: "auto", reconnect: false });
+      console.log("chosen " + app.transport);
+      await app.close(100);
+      process.exit(0);`;
+    const auto = res.spawnBun(["-e", script], { env: { MESH_SHM_RING_BYTES: "3k" } });
+    await auto.waitForLine(/^chosen uds$/);
+    expect(auto.output()).toMatch(/auto: skipping shm: MESH_SHM_RING_BYTES=\\"3k\\" is not a ring size/);
+
+    await withEnv({ MESH_SHM_RING_BYTES: "3k" }, async () => {
+      const forced = connect({ socketPath: socket, transport: "shm", reconnect: false });
+      await expect(forced).rejects.toBeInstanceOf(TransportUnavailableError);
+      await expect(forced).rejects.toThrow(/transport shm cannot be used here: MESH_SHM_RING_BYTES="3k" is not a ring size: use a power of two/);
+    });
+  });
+
+  test("sidecar side cannot: auto gets uds; forced shm is refused with the sidecar's reason", async () => {
+    const socket = await sidecar({ MESH_SHM_SPIN: "fast" });
+    const app = await connect({ socketPath: socket, transport: "auto", reconnect: false });
+    try {
+      expect(app.transport).toBe("uds");
+      expect(dec.decode((await app.unary("/test.Echo/Unary", enc.encode("x"))).response)).toBe("x");
+    } finally {
+      await app.close(100);
+    }
+    const forced = connect({ socketPath: socket, transport: "shm", reconnect: false });
+    await expect(forced).rejects.toThrow(/the sidecar refused it: .*shm: MESH_SHM_SPIN="fast" is not a spin setting/);
+  });
+});
