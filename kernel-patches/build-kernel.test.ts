@@ -61,7 +61,7 @@ describe("build-kernel.sh", () => {
     );
     expect(p.stdout.toString() + p.stderr.toString()).toBe("");
     expect(p.exitCode).toBe(0);
-  });
+  }, 60_000);
 
   describe.skipIf(!haveGcc)("offline, against a stand-in tree and series", () => {
     // Generating 35 commits and format-patch takes seconds; do it once for the three tests.
