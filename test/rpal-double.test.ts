@@ -37,7 +37,7 @@ interface Pair {
   closed: Promise<Error | undefined>;
 }
 
-async function startPair(): Promise<Pair> {
+async function startPair(opts: { inboxBytes?: number } = {}): Promise<Pair> {
   const peer = res.spawnBun([join(import.meta.dir, "rpal-double-peer.fixture.ts"), "listen", lib], {
     stdin: "pipe",
     env: { MESH_CACHE_DIR: cacheDir, [ALLOW_TEST_DOUBLE_ENV]: "1" },
@@ -47,7 +47,7 @@ async function startPair(): Promise<Pair> {
   const stdin = peer.proc.stdin as unknown as { write(s: string): void; flush(): void };
   stdin.write(`${JSON.stringify({ key: proc.key.toString(), id: proc.id })}\n`);
   stdin.flush();
-  const t = await openRpalSession({ librpalPath: lib, role: "connect", peerKey: BigInt(info.key), peerId: info.id }).ready;
+  const t = await openRpalSession({ librpalPath: lib, role: "connect", peerKey: BigInt(info.key), peerId: info.id, ...opts }).ready;
   await peer.waitForLine(/^READY$/);
   const frames: Frame[] = [];
   const closed = new Promise<Error | undefined>((resolve) => {
@@ -100,6 +100,17 @@ describe("rpal transport against the librpal TEST DOUBLE (user-space emulation, 
     // The 3 MB frame cannot fit the 1 MiB outbox: it streamed through as the peer released space.
     expect(t.stats.creditWaits).toBeGreaterThan(0);
     expect(t.stats.rpalCalls).toBeGreaterThan(1);
+  }, 30_000);
+
+  test("double: an 8 KiB inbox makes our receiver thread stall and resume many times; a 1 MB body still arrives intact", async () => {
+    const { t, frames } = await startPair({ inboxBytes: 8192 });
+    const big = bytes(1_000_000, 9);
+    t.send(FrameKind.MESSAGE, 0, 1, 0, big);
+    t.send(FrameKind.MESSAGE, 0, 2, 0, bytes(10, 1));
+    await waitFor(() => frames.length === 2, { what: "both echoed frames", timeoutMs: 20_000 });
+    expect(Buffer.compare(Buffer.from(frames[0]!.body), Buffer.from(big))).toBe(0);
+    expect(frames[1]!.callId).toBe(2);
+    expect(t.stats.receiverStalls).toBeGreaterThan(10); // 1 MB through 2 KiB records, 4 per ring
   }, 30_000);
 
   test("double: 5,000 frames sent across many turns arrive complete and in order", async () => {

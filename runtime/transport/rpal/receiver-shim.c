@@ -104,7 +104,7 @@ struct session {
 	int hdr_have, first_written;
 	uint32_t body_len, body_done;
 	int stalled, kicked, closing_req, requested;
-	uint64_t frames_in;
+	uint64_t frames_in, stalls;
 };
 
 static pthread_mutex_t g_lock = PTHREAD_MUTEX_INITIALIZER;
@@ -321,6 +321,7 @@ static void process(struct session *s)
 			s->cur_off += (uint64_t)used;
 			if (s->cur_off < len) {
 				s->stalled = 1;
+				s->stalls++;
 				goto out;
 			}
 			s->cur_pair++;
@@ -828,6 +829,8 @@ PUBLIC int rms_session_take_js_fd(int i)
 }
 
 PUBLIC double rms_session_frames_in(int i) { return get(i) ? (double)get(i)->frames_in : 0; }
+/* Times the receiver found the inbox full and waited for JS to drain it. */
+PUBLIC double rms_session_stalls(int i) { return get(i) ? (double)get(i)->stalls : 0; }
 
 /* JS consumed inbox records while we waited for space: resume. */
 PUBLIC void rms_session_kick(int i)

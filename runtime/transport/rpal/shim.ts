@@ -19,6 +19,7 @@ const SHIM_SYMBOLS = {
   rms_session_data_fd: { args: [FFIType.i32], returns: FFIType.i32 },
   rms_session_take_js_fd: { args: [FFIType.i32], returns: FFIType.i32 },
   rms_session_frames_in: { args: [FFIType.i32], returns: FFIType.f64 },
+  rms_session_stalls: { args: [FFIType.i32], returns: FFIType.f64 },
   rms_session_kick: { args: [FFIType.i32], returns: FFIType.void },
   rms_session_close: { args: [FFIType.i32], returns: FFIType.void },
   rms_session_free: { args: [FFIType.i32], returns: FFIType.i32 },

@@ -37,6 +37,8 @@ export interface RpalStats extends TransportStats {
   wakeups: number;
   /** Times the sender ran out of in-flight words or outbox space and asked for credit. */
   creditWaits: number;
+  /** Times our receiver thread found the inbox full and waited for JS (updated on each wake-up). */
+  receiverStalls: number;
 }
 
 export interface RpalTransportInit {
@@ -63,6 +65,7 @@ export class RpalTransport implements Transport {
     rpalCalls: 0,
     wakeups: 0,
     creditWaits: 0,
+    receiverStalls: 0,
   };
   closeError: Error | undefined;
 
@@ -180,6 +183,7 @@ export class RpalTransport implements Transport {
   onWake(): void {
     if (this.isClosed || !this.sink) return;
     this.stats.wakeups++;
+    this.stats.receiverStalls = this.init.shim.sym.rms_session_stalls(this.init.session);
     const st = this.init.shim.sym.rms_session_state(this.init.session);
     if (st === SessionState.FAILED || st === SessionState.CLOSED) {
       this.drainInbox(); // deliver what the peer sent before it went

@@ -162,6 +162,15 @@ PUBLIC int rpal_init(int nr_rpalthread, int flags, rpal_error_code_t *error)
 		pthread_mutex_unlock(&g_lock);
 		return g_slot_fd;
 	}
+	/* Slots of processes that died without rpal_exit (SIGKILL) are reclaimed, so they never pile up. */
+	for (int id = 0; id < MAX_SERVICES - 1; id++) {
+		char slot[128], wake[128];
+		names(id, slot, wake);
+		if (access(slot, F_OK) == 0 && stale(slot)) {
+			unlink(slot);
+			unlink(wake);
+		}
+	}
 	for (int id = 0; id < MAX_SERVICES - 1 && g_slot_fd < 0; id++) {
 		char slot[128], wake[128];
 		names(id, slot, wake);
