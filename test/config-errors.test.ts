@@ -1,10 +1,13 @@
 // User mistakes reach `mesh up` as one short line and exit code 2 — no stack trace, nothing started.
-import { afterEach, describe, expect, test } from "bun:test";
+import { afterEach, describe, expect, test, setDefaultTimeout } from "bun:test";
 import { existsSync, readdirSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import type { Subprocess } from "bun";
 import { stopSupervisors } from "../mesh/supervisor/testdata/stop-supervisors.ts";
 import { REPO_ROOT, TestResources } from "./helpers.ts";
+
+// Real processes on a shared 2-vCPU machine: give each test room (the waits inside have their own deadlines).
+setDefaultTimeout(60_000);
 
 const MESH = join(REPO_ROOT, "mesh/cli/main.ts");
 const FAKE_SIDECAR = join(REPO_ROOT, "mesh/supervisor/testdata/fake-sidecar.ts");

@@ -5,13 +5,16 @@
 //
 // The tests in this file run in order against one `mesh up` (starting it once keeps the suite fast);
 // the example's ports are fixed (50051, 8080, 9901, 9902), so nothing else may use them meanwhile.
-import { afterAll, beforeAll, describe, expect, test } from "bun:test";
+import { afterAll, beforeAll, describe, expect, test, setDefaultTimeout } from "bun:test";
 import { existsSync, readdirSync, readlinkSync } from "node:fs";
 import { join } from "node:path";
 import * as grpc from "@grpc/grpc-js";
 import * as protoLoader from "@grpc/proto-loader";
 import { stopSupervisors } from "../mesh/supervisor/testdata/stop-supervisors.ts";
 import { leakedShmSegments, REPO_ROOT, TestResources, waitFor, type Spawned } from "./helpers.ts";
+
+// Real processes on a shared 2-vCPU machine: give each test room (the waits inside have their own deadlines).
+setDefaultTimeout(60_000);
 
 const MESH = join(REPO_ROOT, "mesh/cli/main.ts");
 const PROTO = join(REPO_ROOT, "examples/hello/hello.proto");

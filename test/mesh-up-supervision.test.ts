@@ -1,11 +1,14 @@
 // `mesh up` as a supervisor, with a stand-in sidecar (mesh/supervisor/testdata/fake-sidecar.ts) that
 // keeps the process contract: these tests are about starting, restarting, status and draining, and
 // use only ports the OS picks, so they never collide with examples/hello.
-import { afterEach, describe, expect, test } from "bun:test";
+import { afterEach, describe, expect, test, setDefaultTimeout } from "bun:test";
 import { existsSync, readdirSync, readFileSync, statSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { stopSupervisors } from "../mesh/supervisor/testdata/stop-supervisors.ts";
 import { REPO_ROOT, TestResources, waitFor, type Spawned } from "./helpers.ts";
+
+// Real processes on a shared 2-vCPU machine: give each test room (the waits inside have their own deadlines).
+setDefaultTimeout(60_000);
 
 const FAKE_SIDECAR = join(REPO_ROOT, "mesh/supervisor/testdata/fake-sidecar.ts");
 const FAKE_APP = join(REPO_ROOT, "mesh/supervisor/testdata/fake-app.ts");
