@@ -4,7 +4,8 @@
 //
 // Settings (environment, each process its own):
 //   MESH_SHM_SPIN        off | auto | <µs>   spin before parking (default auto; see spin.ts)
-//   MESH_SHM_RING_BYTES  ring size per direction, a power of two, 4k..16m (default 1m)
+//   MESH_SHM_RING_BYTES  ring size per direction, a power of two, 4k..1g (default 1m)
+// (mesh.yaml's sidecar.shm.spin / ring_bytes accept the same ranges.)
 import { existsSync } from "node:fs";
 import { maxFrameBody } from "../../rpc/frame.ts";
 import { DEFAULT_SETTINGS } from "../../rpc/types.ts";
@@ -13,23 +14,24 @@ import { libcUnavailableReason } from "../../native/libc.ts";
 import type { SidecarSetup, TransportProvider } from "../provider.ts";
 import type { Transport } from "../types.ts";
 import type { UdsTransport } from "../uds.ts";
-import { MIN_RING_BYTES, validRingBytes } from "./ring.ts";
+import { MAX_RING_BYTES, MIN_RING_BYTES, validRingBytes } from "./ring.ts";
 import { ShmSegment } from "./segment.ts";
 import { parseSpinSetting, spinFromWire, spinToWire, type SpinSetting } from "./spin.ts";
 import { ShmTransport } from "./transport.ts";
 
 export const DEFAULT_RING_BYTES = 1 << 20;
-/** The most a sidecar grants per direction, whatever an app asks for. */
+/** The most a sidecar grants per direction unless its own setting is larger, whatever an app asks for. */
 export const MAX_GRANTED_RING_BYTES = 16 << 20;
 
 /** Parses a ring size ("65536", "64k", "1m"); throws naming the source and the accepted range. */
 export function parseRingBytes(value: string | undefined, source = "MESH_SHM_RING_BYTES"): number {
   if (value === undefined || value === "") return DEFAULT_RING_BYTES;
-  const m = /^(\d+)([kKmM]?)$/.exec(value.trim());
-  const n = m ? Number(m[1]) * (m[2] ? (m[2].toLowerCase() === "k" ? 1024 : 1 << 20) : 1) : NaN;
-  if (!validRingBytes(n) || n > MAX_GRANTED_RING_BYTES) {
+  const m = /^(\d+)([kKmMgG]?)$/.exec(value.trim());
+  const unit = { "": 1, k: 1024, m: 1 << 20, g: 1 << 30 }[(m?.[2] ?? "").toLowerCase()] ?? NaN;
+  const n = m ? Number(m[1]) * unit : NaN;
+  if (!validRingBytes(n)) {
     throw new Error(
-      `${source}=${JSON.stringify(value)} is not a ring size: use a power of two from ${MIN_RING_BYTES} to ${MAX_GRANTED_RING_BYTES} bytes (e.g. 256k, 1m)`,
+      `${source}=${JSON.stringify(value)} is not a ring size: use a power of two from ${MIN_RING_BYTES} to ${MAX_RING_BYTES} bytes (e.g. 256k, 1m)`,
     );
   }
   return n;
@@ -66,8 +68,10 @@ export const shmProvider: TransportProvider = {
   },
 
   async sidecarSetup(control: UdsTransport, appHello: HelloMsg): Promise<SidecarSetup> {
+    const own = parseRingBytes(process.env.MESH_SHM_RING_BYTES);
     const asked = appHello.shmOffer?.ringBytes ?? 0;
-    const ringBytes = validRingBytes(asked) && asked <= MAX_GRANTED_RING_BYTES ? asked : parseRingBytes(process.env.MESH_SHM_RING_BYTES);
+    // An app may ask for a different size, but not make the sidecar commit more than it would itself.
+    const ringBytes = validRingBytes(asked) && asked <= Math.max(own, MAX_GRANTED_RING_BYTES) ? asked : own;
     const spin = envSpin() ?? "auto";
     const segment = ShmSegment.create(ringBytes);
     const { path, segmentBytes, nonce } = segment.info;

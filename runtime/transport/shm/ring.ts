@@ -31,7 +31,7 @@ const WAITING = (3 * CACHE_LINE) / 4;
 export const RecordType = { WHOLE: 1, FIRST: 2, MIDDLE: 3, LAST: 4 } as const;
 
 export const MIN_RING_BYTES = 4096;
-export const MAX_RING_BYTES = 1 << 28;
+export const MAX_RING_BYTES = 1 << 30;
 
 /** The segment holds bytes that contradict the protocol: a broken or hostile peer. */
 export class CorruptSegmentError extends Error {

@@ -15,7 +15,7 @@ export const AUTO_MAX_US = 50;
 const AUTO_START_US = 10;
 const PROBE_US = 20;
 const PROBE_EVERY = 64;
-export const MAX_FIXED_SPIN_US = 10_000;
+export const MAX_FIXED_SPIN_US = 1_000_000;
 
 /** Parses MESH_SHM_SPIN / a config value. Throws naming the source and the accepted forms. */
 export function parseSpinSetting(value: string | number | undefined, source = "MESH_SHM_SPIN"): SpinSetting {

@@ -1,0 +1,21 @@
+import { describe, expect, test } from "bun:test";
+import { DEFAULT_RING_BYTES, parseRingBytes, shmProvider } from "./provider.ts";
+
+describe("shm provider settings", () => {
+  test("ring size: bytes or k/m/g, a power of two from 4 KiB to 1 GiB; errors name the source and the fix", () => {
+    expect(parseRingBytes(undefined)).toBe(DEFAULT_RING_BYTES);
+    expect(parseRingBytes("4096")).toBe(4096);
+    expect(parseRingBytes("256k")).toBe(256 * 1024);
+    expect(parseRingBytes("4M")).toBe(4 << 20);
+    expect(parseRingBytes("1g")).toBe(1 << 30);
+    for (const bad of ["3k", "2048", "2g", "1.5m", "lots", "-4096"]) {
+      expect(() => parseRingBytes(bad, "mesh.yaml sidecar.shm.ring_bytes")).toThrow(
+        /^mesh\.yaml sidecar\.shm\.ring_bytes=".*" is not a ring size: use a power of two from 4096 to 1073741824 bytes/,
+      );
+    }
+  });
+
+  test("works on this machine (Linux, glibc, /proc), and says so without side effects", () => {
+    expect(shmProvider.unavailableReason()).toBeUndefined();
+  });
+});
