@@ -68,7 +68,3 @@ export function passThroughServices(methods: Map<string, MethodInfo>): Map<strin
   }
   return services;
 }
-
-export function passThroughSerializer(b: Buffer): Buffer {
-  return b;
-}

@@ -3,7 +3,6 @@
 // can run it in-process too.
 import * as grpc from "@grpc/grpc-js";
 import type { Server } from "bun";
-import { dirname } from "node:path";
 import type { PodConfig } from "../config/index.ts";
 import { logger } from "../../runtime/log.ts";
 import type { RpcChannel } from "../../runtime/rpc/channel.ts";
@@ -195,8 +194,4 @@ export class Sidecar {
     for (const c of this.clusters.values()) c.close();
     void this.admin?.stop(true);
   }
-}
-
-export function configDir(configPath: string): string {
-  return dirname(configPath);
 }
