@@ -54,6 +54,10 @@ async function main(): Promise<number> {
     const pod = findPod(config, args.pod, configPath);
     const override = args.transport ?? process.env.MESH_TRANSPORT;
     const transport: TransportChoice | undefined = override ? parseTransportChoice(override, args.transport ? "--transport" : "MESH_TRANSPORT") : undefined;
+    // The shm provider takes its settings from the environment; mesh.yaml's sidecar.shm fills in what
+    // the environment does not set (an explicit MESH_SHM_* wins, like MESH_TRANSPORT).
+    process.env.MESH_SHM_RING_BYTES ??= String(pod.sidecar.shm.ring_bytes);
+    process.env.MESH_SHM_SPIN ??= String(pod.sidecar.shm.spin);
     sidecar = new Sidecar({ pod, baseDir: dirname(configPath), appSocket: resolve(args.appSocket), transport });
   } catch (e) {
     process.stderr.write(`sidecar: ${(e as Error).message}\n`);
