@@ -38,6 +38,23 @@ async function withEnv<T>(env: Record<string, string>, fn: () => Promise<T>): Pr
   }
 }
 
+/** A Bun script that connects as an app and prints the transport chosen (or the error). */
+function appScript(socket: string, transport: string): string {
+  return `
+    import { connect } from ${JSON.stringify(join(import.meta.dir, "../runtime/sdk/app.ts"))};
+    try {
+      const app = await connect({ socketPath: ${JSON.stringify(socket)}, transport: ${JSON.stringify(transport)}, reconnect: false });
+      console.log("chosen " + app.transport);
+      await app.close(100);
+    } catch (e) {
+      console.log("failed: " + e.message);
+    }
+    process.exit(0);`;
+}
+
+// A new PID namespace needs root (or user namespaces); where it cannot be made the test says so by name.
+const canUnshare = process.getuid?.() === 0 && Bun.which("unshare") !== null;
+
 describe("shm negotiation", () => {
   test("auto picks shm when both sides can, and calls work over it", async () => {
     const socket = await sidecar();
@@ -53,13 +70,7 @@ describe("shm negotiation", () => {
   test("app side cannot: auto logs why and uses uds; forced shm fails naming the setting", async () => {
     const socket = await sidecar();
     // A separate app process, so its one-time "skipping shm" log line can be read.
-    const script = `
-      import { connect } from ${JSON.stringify(join(import.meta.dir, "../runtime/sdk/app.ts"))};
-      const app = await connect({ socketPath: ${JSON.stringify(socket)}, transport: "auto", reconnect: false });
-      console.log("chosen " + app.transport);
-      await app.close(100);
-      process.exit(0);`;
-    const auto = res.spawnBun(["-e", script], { env: { MESH_SHM_RING_BYTES: "3k" } });
+    const auto = res.spawnBun(["-e", appScript(socket, "auto")], { env: { MESH_SHM_RING_BYTES: "3k" } });
     await auto.waitForLine(/^chosen uds$/);
     expect(auto.output()).toMatch(/auto: skipping shm: MESH_SHM_RING_BYTES=\\"3k\\" is not a ring size/);
 
@@ -81,5 +92,16 @@ describe("shm negotiation", () => {
     }
     const forced = connect({ socketPath: socket, transport: "shm", reconnect: false });
     await expect(forced).rejects.toThrow(/the sidecar refused it: .*shm: MESH_SHM_SPIN="fast" is not a spin setting/);
+  });
+
+  test.skipIf(!canUnshare)("app in another PID namespace (cannot reach /proc/<sidecar>/fd): auto falls back to uds with the reason; forced shm fails", async () => {
+    const socket = await sidecar();
+    const inNewPidNs = (transport: string) =>
+      res.spawn(["unshare", "--pid", "--fork", "--mount-proc", "--kill-child", process.execPath, "-e", appScript(socket, transport)]);
+    const auto = inNewPidNs("auto");
+    await auto.waitForLine(/^chosen uds$/);
+    expect(auto.output()).toMatch(/auto: skipping shm: could not attach: cannot map the sidecar's shm segment: open\(\\"\/proc\/\d+\/fd\/\d+\\"\) failed: No such file or directory/);
+    const forced = inNewPidNs("shm");
+    await forced.waitForLine(/^failed: transport shm cannot be used here: cannot map the sidecar's shm segment: .*same PID namespace/);
   });
 });

@@ -208,7 +208,8 @@ export class ShmTransport implements Transport {
     if (this.isClosed) return;
     const err = e instanceof Error ? e : new Error(String(e));
     if (err instanceof CorruptSegmentError) {
-      log.error({ role: this.segment.role, peerPid: this.segment.role === "sidecar" ? this.segment.appPid : undefined }, `${err.message}: closing the session`);
+      // No peer pid from the segment here: it is as untrusted as the bytes that were just rejected.
+      log.error({ role: this.segment.role }, `${err.message}: closing the session`);
     } else {
       log.error({ err: err.message, stack: err.stack }, `shm transport failed: ${err.message}: closing the session`);
     }
