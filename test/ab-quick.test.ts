@@ -82,6 +82,12 @@ function checkSane(report: AbReport, expectTransports: string[]): void {
       expect(p.cpu_seconds, where).toBeGreaterThanOrEqual(0);
     }
   }
+  // idle CPU: one figure per transport, covering the same four processes
+  expect(report.summary.idle.map((i) => i.transport)).toEqual(expectTransports);
+  for (const i of report.summary.idle) {
+    expect(i.vcpu).toBeGreaterThanOrEqual(0);
+    expect(i.by_process.length).toBe(4);
+  }
   for (const g of report.summary.groups) {
     if (g.transport === report.summary.baseline) expect(g.saving_vs_baseline).toBeNull();
     else {

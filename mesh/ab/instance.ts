@@ -5,10 +5,12 @@
 import type { Subprocess } from "bun";
 import { existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
+import { sampleProcess } from "../../runtime/procstat.ts";
 import type { MeshConfig } from "../config/index.ts";
 import { fetchSidecarStatus } from "../supervisor/admin-client.ts";
 import type { RunState } from "../supervisor/state.ts";
 import { instanceYaml, planInstance } from "./instance-config.ts";
+import type { IdleFigure } from "./report-types.ts";
 
 const REPO_ROOT = join(import.meta.dir, "..", "..");
 const CLI = join(REPO_ROOT, "mesh", "cli", "main.ts");
@@ -169,6 +171,21 @@ export class MeshInstance {
       }
     }
     return null;
+  }
+
+  /** CPU of the pods while nothing calls them: the fixed cost a transport adds (timers, spinning, polling). */
+  async measureIdle(windowMs: number): Promise<IdleFigure | string> {
+    const procs = this.processes();
+    try {
+      const before = procs.map((p) => sampleProcess(p.pid));
+      await Bun.sleep(windowMs); // this is the measurement window, not synchronisation
+      const after = procs.map((p) => sampleProcess(p.pid));
+      const seconds = (after[0]!.atMs - before[0]!.atMs) / 1000;
+      const by = procs.map((p, i) => ({ pod: p.pod, role: p.role, vcpu: (after[i]!.cpuNs - before[i]!.cpuNs) / 1e9 / seconds }));
+      return { transport: this.transport, window_seconds: seconds, vcpu: by.reduce((s, x) => s + x.vcpu, 0), by_process: by };
+    } catch (e) {
+      return `idle CPU of ${this.transport} not measured: ${(e as Error).message}`;
+    }
   }
 
   /** Accepts the current pids as the new normal (after a failed run, so later runs can still go on). */

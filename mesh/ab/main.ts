@@ -4,7 +4,7 @@
 // Exit codes: 0 all runs ok, 1 some run failed (the report says which and why), 2 a usage or config
 // mistake, 130 interrupted (a partial report is still written).
 import { cpSync, existsSync, mkdtempSync, rmSync } from "node:fs";
-import { cpus, release, tmpdir } from "node:os";
+import { cpus, loadavg, release, tmpdir } from "node:os";
 import { join, relative, resolve } from "node:path";
 import { ConfigError, loadConfig, type MeshConfig } from "../config/index.ts";
 import type { GrpcTarget, HttpTarget } from "./drivers.ts";
@@ -12,7 +12,7 @@ import { AbUsageError, parseAbFlags, USAGE, type AbOptions, type TransportName }
 import { fmtInterval, fmtNum, fmtPct } from "./format.ts";
 import { MeshInstance } from "./instance.ts";
 import { Progress } from "./progress.ts";
-import type { AbReport, RunRecord } from "./report-types.ts";
+import type { AbReport, IdleFigure, RunRecord } from "./report-types.ts";
 import { writeReport } from "./report-write.ts";
 import { encodePayloadRequest, findUnaryMethod } from "./request.ts";
 import { failedRecord, measureRun, type RunSpec } from "./run.ts";
@@ -152,13 +152,14 @@ function planRuns(o: AbOptions, transports: string[]): Omit<RunSpec, "target">[]
   return plan;
 }
 
-function machine(): AbReport["machine"] {
+function machine(loadStart: number): AbReport["machine"] {
   const c = cpus();
-  return { cpus: c.length, cpu_model: c[0]?.model ?? "unknown", kernel: release(), bun: Bun.version };
+  return { cpus: c.length, cpu_model: c[0]?.model ?? "unknown", kernel: release(), bun: Bun.version, load_average: { start: loadStart, end: loadavg()[0]! } };
 }
 
 function summaryLines(report: AbReport): string[] {
-  const lines = [`vCPU per 1,000 rps (all apps + sidecars), saving vs ${report.summary.baseline} with 95% CI:`];
+  const lines = report.summary.idle.map((i) => `idle (no load): ${i.transport.padEnd(5)} ${fmtNum(i.vcpu)} vCPU for all apps + sidecars`);
+  lines.push(`vCPU per 1,000 rps (all apps + sidecars), saving vs ${report.summary.baseline} with 95% CI:`);
   for (const g of report.summary.groups) {
     const s = g.saving_vs_baseline;
     lines.push(
@@ -207,10 +208,12 @@ export async function abMain(argv: string[]): Promise<number> {
   process.on("SIGTERM", onSignal);
 
   const startedAt = new Date().toISOString();
+  const loadStart = loadavg()[0]!;
   const workDir = mkdtempSync(join(tmpdir(), "mesh-ab-"));
   const instances = new Map<string, MeshInstance>();
   const startFailures = new Map<string, string>();
   const runs: RunRecord[] = [];
+  const idle: IdleFigure[] = [];
   const outDir = resolve(o.outDir);
   progress.note(`mesh ab: ${transports.join(" vs ")}; ${entry.describe}; ${plan.length} run(s) of ${(o.warmupMs + o.durationMs) / 1000} s`);
   try {
@@ -227,6 +230,16 @@ export async function abMain(argv: string[]): Promise<number> {
         startFailures.set(t, (e as Error).message);
         progress.note(`mesh ab: ${t}: could not start the pods: ${(e as Error).message}`);
       }
+    }
+    // Idle cost first (A B, like the runs): what each transport burns with no request at all.
+    for (const t of transports) {
+      const inst = instances.get(t);
+      if (abort.signal.aborted || !inst || startFailures.has(t)) continue;
+      const idleMs = Math.min(o.durationMs, 3000);
+      progress.note(`mesh ab: ${t}: measuring idle CPU for ${idleMs / 1000} s`);
+      const idleFig = await inst.measureIdle(idleMs);
+      if (typeof idleFig === "string") notes.push(idleFig);
+      else idle.push(idleFig);
     }
     const straceSession = strace ? new StraceSession(strace, workDir) : undefined;
     let index = 0;
@@ -280,7 +293,16 @@ export async function abMain(argv: string[]): Promise<number> {
   const lgCpu = runs.filter((r) => r.ok).map((r) => r.loadgen.cpu_seconds / Math.max(1e-9, r.window_seconds));
   if (lgCpu.length) {
     notes.push(
-      `the load generator ran in its own process and is not counted; it used about ${fmtNum(lgCpu.reduce((a, b) => a + b, 0) / lgCpu.length)} vCPU on this ${machine().cpus}-CPU machine, competing with the pods`,
+      `the load generator ran in its own process and is not counted; it used about ${fmtNum(lgCpu.reduce((a, b) => a + b, 0) / lgCpu.length)} vCPU on this ${cpus().length}-CPU machine, competing with the pods`,
+    );
+  }
+  const host = machine(loadStart);
+  const busiest = Math.max(host.load_average.start, host.load_average.end);
+  if (busiest > host.cpus) {
+    // Other work on the machine competes with the pods for CPU and inflates latency; the interleaving
+    // spreads it over all transports, but the intervals widen. Say so rather than let it pass unseen.
+    notes.push(
+      `the machine was busy: 1-minute load average ${fmtNum(host.load_average.start)} at the start and ${fmtNum(host.load_average.end)} at the end on ${host.cpus} CPUs — other processes competed with the pods, so expect wide intervals and inflated latency; rerun on an idle machine for figures to quote`,
     );
   }
   if (abort.signal.aborted) notes.push(`interrupted after ${runs.length} of ${plan.length} runs: this report is partial`);
@@ -304,9 +326,9 @@ export async function abMain(argv: string[]): Promise<number> {
       strace: o.strace,
       quick: o.quick,
     },
-    machine: machine(),
+    machine: host,
     runs,
-    summary: { baseline: o.baseline, groups: summarize(runs, o.baseline), failed_runs: runs.filter((r) => !r.ok).length, notes },
+    summary: { baseline: o.baseline, groups: summarize(runs, o.baseline), idle, failed_runs: runs.filter((r) => !r.ok).length, notes },
   };
   let paths;
   try {

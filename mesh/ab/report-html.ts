@@ -168,13 +168,20 @@ th{background:#f3f4f6}tr.sig td:nth-child(7){color:#047857;font-weight:600}tr.no
 <h1>mesh ab — ${esc(o.transports.join(" vs "))}</h1>
 <p class="meta">Config <code>${esc(report.config)}</code>; load: ${esc(report.target.description)};
 open loop (latency from each call's intended send time), ${o.connections} gRPC connections, ${o.duration_seconds} s measured after ${o.warmup_seconds} s warm-up,
-${o.reps} rep(s) with transports interleaved per rep. Machine: ${report.machine.cpus} CPU (${esc(report.machine.cpu_model)}), Linux ${esc(report.machine.kernel)}, Bun ${esc(report.machine.bun)}.
+${o.reps} rep(s) with transports interleaved per rep. Machine: ${report.machine.cpus} CPU (${esc(report.machine.cpu_model)}), Linux ${esc(report.machine.kernel)}, Bun ${esc(report.machine.bun)}, load average ${report.machine.load_average.start.toFixed(2)} → ${report.machine.load_average.end.toFixed(2)}.
 Started ${esc(report.started_at)}, finished ${esc(report.finished_at)}.</p>
 ${failed > 0 ? `<p class="failed">${failed} run(s) failed; they are left out of the summary and charts.</p>` : ""}
 <h2>Summary: vCPU per 1,000 rps, saving vs ${esc(report.summary.baseline)}</h2>
 <p>vCPU counts every app and sidecar process of the mesh (all threads, /proc) during the measured window. Savings pair rep r of a transport with rep r of the baseline; intervals are 95% t-intervals across reps. Green = significant.</p>
 <table><thead>${row(["transport", "rate", "payload", "achieved rps", "vCPU/1k rps [95% CI]", "app / sidecar", `saving vs ${report.summary.baseline} [95% CI]`, "verdict", "p50", "p99", "p99.9", "reps ok"], "th")}</thead>
 <tbody>${summaryRows.join("\n")}</tbody></table>
+${
+  report.summary.idle.length
+    ? `<h2>Idle CPU (no load, measured once after start-up)</h2><table><thead>${row(["transport", "vCPU (all apps + sidecars)", "per process"], "th")}</thead><tbody>${report.summary.idle
+        .map((i) => row([i.transport, fmtNum(i.vcpu), i.by_process.map((p) => `${p.pod}/${p.role} ${fmtNum(p.vcpu)}`).join("; ")]))
+        .join("")}</tbody></table>`
+    : ""
+}
 <h2>Charts</h2>
 <div class="charts">
 ${charts.join("\n")}

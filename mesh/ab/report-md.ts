@@ -21,7 +21,7 @@ export function renderMarkdown(report: AbReport): string {
   out.push(
     `Config \`${cell(report.config)}\`; load: ${cell(report.target.description)}; ` +
       `open loop, ${o.connections} gRPC connections, ${o.duration_seconds} s measured after ${o.warmup_seconds} s warm-up, ${o.reps} rep(s), ` +
-      `transports interleaved per rep. Machine: ${report.machine.cpus} CPU (${cell(report.machine.cpu_model)}), Linux ${cell(report.machine.kernel)}, Bun ${cell(report.machine.bun)}. ` +
+      `transports interleaved per rep. Machine: ${report.machine.cpus} CPU (${cell(report.machine.cpu_model)}), Linux ${cell(report.machine.kernel)}, Bun ${cell(report.machine.bun)}, load average ${report.machine.load_average.start.toFixed(2)} → ${report.machine.load_average.end.toFixed(2)}. ` +
       `Started ${report.started_at}.`,
   );
   out.push("");
@@ -53,6 +53,17 @@ export function renderMarkdown(report: AbReport): string {
     ),
   );
   out.push("");
+  if (report.summary.idle.length) {
+    out.push("## Idle CPU (no load, measured once after start-up)");
+    out.push("");
+    out.push(
+      table(
+        ["transport", "vCPU (all apps + sidecars)", "per process"],
+        report.summary.idle.map((i) => [i.transport, fmtNum(i.vcpu), i.by_process.map((p) => `${p.pod}/${p.role} ${fmtNum(p.vcpu)}`).join("; ")]),
+      ),
+    );
+    out.push("");
+  }
   out.push("## Latency (from intended send time, mean of each rep's percentile)");
   out.push("");
   out.push(

@@ -82,6 +82,14 @@ export interface SavingSummary {
   pairs: number;
 }
 
+export interface IdleFigure {
+  transport: string;
+  window_seconds: number;
+  /** Cores used by every app and sidecar of the mesh while nothing called it. */
+  vcpu: number;
+  by_process: { pod: string; role: "app" | "sidecar"; vcpu: number }[];
+}
+
 export interface AbReport {
   tool: "rpal-mesh ab";
   version: 1;
@@ -102,11 +110,14 @@ export interface AbReport {
     strace: boolean;
     quick: boolean;
   };
-  machine: { cpus: number; cpu_model: string; kernel: string; bun: string };
+  /** load_average: 1-minute load at the start and the end; above `cpus` other work competed with the pods. */
+  machine: { cpus: number; cpu_model: string; kernel: string; bun: string; load_average: { start: number; end: number } };
   runs: RunRecord[];
   summary: {
     baseline: string;
     groups: GroupSummary[];
+    /** CPU of each transport's pods with no load at all (measured once, right after start-up). */
+    idle: IdleFigure[];
     failed_runs: number;
     notes: string[];
   };

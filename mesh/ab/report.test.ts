@@ -67,6 +67,8 @@ describe("report writers", () => {
     expect(json.summary.groups.length).toBe(8);
     const md = readFileSync(paths.md, "utf8");
     expect(md).toContain("## vCPU per 1,000 rps and saving vs uds");
+    expect(md).toContain("## Idle CPU");
+    expect(md).toMatch(/\| shm \| 0\.02 \| greeter\/sidecar 0\.02 \|/);
     expect(md).toContain("FAILED: sidecar of pod greeter exited (code 1)");
     // every run appears once in the runs table
     for (const r of report.runs) expect(md.split(`| ${r.id} |`).length).toBe(2);

@@ -49,8 +49,8 @@ export function sampleReport(overrides: { notes?: string[]; pod?: string } = {})
     config: "examples/hello/mesh.yaml",
     target: { pod: overrides.pod ?? "greeter", kind: "grpc", method: "/hello.Greeter/SayHello", description: "gRPC /hello.Greeter/SayHello into pod greeter's sidecar inbound" },
     options: { transports: ["uds", "shm"], rates_rps: [1000, 5000], duration_seconds: 3, warmup_seconds: 1, payload_bytes: [32, 1024], reps: 3, baseline: "uds", connections: 4, strace: false, quick: false },
-    machine: { cpus: 2, cpu_model: "AMD EPYC", kernel: "6.18.0", bun: "1.4.5" },
+    machine: { cpus: 2, cpu_model: "AMD EPYC", kernel: "6.18.0", bun: "1.4.5", load_average: { start: 0.5, end: 1.2 } },
     runs,
-    summary: { baseline: "uds", groups: summarize(runs, "uds"), failed_runs: runs.filter((r) => !r.ok).length, notes: overrides.notes ?? [] },
+    summary: { baseline: "uds", groups: summarize(runs, "uds"), idle: [{ transport: "uds", window_seconds: 3, vcpu: 0.01, by_process: [{ pod: "greeter", role: "sidecar", vcpu: 0.01 }] }, { transport: "shm", window_seconds: 3, vcpu: 0.02, by_process: [{ pod: "greeter", role: "sidecar", vcpu: 0.02 }] }], failed_runs: runs.filter((r) => !r.ok).length, notes: overrides.notes ?? [] },
   };
 }
