@@ -25,13 +25,8 @@ mesh.serve(PROTO, "hello.Greeter", {
 });
 console.error(`greeter: serving hello.Greeter (pid ${process.pid}, transport ${mesh.transport ?? "connecting"})`);
 
-// The SDK's reconnect timer does not hold the process open (a client-only script must be able to
-// exit), but a server has to live through a sidecar restart: hold the event loop until SIGTERM.
-const keepAlive = setInterval(() => {}, 1 << 30);
-
 // SIGTERM from `mesh up`: finish the calls in flight, then leave.
 process.once("SIGTERM", async () => {
-  clearInterval(keepAlive);
   await mesh.close(2000);
   process.exit(0);
 });
