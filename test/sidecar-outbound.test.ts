@@ -10,6 +10,7 @@ import { connect, type MeshConnection, RpcError, Status, statusName } from "../r
 import { TestResources, waitFor } from "./helpers.ts";
 import { ECHO_PROTO, metric, type RunningSidecar, scrape, startSidecar, writeMeshYaml } from "../mesh/sidecar/testdata/harness.ts";
 import { FakeUpstream, fail } from "../mesh/sidecar/testdata/fake-upstream.ts";
+import { type DnsServer, startDns } from "../mesh/sidecar/testdata/dns-server.ts";
 
 const res = new TestResources();
 const root = protobuf.loadSync(ECHO_PROTO);
@@ -21,6 +22,8 @@ let good: FakeUpstream; // two endpoints of "pair", one of them failing
 let bad: FakeUpstream;
 let main: RunningSidecar;
 let pair: RunningSidecar;
+let viaDns: RunningSidecar;
+let dns: DnsServer;
 let app: MeshConnection;
 let appPair: MeshConnection;
 let echo: Record<string, (req?: unknown, opts?: object) => any>;
@@ -32,6 +35,7 @@ beforeAll(async () => {
   good = await new FakeUpstream("good").start();
   bad = await new FakeUpstream("bad").start();
   bad.unary = (_r, _n, _c, cb) => cb(fail(grpc.status.UNAVAILABLE, "bad endpoint"));
+  dns = await startDns({ a: { "good.mesh.test": ["127.0.0.1"] }, srv: {}, ttl: 30 });
   const dir = res.scratchDir("sidecar-outbound-");
   const config = writeMeshYaml(dir, [
     {
@@ -63,10 +67,12 @@ beforeAll(async () => {
         ],
       },
     },
+    { name: "viadns", sidecar: { upstreams: [{ service: "meshtest.Echo", dns: `good.mesh.test:${good.port}` }] } },
   ]);
-  [main, pair] = await Promise.all([
+  [main, pair, viaDns] = await Promise.all([
     startSidecar(res, config, "main", join(dir, "main", "app.sock")),
     startSidecar(res, config, "pair", join(dir, "pair", "app.sock")),
+    startSidecar(res, config, "viadns", join(dir, "viadns", "app.sock"), { MESH_DNS_SERVERS: `127.0.0.1:${dns.port}` }),
   ]);
   app = await connect({ socketPath: main.socket, reconnect: false });
   appPair = await connect({ socketPath: pair.socket, reconnect: false });
@@ -77,6 +83,7 @@ afterAll(async () => {
   await app?.close(100).catch(() => undefined);
   await appPair?.close(100).catch(() => undefined);
   for (const u of [one, good, bad]) u?.stop();
+  dns?.close();
   await res.cleanup();
 });
 
@@ -222,5 +229,21 @@ describe("sidecar outbound", () => {
     const e = await expectCode(app.unary("/other.Service/Call", new Uint8Array(0)));
     expect(e.code).toBe(Status.UNIMPLEMENTED);
     expect(e.details).toContain("sidecar.upstreams");
+  });
+
+  test("dns: upstream: the name is resolved through DNS and the call reaches the endpoint it names", async () => {
+    const conn = await connect({ socketPath: viaDns.socket, reconnect: false });
+    try {
+      await waitFor(async () => metric(await scrape(viaDns.admin), "mesh_upstream_endpoints", { service: "meshtest.Echo" }) === 1, {
+        what: "the DNS answer to give the upstream its endpoint",
+      });
+      const before = good.seen.length;
+      const reply = await conn.client(ECHO_PROTO, "meshtest.Echo").Unary!({ text: "by name" }, { timeoutMs: 5000 });
+      expect(reply.app).toBe("good");
+      expect(good.seen.length - before).toBe(1);
+      expect(dns.queries()).toBeGreaterThanOrEqual(1);
+    } finally {
+      await conn.close(100).catch(() => undefined);
+    }
   });
 });
