@@ -105,6 +105,15 @@ describe("sidecar inbound", () => {
     });
     expect(cs.text).toBe("a,b,c");
 
+    // An app that ends a single-response call OK without a response: INTERNAL, not an empty reply.
+    const noReply = await new Promise<grpc.ServiceError | null>((resolve) => {
+      const call = client.ClientStream((e: grpc.ServiceError | null) => resolve(e));
+      call.write({ text: "no-reply" });
+      call.end();
+    });
+    expect(noReply?.code).toBe(grpc.status.INTERNAL);
+    expect(noReply?.details).toContain("without sending a response message");
+
     const bidi = client.Bidi();
     const echoes: string[] = [];
     const done = (async () => {

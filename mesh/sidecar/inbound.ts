@@ -93,7 +93,12 @@ export class InboundServer {
       done = true;
       const md = toGrpcMetadata(trailers);
       if (callback) {
-        if (code === Status.OK) callback(null, response ?? Buffer.alloc(0), md);
+        if (code === Status.OK && response === undefined) {
+          // Sending an empty message instead would hand the client a default-valued reply it never got.
+          code = Status.INTERNAL;
+          details = `the app ended ${m.path} OK without sending a response message`;
+        }
+        if (code === Status.OK) callback(null, response, md);
         else callback({ code, details, metadata: md });
       } else if (code === Status.OK) {
         call.end(md);

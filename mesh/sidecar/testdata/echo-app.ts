@@ -56,6 +56,7 @@ mesh.serve(PROTO, "meshtest.Echo", {
 async function clientStream(call: ServerCall): Promise<void> {
   const texts: string[] = [];
   for await (const m of call) texts.push(String((Req.toObject(Req.decode(m)) as EchoRequest).text ?? ""));
+  if (texts.includes("no-reply")) return call.end(Status.OK); // a broken app: OK without a response
   await call.write(Reply.encode(Reply.fromObject(reply(texts.join(","), call.metadata, call.deadline))).finish());
   call.end(Status.OK);
 }
