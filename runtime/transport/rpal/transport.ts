@@ -37,7 +37,7 @@ export interface RpalStats extends TransportStats {
   wakeups: number;
   /** Times the sender ran out of in-flight words or outbox space and asked for credit. */
   creditWaits: number;
-  /** Times our receiver thread found the inbox full and waited for JS (updated on each wake-up). */
+  /** Times our receiver thread found the inbox full and waited for JS (as last seen by JS). */
   receiverStalls: number;
 }
 
@@ -344,7 +344,10 @@ export class RpalTransport implements Transport {
         reader.unpark();
         const n = reader.poll(this.ringSink, POLL_BUDGET);
         if (this.isClosed) return;
-        if (reader.takeWaitingProducer()) this.init.shim.sym.rms_session_kick(this.init.session);
+        if (reader.takeWaitingProducer()) {
+          this.init.shim.sym.rms_session_kick(this.init.session);
+          this.stats.receiverStalls = this.init.shim.sym.rms_session_stalls(this.init.session);
+        }
         if (n === POLL_BUDGET) {
           setImmediate(this.drainLater); // let handlers and other I/O run
           return;
