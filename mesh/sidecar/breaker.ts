@@ -35,7 +35,7 @@ export class CircuitBreaker {
    * RESOURCE_EXHAUSTED when the line is full, DEADLINE_EXCEEDED when the deadline passes in line.
    * Every successful acquire must be paired with exactly one release().
    */
-  acquire(deadline: number): Promise<void> | undefined {
+  acquire(deadline: number, signal?: AbortSignal): Promise<void> | undefined {
     if (this.active < this.maxConcurrent) {
       this.active++;
       return undefined; // fast path: no promise, no allocation
@@ -50,19 +50,39 @@ export class CircuitBreaker {
       );
     }
     return new Promise<void>((resolve, reject) => {
-      const w: Waiter = { resolve, reject, timer: undefined };
+      // A waiter leaves the line when its deadline passes or its caller gives up, so an abandoned call
+      // never holds a pending place.
+      const leave = (e: RpcError) => {
+        const i = this.queue.indexOf(w);
+        if (i < 0) return;
+        this.queue.splice(i, 1);
+        if (w.timer) clearTimeout(w.timer);
+        signal?.removeEventListener("abort", onAbort);
+        reject(e);
+      };
+      const onAbort = () => leave(new RpcError(Status.CANCELLED, `cancelled while waiting for a free slot to upstream ${this.service}`));
+      const w: Waiter = {
+        resolve: () => {
+          signal?.removeEventListener("abort", onAbort);
+          resolve();
+        },
+        reject,
+        timer: undefined,
+      };
       if (Number.isFinite(deadline)) {
-        w.timer = setTimeout(() => {
-          const i = this.queue.indexOf(w);
-          if (i >= 0) this.queue.splice(i, 1);
-          reject(
-            new RpcError(
-              Status.DEADLINE_EXCEEDED,
-              `deadline passed while waiting for a free slot to upstream ${this.service} (circuit_breaker.max_concurrent ${this.maxConcurrent})`,
+        w.timer = setTimeout(
+          () =>
+            leave(
+              new RpcError(
+                Status.DEADLINE_EXCEEDED,
+                `deadline passed while waiting for a free slot to upstream ${this.service} (circuit_breaker.max_concurrent ${this.maxConcurrent})`,
+              ),
             ),
-          );
-        }, Math.max(0, deadline - Date.now()));
+          Math.max(0, deadline - Date.now()),
+        );
       }
+      if (signal?.aborted) return reject(new RpcError(Status.CANCELLED, `cancelled before a slot to upstream ${this.service} was free`));
+      signal?.addEventListener("abort", onAbort, { once: true });
       this.queue.push(w);
     });
   }

@@ -121,7 +121,7 @@ async function handleOutbound(deps: OutboundDeps, sc: ServerCall): Promise<void>
 
     if (sc.shape.clientStreaming) {
       // Request streams are not buffered for replay, so they get exactly one attempt.
-      const slot = await takeSlot(cluster, deadline);
+      const slot = await takeSlot(cluster, deadline, sc.signal);
       if (slot) return finish(slot.code, slot.details);
       const ep = cluster.pick();
       if (!ep) {
@@ -152,7 +152,7 @@ async function handleOutbound(deps: OutboundDeps, sc: ServerCall): Promise<void>
         finish(Status.DEADLINE_EXCEEDED, `deadline exceeded before attempt ${attempts} to ${service} (timeout_ms ${cluster.timeoutMs} or the caller's deadline)`);
         return;
       }
-      const slot = await takeSlot(cluster, deadline);
+      const slot = await takeSlot(cluster, deadline, sc.signal);
       if (slot) return finish(slot.code, slot.details);
       const ep = cluster.pick();
       let r: AttemptResult;
@@ -196,8 +196,8 @@ async function handleOutbound(deps: OutboundDeps, sc: ServerCall): Promise<void>
 }
 
 /** Takes a circuit-breaker slot; returns the status to fail with when none can be had. */
-async function takeSlot(cluster: UpstreamCluster, deadline: number): Promise<{ code: number; details: string } | undefined> {
-  const wait = cluster.breaker.acquire(deadline);
+async function takeSlot(cluster: UpstreamCluster, deadline: number, signal: AbortSignal): Promise<{ code: number; details: string } | undefined> {
+  const wait = cluster.breaker.acquire(deadline, signal);
   if (!wait) return undefined;
   try {
     await wait;

@@ -107,6 +107,20 @@ describe("circuit breaker", () => {
   });
 });
 
+test("circuit breaker: a waiter whose caller cancels leaves the line at once", async () => {
+  const b = new CircuitBreaker("pkg.Svc", 1, 5);
+  b.acquire(Infinity);
+  const ac = new AbortController();
+  const waiting = b.acquire(Infinity, ac.signal)!;
+  expect(b.pending).toBe(1);
+  ac.abort();
+  const err = await waiting.catch((e) => e);
+  expect((err as RpcError).code).toBe(Status.CANCELLED);
+  expect(b.pending).toBe(0);
+  b.release();
+  expect(b.active).toBe(0);
+});
+
 describe("outlier detection", () => {
   test("ejects after consecutive failures, within max_ejection_percent, for a growing time", () => {
     let now = 0;
