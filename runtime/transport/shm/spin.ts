@@ -4,17 +4,19 @@
 // spin; when both share one CPU, spinning just delays the peer. A fixed spin is wrong on one of the two
 // placements, so `auto` learns from outcomes:
 //   - a wait that ended while spinning after w µs ("hit") raises the budget to cover 2·w;
-//   - a spin that ended in parking ("miss") halves it; below 1 µs it is 0 (park at once);
-//   - at 0, every PROBE_EVERY parks one wait spins PROBE_US again, so a change of placement (the peer
-//     moved to its own core, load appeared) is noticed;
+//   - a spin that ended in parking ("miss") halves it; below 1 µs it is 0 (park at once). A miss right
+//     after we had to wake the peer with a doorbell says little about spinning (the peer was asleep,
+//     so its answer had to wait for its wake-up): it only shaves the budget by a tenth;
+//   - at 0, one wait in PROBE_EVERY spins PROBE_US (long enough to cover an idle CPU's wake-up), so
+//     spinning comes back when it starts to pay (the peer moved to its own core, or began to spin);
 //   - if the peer last reported running on our CPU, that wait does not spin at all.
 
 export type SpinSetting = "off" | "auto" | number;
 
 export const AUTO_MAX_US = 50;
 const AUTO_START_US = 10;
-const PROBE_US = 20;
-const PROBE_EVERY = 64;
+const PROBE_US = 50;
+const PROBE_EVERY = 16;
 export const MAX_FIXED_SPIN_US = 1_000_000;
 
 /** Parses MESH_SHM_SPIN / a config value. Throws naming the source and the accepted forms. */
@@ -73,10 +75,11 @@ export class SpinPolicy {
     this.budget = Math.min(AUTO_MAX_US, Math.max(this.budget, 2 * waitedUs + 1));
   }
 
-  miss(): void {
+  /** A spin ended in parking. `peerWasAsleep`: we had rung the peer's doorbell just before this wait. */
+  miss(peerWasAsleep = false): void {
     this.misses++;
     if (this.setting !== "auto") return;
-    this.budget = this.budget / 2;
+    this.budget = peerWasAsleep ? this.budget * 0.9 : this.budget / 2;
     if (this.budget < 1) this.budget = 0;
   }
 }

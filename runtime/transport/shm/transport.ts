@@ -86,6 +86,9 @@ export class ShmTransport implements Transport {
   /** performance.now() when the current wait began (0 = not waiting), and when its spin ends. */
   private waitStart = 0;
   private spinUntil = 0;
+  /** We rang the peer's doorbell since the last wait began (so the peer was asleep). */
+  private rangSinceWait = false;
+  private waitAfterRing = false;
   private backlog: Pending[] = [];
   private backlogHead = 0;
   private backlogBytes = 0;
@@ -224,7 +227,10 @@ export class ShmTransport implements Transport {
 
   /** After publishing: ring the reader's doorbell if (and only if) it is parked. */
   private wakeReader(): void {
-    if (this.writer.takeParkedConsumer()) this.ring();
+    if (this.writer.takeParkedConsumer()) {
+      this.rangSinceWait = true;
+      this.ring();
+    }
   }
 
   private awaitSpace(): void {
@@ -330,7 +336,7 @@ export class ShmTransport implements Transport {
       this.spin.hit((performance.now() - this.waitStart) * 1000);
     } else {
       this.stats.spinMisses++;
-      this.spin.miss();
+      this.spin.miss(this.waitAfterRing);
     }
     this.waitStart = 0;
     this.spinUntil = 0;
@@ -340,6 +346,8 @@ export class ShmTransport implements Transport {
   private idle(): void {
     const now = performance.now();
     if (this.waitStart === 0) {
+      this.waitAfterRing = this.rangSinceWait;
+      this.rangSinceWait = false;
       const cpu = currentCpu();
       this.segment.publishCpu(cpu);
       const budgetUs = this.spin.budgetUs(cpu >= 0 && cpu === this.segment.peerCpu());
@@ -349,6 +357,13 @@ export class ShmTransport implements Transport {
       }
       this.waitStart = now;
       this.spinUntil = now + budgetUs / 1000;
+      // Spin from the next event-loop turn, not this one: the handlers of what we just delivered (and
+      // the uds flush of any doorbell they rang) are still queued microtasks, and spinning in front of
+      // them would delay the very answer we are waiting for.
+      this.scheduled = true;
+      this.burstStart = 0;
+      setImmediate(this.tick);
+      return;
     }
     const sliceEnd = Math.min(this.spinUntil, now + SPIN_SLICE_MS);
     const reader = this.reader;
