@@ -8,22 +8,20 @@ import { statusName } from "../../runtime/rpc/status.ts";
 import type { Direction } from "./metrics.ts";
 
 const enabled = process.env.MESH_ACCESS_LOG !== "off";
-let log: Logger | undefined;
+let cachedLog: Logger | undefined;
 let dest: ReturnType<typeof pino.destination> | undefined;
 
 function accessLogger(): Logger {
-  if (log) return log;
+  if (cachedLog) return cachedLog;
   if (process.stderr.isTTY && process.env.MESH_LOG_FORMAT !== "json") {
-    log = logger("access");
+    cachedLog = logger("access");
   } else {
     dest = pino.destination({ fd: 2, sync: false, minLength: 4096 });
     const d = dest;
-    const timer = setInterval(() => d.flush(), 250);
-    timer.unref();
     process.on("exit", () => d.flushSync());
-    log = pino({ level: process.env.MESH_LOG_LEVEL ?? "info", base: { pid: process.pid, component: "access" } }, dest);
+    cachedLog = pino({ level: process.env.MESH_LOG_LEVEL ?? "info", base: { pid: process.pid, component: "access" } }, dest);
   }
-  return log;
+  return cachedLog;
 }
 
 /** Writes buffered lines now (before a planned exit). */
@@ -44,9 +42,23 @@ export interface AccessEntry {
   spanId: string;
 }
 
+let flushTimer: ReturnType<typeof setTimeout> | undefined;
+
+/** Lines reach stderr within 250 ms; an idle sidecar has no timer waking it up. */
+function scheduleFlush(): void {
+  if (flushTimer || !dest) return;
+  flushTimer = setTimeout(() => {
+    flushTimer = undefined;
+    dest?.flush();
+  }, 250);
+  flushTimer.unref?.();
+}
+
 export function logAccess(e: AccessEntry): void {
   if (!enabled) return;
-  accessLogger().info(
+  const log = accessLogger();
+  scheduleFlush();
+  log.info(
     {
       direction: e.direction,
       method: e.method,
