@@ -64,6 +64,8 @@ export function openRpalSession(o: RpalSessionOptions): PendingRpalSession {
   let abortFn = () => {};
   let settled = false;
   let onWake: () => void = () => {};
+  // Our end of the receiver thread's socketpair: Bun adopts an existing fd (its FdSocketOptions),
+  // though Bun.connect's overloads do not list that shape — hence the cast below.
   const jsFd = shim.sym.rms_session_take_js_fd(session);
   const wakeSocket = Bun.connect({
     fd: jsFd,
