@@ -112,7 +112,8 @@ export function renderHtml(report: AbReport): string {
   const o = report.options;
   const summaryRows = report.summary.groups.map((g) => {
     const s = g.saving_vs_baseline;
-    const cls = s ? (s.significant ? "sig" : "nonsig") : "";
+    // A significant saving is green, a significant loss red: "significant" alone does not say which.
+    const cls = s ? (s.significant ? (s.fraction.mean > 0 ? "sig-better" : "sig-worse") : "nonsig") : "";
     return (
       `<tr class="${cls}">` +
       [
@@ -158,7 +159,7 @@ export function renderHtml(report: AbReport): string {
 body{font:14px/1.45 system-ui,sans-serif;margin:24px;color:#111;max-width:1400px}
 h1{font-size:22px}h2{font-size:17px;margin-top:28px}
 table{border-collapse:collapse;margin:8px 0;font-size:13px}td,th{border:1px solid #ddd;padding:3px 7px;text-align:left;vertical-align:top}
-th{background:#f3f4f6}tr.sig td:nth-child(7){color:#047857;font-weight:600}tr.nonsig td:nth-child(7){color:#6b7280}
+th{background:#f3f4f6}tr.sig-better td:nth-child(7){color:#047857;font-weight:600}tr.sig-worse td:nth-child(7){color:#b91c1c;font-weight:600}tr.nonsig td:nth-child(7){color:#6b7280}
 .charts{display:flex;flex-wrap:wrap;gap:12px}.chart{border:1px solid #e5e7eb;background:#fff}
 .chart-title{font-size:13px;font-weight:600}.tick,.legend{font-size:11px;fill:#374151}.axis-label{font-size:12px;fill:#111}
 .grid{stroke:#eee}.axis{stroke:#9ca3af}.errorbar{stroke-width:2}
@@ -172,7 +173,7 @@ ${o.reps} rep(s) with transports interleaved per rep. Machine: ${report.machine.
 Started ${esc(report.started_at)}, finished ${esc(report.finished_at)}.</p>
 ${failed > 0 ? `<p class="failed">${failed} run(s) failed; they are left out of the summary and charts.</p>` : ""}
 <h2>Summary: vCPU per 1,000 rps, saving vs ${esc(report.summary.baseline)}</h2>
-<p>vCPU counts every app and sidecar process of the mesh (all threads, /proc) during the measured window. Savings pair rep r of a transport with rep r of the baseline; intervals are 95% t-intervals across reps. Green = significant.</p>
+<p>vCPU counts every app and sidecar process of the mesh (all threads, /proc) during the measured window. Savings pair rep r of a transport with rep r of the baseline; intervals are 95% t-intervals across reps. Green = a significant saving, red = significantly more CPU than the baseline, grey = not significant.</p>
 <table><thead>${row(["transport", "rate", "payload", "achieved rps", "vCPU/1k rps [95% CI]", "app / sidecar", `saving vs ${report.summary.baseline} [95% CI]`, "verdict", "p50", "p99", "p99.9", "reps ok"], "th")}</thead>
 <tbody>${summaryRows.join("\n")}</tbody></table>
 ${

@@ -77,7 +77,7 @@ export interface SavingSummary {
   /** Baseline minus candidate, vCPU per 1,000 rps. */
   vcpu_per_1000_rps: Interval;
   significant: boolean;
-  /** "significant" | "not significant (interval crosses 0)" | "not enough reps for an interval" */
+  /** "significant saving" | "significant loss (uses more CPU)" | "not significant (interval crosses 0)" | "not enough reps for an interval" */
   verdict: string;
   pairs: number;
 }

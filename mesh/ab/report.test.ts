@@ -23,7 +23,7 @@ describe("summarize", () => {
     expect(shm.saving_vs_baseline!.pairs).toBe(3);
     expect(shm.saving_vs_baseline!.fraction.mean).toBeGreaterThan(0.25);
     expect(shm.saving_vs_baseline!.significant).toBe(true);
-    expect(shm.saving_vs_baseline!.verdict).toBe("significant");
+    expect(shm.saving_vs_baseline!.verdict).toBe("significant saving");
     const uds = r.summary.groups.find((g) => g.transport === "uds" && g.rate_rps === 1000 && g.payload_bytes === 32)!;
     expect(uds.saving_vs_baseline).toBeNull();
     expect(uds.vcpu_per_1000_rps_by_role.app + uds.vcpu_per_1000_rps_by_role.sidecar).toBeCloseTo(uds.vcpu_per_1000_rps.mean, 9);
@@ -35,6 +35,13 @@ describe("summarize", () => {
     expect(g.reps_failed).toBe(1);
     expect(g.vcpu_per_1000_rps.n).toBe(2);
     expect(g.saving_vs_baseline!.pairs).toBe(2);
+  });
+
+  test("a consistent loss says so, not just 'significant'", () => {
+    const runs = [1, 2, 3].flatMap((rep) => [sampleRun("uds", 1000, 32, rep, 1.0 + rep / 100), sampleRun("shm", 1000, 32, rep, 1.3 + rep / 100)]);
+    const g = summarize(runs, "uds").find((x) => x.transport === "shm")!;
+    expect(g.saving_vs_baseline!.verdict).toBe("significant loss (uses more CPU)");
+    expect(g.saving_vs_baseline!.fraction.high!).toBeLessThan(0);
   });
 
   test("noisy reps are marked not significant", () => {

@@ -10,9 +10,10 @@ function meanLatency(runs: RunRecord[]): LatencyUs {
   return { p50: pick("p50"), p90: pick("p90"), p99: pick("p99"), p999: pick("p999"), max: pick("max"), mean: pick("mean") };
 }
 
-function verdict(s: { significant: boolean; fraction: { low: number | null } }): string {
+function verdict(s: { significant: boolean; fraction: { low: number | null; mean: number } }): string {
   if (s.fraction.low === null) return "not enough reps for an interval";
-  return s.significant ? "significant" : "not significant (interval crosses 0)";
+  if (!s.significant) return "not significant (interval crosses 0)";
+  return s.fraction.mean > 0 ? "significant saving" : "significant loss (uses more CPU)";
 }
 
 export function summarize(runs: RunRecord[], baseline: string): GroupSummary[] {
