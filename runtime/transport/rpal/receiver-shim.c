@@ -499,7 +499,12 @@ static void *receiver_main(void *arg)
 			struct session *s = &g_s[idx];
 			int st = __atomic_load_n(&s->state, __ATOMIC_ACQUIRE);
 			if (st == ST_READY || st == ST_PEER_READY) {
-				if (evs[i].events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR))
+				/*
+				 * Words can be reported before the peer's 'W' byte (librpal hands out user events
+				 * ahead of the socket's): the 'W' was sent before any word, so read the socket first.
+				 */
+				if ((evs[i].events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR)) ||
+				    ((evs[i].events & EPOLLRPALIN) && st == ST_READY))
 					on_socket(s, evs[i].events);
 				st = __atomic_load_n(&s->state, __ATOMIC_ACQUIRE);
 				if ((evs[i].events & EPOLLRPALIN) && st == ST_PEER_READY)
