@@ -54,6 +54,16 @@ describe("shm transport across processes", () => {
     expect(peer.output()).not.toContain("ERROR");
   }, 90_000);
 
+  test("a 4 MiB message through 4 KiB rings arrives whole (chunked, reassembled)", async () => {
+    const { peer, socket } = await sidecar();
+    const sender = res.spawnBun([PEER, "app", socket, "big", String(4 * 1024 * 1024)], { env: { MESH_SHM_RING_BYTES: "4k" } });
+    await sender.waitForLine(/^ring 4096$/);
+    const sent = (await sender.waitForLine(/^sent big \d+ \d+$/)).split(" ");
+    const got = (await peer.waitForLine(/^big \d+ \d+$/)).split(" ");
+    expect(got.slice(1)).toEqual(sent.slice(2));
+    expect(got[1]).toBe(String(4 * 1024 * 1024));
+  });
+
   test("kill -9 of the app: the sidecar's session ends, its segment is gone, the next app works", async () => {
     const { peer, socket } = await sidecar();
     const victim = app(socket, "idle");
