@@ -350,9 +350,9 @@ out:
 		if (__atomic_compare_exchange_n(ring_word(s, 2), &one, 0, 0, __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST))
 			wake_js(s);
 	}
-	if (__atomic_load_n(&s->state, __ATOMIC_ACQUIRE) == ST_FAILED)
-		wake_js(s);
 }
+
+static void teardown(struct session *s, int state);
 
 static void on_words(struct session *s)
 {
@@ -368,11 +368,13 @@ static void on_words(struct session *s)
 			break;
 		s->nwords += n;
 	}
+	if (__atomic_load_n(&s->state, __ATOMIC_ACQUIRE) != ST_FAILED)
+		process(s);
 	if (__atomic_load_n(&s->state, __ATOMIC_ACQUIRE) == ST_FAILED) {
+		/* Unregister at once: words left in librpal's queue would otherwise be reported again and again. */
+		teardown(s, -1);
 		wake_js(s);
-		return;
 	}
-	process(s);
 }
 
 /*
