@@ -15,6 +15,19 @@ describe("shm provider settings", () => {
     }
   });
 
+  test("the app offers no ring size unless it has its own setting, so the sidecar's mesh.yaml value decides", () => {
+    const saved = process.env.MESH_SHM_RING_BYTES;
+    try {
+      delete process.env.MESH_SHM_RING_BYTES;
+      expect(shmProvider.offer()).toEqual({ shmOffer: { ringBytes: 0 } });
+      process.env.MESH_SHM_RING_BYTES = "64k";
+      expect(shmProvider.offer()).toEqual({ shmOffer: { ringBytes: 65536 } });
+    } finally {
+      if (saved === undefined) delete process.env.MESH_SHM_RING_BYTES;
+      else process.env.MESH_SHM_RING_BYTES = saved;
+    }
+  });
+
   test("works on this machine (Linux, glibc, /proc), and says so without side effects", () => {
     expect(shmProvider.unavailableReason()).toBeUndefined();
   });

@@ -64,7 +64,9 @@ export const shmProvider: TransportProvider = {
   },
 
   offer(): Partial<HelloMsg> {
-    return { shmOffer: { ringBytes: parseRingBytes(process.env.MESH_SHM_RING_BYTES) } };
+    // 0 = no preference: the sidecar's own setting (mesh.yaml sidecar.shm.ring_bytes) decides.
+    const own = process.env.MESH_SHM_RING_BYTES;
+    return { shmOffer: { ringBytes: own ? parseRingBytes(own) : 0 } };
   },
 
   async sidecarSetup(control: UdsTransport, appHello: HelloMsg): Promise<SidecarSetup> {
