@@ -8,6 +8,8 @@ import { join } from "node:path";
 import { ALLOW_TEST_DOUBLE_ENV } from "../runtime/transport/rpal/double-guard.ts";
 import { buildLibrpalTestDouble, removeStaleTestDoubleFiles } from "../runtime/transport/rpal/double/build.ts";
 import { TestResources } from "./helpers.ts";
+import { defineRpcSuite } from "./rpc-suite.ts";
+import { rpalTestDoubleTransport } from "./transports.ts";
 
 const res = new TestResources();
 const stock = !existsSync("/proc/rpal");
@@ -17,48 +19,13 @@ afterAll(async () => {
   removeStaleTestDoubleFiles();
 });
 
-function doubleEnv(cacheDir: string, lib: string): Record<string, string> {
-  return { MESH_CACHE_DIR: cacheDir, MESH_LIBRPAL: lib, [ALLOW_TEST_DOUBLE_ENV]: "1", MESH_TRANSPORT: "rpal" };
-}
-
-describe("RPC over rpal against the librpal TEST DOUBLE", () => {
-  test("double: SDK app ↔ sidecar negotiate rpal; unary 0 B..1 MiB, streaming, deadline, errors and 4 MiB messages pass", async () => {
-    const cacheDir = res.scratchDir("rpal-rpc-cache-");
-    const prev = process.env.MESH_CACHE_DIR;
-    process.env.MESH_CACHE_DIR = cacheDir;
-    const lib = buildLibrpalTestDouble(); // built once here so the two processes do not race gcc
-    if (prev === undefined) delete process.env.MESH_CACHE_DIR;
-    else process.env.MESH_CACHE_DIR = prev;
-    const socket = join(res.scratchDir(), "sidecar.sock");
-    const env = doubleEnv(cacheDir, lib);
-    const sidecar = res.spawnBun([join(import.meta.dir, "fixtures/rpc-peer.ts"), socket], { env });
-    await sidecar.waitForLine(/^ready$/);
-    const app = res.spawnBun([join(import.meta.dir, "rpal-double-app.fixture.ts"), socket], { env });
-    await app.waitForLine(/^DONE$/, 60_000);
-    const out = app.output();
-    expect(out).not.toContain("FAIL ");
-    for (const name of [
-      "transport",
-      "unary 2000 calls 0 B..1 MiB",
-      "server stream 1000 in order",
-      "deadline exceeded",
-      "handler error keeps the connection",
-      "4 MiB message at the limit, and over it RESOURCE_EXHAUSTED",
-    ]) {
-      expect(out).toContain(`PASS ${name}\n`);
-    }
-    expect(out).toContain('"transport":"rpal"');
-    expect(sidecar.output()).toContain("app session started over rpal");
-    const stats = JSON.parse(out.split("\n").find((l) => l.startsWith("STATS "))!.slice(6));
-    expect(stats.rpalCalls).toBeGreaterThan(0);
-    expect(await app.proc.exited).toBe(0);
-  }, 90_000);
-});
+// The shared RPC suite, every case of it, over rpal with both processes on the test double.
+defineRpcSuite(rpalTestDoubleTransport());
 
 describe("rpal on a machine without an RPAL kernel", () => {
   test.skipIf(!stock)("MESH_TRANSPORT=rpal fails with the /proc/rpal reason and the fix", async () => {
     const socket = join(res.scratchDir(), "none.sock");
-    const app = res.spawnBun([join(import.meta.dir, "rpal-double-app.fixture.ts"), socket], {
+    const app = res.spawnBun([join(import.meta.dir, "fixtures/connect-app.ts"), socket], {
       env: { MESH_TRANSPORT: "rpal", MESH_LIBRPAL: "", [ALLOW_TEST_DOUBLE_ENV]: "" },
     });
     const code = await app.proc.exited;
@@ -66,7 +33,7 @@ describe("rpal on a machine without an RPAL kernel", () => {
     expect(app.output()).toContain(
       "transport rpal cannot be used here: /proc/rpal not found: this kernel has no RPAL; boot a kernel with the RPAL patch series (RFC v2 on v6.15); see kernel-patches/README.md",
     );
-    expect(app.output()).not.toContain("DONE");
+    expect(app.output()).not.toContain('"transport"');
   }, 30_000);
 
   test.skipIf(!stock)("the test double is never used without a test's permission: doctor refuses it and auto does not pick rpal", async () => {
