@@ -75,8 +75,8 @@ static void spin_server(struct slots *s, struct results *r, long n) {
 }
 
 int main(int argc, char **argv) {
-  if (argc != 3) {
-    fprintf(stderr, "usage: %s uds|shm MESSAGES\n", argv[0]);
+  if (argc != 3 && argc != 4) {
+    fprintf(stderr, "usage: %s uds|shm MESSAGES [MAX_SECONDS]\n", argv[0]);
     return 2;
   }
   const char *mode = argv[1];
@@ -86,6 +86,9 @@ int main(int argc, char **argv) {
     fprintf(stderr, "oneway: unknown mode '%s' (expected uds or shm)\n", mode);
     return 2;
   }
+  /* The measured loop also stops after MAX_SECONDS (reporting what it did): on a crowded machine a
+   * pinned reference can crawl, and the bench must end in bounded time. */
+  double max_ns = argc == 4 ? (double)parse_count(argv[3], "MAX_SECONDS") * 1e9 : 1e18;
   double hz = tsc_hz();
   size_t results_bytes = sizeof(struct results) + sizeof(uint64_t) * (size_t)n;
   struct results *r = mmap(NULL, results_bytes, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
@@ -111,7 +114,10 @@ int main(int argc, char **argv) {
   memset(msg, 'x', sizeof msg);
   struct rusage ru0, ru1;
   double wall0 = 0;
+  long done = 0;
   for (long i = -WARMUP; i < n; i++) {
+    if (i > 0 && (i & 1023) == 0 && mono_ns() - wall0 > max_ns) break;
+    if (i >= 0) done++;
     if (i == 0) {
       getrusage(RUSAGE_SELF, &ru0);
       wall0 = mono_ns();
@@ -133,6 +139,7 @@ int main(int argc, char **argv) {
   }
   double wall_ns = mono_ns() - wall0;
   getrusage(RUSAGE_SELF, &ru1);
+  n = done;
   if (is_uds) shutdown(sv[0], SHUT_WR);
   else __atomic_store_n(&s->req_seq, UINT64_MAX, __ATOMIC_RELEASE);
   int status;

@@ -71,31 +71,41 @@ async function call(method: string, req: Uint8Array): Promise<void> {
   if (response.byteLength !== req.byteLength || response[PAYLOAD - 1] !== req[PAYLOAD - 1] || response[0] !== req[0]) mismatches++;
 }
 
+/**
+ * Every job stops at its iteration count or at its time limit, whichever comes first, and reports the
+ * calls it made: on a machine crowded with other work a pinned spinner can slow to a crawl, and the
+ * bench must still end in bounded time.
+ */
+let deadline = Infinity;
+const overTime = (i: number) => (i & 255) === 0 && performance.now() > deadline;
+
 async function closedLoop(n: number): Promise<Omit<ClientResult, "kind">> {
   const lat = new Float64Array(n);
   const w = openWindow();
-  for (let i = 0; i < n; i++) {
+  let i = 0;
+  for (; i < n && !overTime(i); i++) {
     const t = performance.now();
     await call(ECHO, request);
     lat[i] = performance.now() - t;
   }
-  return closeWindow(w, n, lat, n);
+  return closeWindow(w, i, lat, i);
 }
 
 async function pipelined(n: number, inFlight: number): Promise<Omit<ClientResult, "kind">> {
   const lat = new Float64Array(n);
   let started = 0;
+  let done = 0;
   const lane = async () => {
-    while (started < n) {
-      const i = started++;
+    while (started < n && !overTime(started)) {
+      started++;
       const t = performance.now();
       await call(ECHO, request);
-      lat[i] = performance.now() - t;
+      lat[done++] = performance.now() - t;
     }
   };
   const w = openWindow();
   await Promise.all(Array.from({ length: inFlight }, lane));
-  return closeWindow(w, n, lat, n);
+  return closeWindow(w, done, lat, done);
 }
 
 const MAX_OUTSTANDING = 4096;
@@ -122,11 +132,10 @@ async function fixedRate(rate: number, durationMs: number): Promise<Omit<ClientR
           sent = due;
           break;
         }
-        const i = sent++;
+        sent++;
         const t = performance.now();
         const p: Promise<void> = call(ECHO, request).then(() => {
-          lat[i] = performance.now() - t;
-          done++;
+          lat[done++] = performance.now() - t; // by completion: with skipped calls, send order has holes
           outstanding.delete(p);
         });
         outstanding.add(p);
@@ -149,12 +158,14 @@ async function oneWay(n: number): Promise<Omit<ClientResult, "kind">> {
   const dv = new DataView(req.buffer);
   await channel.unary(ONE_WAY_STATS, new Uint8Array(0)); // reset the server's samples after warm-up
   const w = openWindow();
-  for (let i = 0; i < n; i++) {
+  let i = 0;
+  for (; i < n && !overTime(i); i++) {
     const t = performance.now();
     dv.setFloat64(0, tsc(), true);
     await channel.unary(ONE_WAY, req);
     lat[i] = performance.now() - t;
   }
+  n = i;
   const r = closeWindow(w, n, lat, n);
   const hz = tscHz();
   const stats = JSON.parse(new TextDecoder().decode((await channel.unary(ONE_WAY_STATS, new Uint8Array(0))).response)) as CycleStats;
@@ -188,29 +199,38 @@ async function waitForGo(): Promise<void> {
 
 async function run(job: ClientJob): Promise<ClientResult> {
   const warm = Math.min(5000, Math.max(500, Math.floor((job.iterations ?? 5000) / 10)));
+  // Warm-up gets its own bounded slice; the measured part gets the job's limit.
+  deadline = performance.now() + spec!.maxJobMs / 4;
+  const measure = <T>(f: () => Promise<T>) => {
+    deadline = performance.now() + spec!.maxJobMs;
+    return f();
+  };
   switch (job.kind) {
     case "closed-loop":
       await closedLoop(warm);
-      return { kind: job.kind, ...(await closedLoop(job.iterations)) };
+      return { kind: job.kind, ...(await measure(() => closedLoop(job.iterations))) };
     case "pipelined":
       await pipelined(warm, job.inFlight);
-      return { kind: job.kind, in_flight: job.inFlight, ...(await pipelined(job.iterations, job.inFlight)) };
+      return { kind: job.kind, in_flight: job.inFlight, ...(await measure(() => pipelined(job.iterations, job.inFlight))) };
     case "syscalls":
       await pipelined(warm, job.inFlight);
       await waitForGo();
-      return { kind: job.kind, in_flight: job.inFlight, ...(await pipelined(job.iterations, job.inFlight)) };
+      return { kind: job.kind, in_flight: job.inFlight, ...(await measure(() => pipelined(job.iterations, job.inFlight))) };
     case "fixed-rate":
       await closedLoop(warm);
       return { kind: job.kind, ...(await fixedRate(job.rate, job.durationMs)) };
     case "one-way":
       await oneWay(warm);
-      return { kind: job.kind, ...(await oneWay(job.iterations)) };
+      return { kind: job.kind, ...(await measure(() => oneWay(job.iterations))) };
   }
 }
 
 for (const job of spec.jobs) {
   const result = await run(job);
   if (result.skipped) result.note = `fell behind: ${result.skipped} calls not sent (over ${MAX_OUTSTANDING} outstanding)`;
+  else if (job.iterations !== undefined && result.iterations < job.iterations) {
+    result.note = `time limit: ${result.iterations} of ${job.iterations} calls in ${spec.maxJobMs / 1000} s (machine busy?)`;
+  }
   if (mismatches > 0) throw new Error(`${mismatches} echo replies differed from their requests`);
   console.log(JSON.stringify(result));
 }

@@ -164,7 +164,8 @@ function toRow(v: Variant, placement: Placement, r: ClientResult, syscalls?: Sys
     ctx_switches_per_call: r.ctx_switches_per_call,
   };
   if (v.spin !== undefined) row.spin = v.spin;
-  if (v.label === "rpal-double") row.note = "librpal TEST DOUBLE (user-space emulation on a stock kernel): not an RPAL figure";
+  const notes = [v.label === "rpal-double" ? "librpal TEST DOUBLE (user-space emulation on a stock kernel): not an RPAL figure" : "", r.kind === "fixed-rate" ? "" : (r.note ?? "")];
+  if (notes.some(Boolean)) row.note = notes.filter(Boolean).join("; ");
   if (r.in_flight !== undefined) row.in_flight = r.in_flight;
   if (r.kind === "fixed-rate" && !r.target_calls_per_s) {
     row.target_calls_per_s = 0;
@@ -226,7 +227,7 @@ async function runVariant(v: Variant, opts: BenchOptions, onRow: (r: BenchRow) =
     ]);
     if (!ready) throw new Error(`bench server for ${v.label} did not start:\n${(await Promise.race([serverErr, Bun.sleep(200).then(() => "")])).slice(-1500)}`);
 
-    const spec: ClientSpec = { socketPath, transport: v.transport, serverPid: server.pid, tscLib, jobs: v.jobs };
+    const spec: ClientSpec = { socketPath, transport: v.transport, serverPid: server.pid, tscLib, maxJobMs: opts.quick ? 2_000 : opts.full ? 120_000 : 6_000, jobs: v.jobs };
     client = Bun.spawn([...pinPrefix(cpus.client), process.execPath, join(BENCH_DIR, "clients/rpc-client.ts"), JSON.stringify(spec)], {
       env,
       stdin: "pipe",

@@ -14,6 +14,8 @@ export interface ClientSpec {
   transport: string;
   serverPid: number;
   tscLib: string;
+  /** Time limit of each measured job (warm-ups get a quarter of it); the job reports the calls it made. */
+  maxJobMs: number;
   jobs: ClientJob[];
 }
 
