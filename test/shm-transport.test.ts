@@ -3,6 +3,8 @@
 import { afterEach, describe, expect, test } from "bun:test";
 import { readdirSync, readFileSync, readlinkSync } from "node:fs";
 import { join } from "node:path";
+import { FrameKind } from "../runtime/rpc/frame.ts";
+import { connectToSidecar } from "../runtime/transport/negotiate.ts";
 import { TestResources, leakedShmSegments, waitFor, type Spawned } from "./helpers.ts";
 
 const PEER = join(import.meta.dir, "fixtures/shm-peer.ts");
@@ -13,9 +15,9 @@ afterEach(async () => {
   expect(leakedShmSegments()).toEqual([]);
 });
 
-async function sidecar(): Promise<{ peer: Spawned; socket: string }> {
+async function sidecar(mode?: string): Promise<{ peer: Spawned; socket: string }> {
   const socket = join(res.scratchDir(), "sidecar.sock");
-  const peer = res.spawnBun([PEER, "sidecar", socket]);
+  const peer = res.spawnBun([PEER, "sidecar", socket, ...(mode ? [mode] : [])]);
   await peer.waitForLine(/^ready$/);
   return { peer, socket };
 }
@@ -105,5 +107,25 @@ describe("shm transport across processes", () => {
     const next = app(socket, "send", "5000");
     await next.waitForLine(/^acked 5000$/);
     await peer.waitForLine(/^done 5000 errors=0$/);
+  });
+
+  test("random bytes written over the segment by the sidecar process: the app ends that session as corrupt, no crash", async () => {
+    const { peer, socket } = await sidecar("scribble");
+    const session = await connectToSidecar({ socketPath: socket, transport: "shm" });
+    expect(session.chosen).toBe("shm");
+    let closedWith: Error | undefined;
+    let closed = false;
+    session.transport.start({
+      onFrame() {},
+      onClose(error) {
+        closed = true;
+        closedWith = error;
+      },
+    });
+    await waitFor(() => closed, { what: "the app to reject the scribbled segment" });
+    expect(closedWith?.message).toMatch(/^shm segment corrupt: /);
+    expect(() => session.transport.send(FrameKind.PING, 0, 0, 0)).toThrow(/closed: shm segment corrupt/);
+    await peer.waitForLine(/^session 1: app hung up$/);
+    expect(segmentMappings(process.pid)).toBe(0);
   });
 });
