@@ -139,12 +139,41 @@ describe("mesh ab", () => {
     expect(report.summary.groups.find((g) => g.transport === "shm")!.saving_vs_baseline!.verdict).toBe("not enough reps for an interval");
   }, 90_000);
 
+  test("a pod process that dies mid-session fails the runs that saw it, and ab exits 1 with the reason", async () => {
+    const out = res.scratchDir("ab-crash-");
+    running = res.spawnBun(["mesh/cli/main.ts", "ab", "--quick", "--duration", "2s", "--warmup", "500ms", "--out", out]);
+    const ab = running;
+    await ab.waitForLine(/^\[1\/4\]/, 60_000); // the first run has finished
+    // Kill every greeter app this ab started (both transports'); mesh up restarts them with new pids.
+    const greeters = descendants(ab.proc.pid).filter((pid) => {
+      try {
+        return readFileSync(`/proc/${pid}/cmdline`, "utf8").split("\0").some((a) => a.endsWith("greeter.ts"));
+      } catch {
+        return false;
+      }
+    });
+    expect(greeters.length).toBe(2);
+    for (const pid of greeters) process.kill(pid, "SIGKILL");
+    await waitFor(() => ab.proc.exitCode !== null, { timeoutMs: 60_000, intervalMs: 100, what: "mesh ab to finish" });
+    expect(ab.proc.exitCode, ab.output()).toBe(1);
+    const report = JSON.parse(readFileSync(join(out, "report.json"), "utf8")) as AbReport;
+    expect(report.runs.length).toBe(4);
+    expect(report.runs[0]!.ok).toBe(true);
+    const failed = report.runs.filter((r) => !r.ok);
+    expect(failed.length).toBeGreaterThanOrEqual(1);
+    for (const r of failed) expect(r.failure).toMatch(/greeter\/app (was restarted|\(pid \d+\) could not be sampled)|calls failed/);
+    expect(report.summary.failed_runs).toBe(failed.length);
+    expect(ab.output()).toMatch(/mesh ab: \d+ run\(s\) failed/);
+    expect(existsSync(join(out, "logs"))).toBe(true); // the pods' logs are kept to explain the failure
+  }, 120_000);
+
   const mistakes: [string[], RegExp][] = [
     [["--rates", "fast"], /mesh ab: --rates: "fast" is not a whole number/],
     [["--transports", "uds,tcp"], /unknown transport "tcp"/],
     [["/nonexistent/mesh.yaml"], /mesh\.yaml: cannot read mesh\.yaml: no such file/],
     [["--target", "nosuchpod"], /--target nosuchpod: no such pod .* \(pods: greeter, frontend\)/],
     [["--http-get", "http://127.0.0.1:9999/x?n={payload}"], /port 9999 is not an app port/],
+    [["mesh/ab/testdata/broken-app.yaml", "--quick"], /broken-app\.yaml:6: pods\[0\]\.app\.command: .* is not an executable file/],
   ];
   for (const [args, re] of mistakes) {
     test(`${args.join(" ")} exits 2 with a message and starts nothing`, async () => {

@@ -3,7 +3,7 @@
 // — which names every pod's sidecar and app pid — is found without guessing. The harness never counts
 // the supervisor's CPU: only the pods' apps and sidecars.
 import type { Subprocess } from "bun";
-import { existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from "node:fs";
+import { closeSync, existsSync, mkdirSync, openSync, readdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { sampleProcess } from "../../runtime/procstat.ts";
 import type { MeshConfig } from "../config/index.ts";
@@ -105,13 +105,19 @@ export class MeshInstance {
   /** Starts `mesh up` and resolves once every app and sidecar runs and every sidecar reports `transport`. */
   async start(timeoutMs: number): Promise<void> {
     mkdirSync(this.runtimeDir, { recursive: true, mode: 0o700 });
-    this.proc = Bun.spawn([process.execPath, CLI, "up", this.yamlPath, "--transport", this.transport], {
-      cwd: REPO_ROOT,
-      env: { ...process.env, MESH_RUNTIME_DIR: this.runtimeDir, MESH_LOG_FORMAT: "json", FORCE_COLOR: undefined } as unknown as Record<string, string>,
-      stdin: "ignore",
-      stdout: Bun.file(this.outputPath),
-      stderr: Bun.file(this.outputPath),
-    });
+    // One append-mode descriptor for both streams, so stdout and stderr interleave instead of overwriting.
+    const out = openSync(this.outputPath, "a", 0o600);
+    try {
+      this.proc = Bun.spawn([process.execPath, CLI, "up", this.yamlPath, "--transport", this.transport], {
+        cwd: REPO_ROOT,
+        env: { ...process.env, MESH_RUNTIME_DIR: this.runtimeDir, MESH_LOG_FORMAT: "json", FORCE_COLOR: undefined } as unknown as Record<string, string>,
+        stdin: "ignore",
+        stdout: out,
+        stderr: out,
+      });
+    } finally {
+      closeSync(out);
+    }
     const deadline = Date.now() + timeoutMs;
     let why = "the state file did not appear";
     for (;;) {

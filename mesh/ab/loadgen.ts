@@ -6,7 +6,7 @@
 // Protocol: one JSON LoadgenConfig as argv[2]; stdout gets JSON lines {"event":"measuring"},
 // {"event":"measured"} (the window's edges, for strace) and finally {"event":"result",...}.
 import * as hdr from "hdr-histogram-js";
-import { sampleProcess, type ProcSample } from "../../runtime/procstat.ts";
+import { ProcessTracker, windowFigures, type TrackerReading, type WindowFigures } from "./proc-tracker.ts";
 import { grpcDriver, httpDriver, type GrpcTarget, type HttpTarget } from "./drivers.ts";
 import { OpenLoopSchedule, runOpenLoop } from "./openloop.ts";
 
@@ -36,8 +36,8 @@ export interface LoadgenResult {
   histogram: string;
   /** How far behind schedule the generator itself got (ms): large values mean the generator saturated. */
   maxSendLagMs: number;
-  before: ProcSample[];
-  after: ProcSample[];
+  /** Each sampled process's CPU, context switches and RSS over the measured window. */
+  processes: WindowFigures[];
   /** pid → reason, for processes that could not be sampled (exited, restarted). */
   missing: Record<string, string>;
   /** CPU this generator used inside the measured window (all its threads). */
@@ -46,17 +46,22 @@ export interface LoadgenResult {
 
 const HIGHEST_TRACKABLE_US = 120_000_000; // two minutes: any call slower than that is an error anyway
 
-function sampleAll(pids: number[], missing: Record<string, string>): ProcSample[] {
-  const out: ProcSample[] = [];
-  for (const pid of pids) {
+/** Polls every tracked process; one that cannot be read is reported in `missing` and tracked no more. */
+function pollAll(trackers: Map<number, ProcessTracker>, missing: Record<string, string>): Map<number, TrackerReading> {
+  const out = new Map<number, TrackerReading>();
+  for (const [pid, t] of trackers) {
     try {
-      out.push(sampleProcess(pid));
+      out.set(pid, t.poll());
     } catch (e) {
-      missing[String(pid)] = `could not read /proc/${pid}: ${(e as Error).message}`;
+      missing[String(pid)] = (e as Error).message;
+      trackers.delete(pid);
     }
   }
   return out;
 }
+
+/** How often the pods are polled inside the window, so threads that exit lose little of their counters. */
+const POLL_MS = 250;
 
 export async function runLoad(cfg: LoadgenConfig, emit: (line: object) => void): Promise<LoadgenResult> {
   const driver = cfg.target.kind === "grpc" ? grpcDriver(cfg.target) : httpDriver(cfg.target);
@@ -77,7 +82,9 @@ export async function runLoad(cfg: LoadgenConfig, emit: (line: object) => void):
     const windowEnd = windowStart + cfg.durationMs;
     const schedule = new OpenLoopSchedule(cfg.rateRps, t0, windowEnd);
 
-    let before: ProcSample[] | undefined;
+    const trackers = new Map(cfg.samplePids.map((pid) => [pid, new ProcessTracker(pid)] as const));
+    let before: Map<number, TrackerReading> | undefined;
+    let poller: ReturnType<typeof setInterval> | undefined;
     let windowClosed = false;
     let measuredCalls = 0;
     let measuredDone = 0;
@@ -91,7 +98,8 @@ export async function runLoad(cfg: LoadgenConfig, emit: (line: object) => void):
       const measured = intendedMs >= windowStart;
       if (measured) {
         if (before === undefined) {
-          before = sampleAll(cfg.samplePids, missing);
+          before = pollAll(trackers, missing);
+          poller = setInterval(() => pollAll(trackers, missing), POLL_MS);
           cpuStart = process.cpuUsage();
           emit({ event: "measuring" });
         }
@@ -116,11 +124,16 @@ export async function runLoad(cfg: LoadgenConfig, emit: (line: object) => void):
     const tail = windowEnd - performance.now();
     if (tail > 0) await Bun.sleep(tail);
     windowClosed = true;
-    const after = sampleAll(cfg.samplePids, missing);
+    clearInterval(poller);
+    const after = pollAll(trackers, missing);
     const cpu = process.cpuUsage(cpuStart);
     const windowMs = performance.now() - windowStart;
     emit({ event: "measured" });
-    before ??= [];
+    const processes: WindowFigures[] = [];
+    for (const [pid, end] of after) {
+      const start = before?.get(pid);
+      if (start) processes.push(windowFigures(pid, start, end));
+    }
 
     // Drain: measured calls still in flight get their latency recorded or time out as errors.
     const drainDeadline = performance.now() + cfg.timeoutMs + 1000;
@@ -152,8 +165,7 @@ export async function runLoad(cfg: LoadgenConfig, emit: (line: object) => void):
       },
       histogram: hdr.encodeIntoCompressedBase64(histogram),
       maxSendLagMs,
-      before,
-      after,
+      processes,
       missing,
       loadgenCpuMs: (cpu.user + cpu.system) / 1000,
     };

@@ -7,6 +7,8 @@ import { cpSync, existsSync, mkdtempSync, rmSync } from "node:fs";
 import { cpus, loadavg, release, tmpdir } from "node:os";
 import { join, relative, resolve } from "node:path";
 import { ConfigError, loadConfig, type MeshConfig } from "../config/index.ts";
+import { UserError } from "../supervisor/errors.ts";
+import { preflight } from "../supervisor/preflight.ts";
 import type { GrpcTarget, HttpTarget } from "./drivers.ts";
 import { AbUsageError, parseAbFlags, USAGE, type AbOptions, type TransportName } from "./flags.ts";
 import { fmtInterval, fmtNum, fmtPct } from "./format.ts";
@@ -184,10 +186,18 @@ export async function abMain(argv: string[]): Promise<number> {
     }
     o = parsed.options;
     config = loadConfig(o.configPath);
+    // mesh up's own checks (commands, cwd, protos, certificates), against the user's file so the message
+    // names it; ports are skipped (set to 0) because every transport runs on fresh ports anyway.
+    const portless = structuredClone(config);
+    for (const p of portless.pods) {
+      if (p.sidecar.inbound) p.sidecar.inbound.port = 0;
+      p.sidecar.admin.port = 0;
+    }
+    await preflight(portless, resolve(o.configPath));
     ({ transports, notes } = await chooseTransports(o));
     entry = o.httpGet ? httpEntry(o, config) : grpcEntry(o, config);
   } catch (e) {
-    if (e instanceof AbUsageError || e instanceof ConfigError) {
+    if (e instanceof AbUsageError || e instanceof ConfigError || e instanceof UserError) {
       process.stderr.write(`mesh ab: ${e.message}\n`);
       return 2;
     }

@@ -1,5 +1,4 @@
 import { describe, expect, test } from "bun:test";
-import type { ProcSample } from "../../runtime/procstat.ts";
 import type { MeshProcess } from "./instance.ts";
 import type { LoadgenResult } from "./loadgen.ts";
 import { buildRecord, type RunSpec } from "./run.ts";
@@ -21,8 +20,8 @@ const procs: MeshProcess[] = [
   { pod: "greeter", role: "app", pid: 12, restarts: 0 },
 ];
 
-function sample(pid: number, cpuMs: number, vol: number): ProcSample {
-  return { pid, cpuNs: cpuMs * 1e6, userNs: 0, systemNs: 0, rssBytes: 50e6, voluntaryCtxSwitches: vol, involuntaryCtxSwitches: vol / 10, threads: 8, atMs: 0 };
+function window(pid: number, cpuMs: number, vol: number) {
+  return { pid, cpuNs: cpuMs * 1e6, rssBytes: 50e6, voluntaryCtxSwitches: vol, involuntaryCtxSwitches: vol / 10 };
 }
 
 function result(over: Partial<LoadgenResult> = {}): LoadgenResult {
@@ -37,8 +36,7 @@ function result(over: Partial<LoadgenResult> = {}): LoadgenResult {
     latencyUs: { p50: 100, p90: 200, p99: 400, p999: 800, max: 900, mean: 120, count: 2000 },
     histogram: "",
     maxSendLagMs: 1,
-    before: [sample(11, 1000, 100), sample(12, 500, 50)],
-    after: [sample(11, 1400, 300), sample(12, 700, 150)], // 0.4 s and 0.2 s of CPU in a 2 s window
+    processes: [window(11, 400, 200), window(12, 200, 100)], // 0.4 s and 0.2 s of CPU in a 2 s window
     missing: {},
     loadgenCpuMs: 600,
     ...over,
@@ -85,7 +83,7 @@ describe("buildRecord", () => {
   });
 
   test("a process that could not be sampled fails the run and is left out of the CPU sum", () => {
-    const r = buildRecord(spec, procs, result({ after: [sample(11, 1400, 300)], missing: { "12": "could not read /proc/12" } }), "shm", undefined, "t");
+    const r = buildRecord(spec, procs, result({ processes: [window(11, 400, 200)], missing: { "12": "could not read /proc/12" } }), "shm", undefined, "t");
     expect(r.ok).toBe(false);
     expect(r.failure).toContain("greeter/app (pid 12) could not be sampled: could not read /proc/12");
     expect(r.processes.length).toBe(1);

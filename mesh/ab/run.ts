@@ -3,7 +3,6 @@
 // a process could not be sampled, the sidecars were not on the asked transport, the generator failed,
 // or too many calls failed; its figures are kept for the record but never enter the summary.
 import { join } from "node:path";
-import type { ProcSample } from "../../runtime/procstat.ts";
 import type { GrpcTarget, HttpTarget } from "./drivers.ts";
 import type { MeshInstance, MeshProcess } from "./instance.ts";
 import type { LoadgenConfig, LoadgenResult } from "./loadgen.ts";
@@ -66,18 +65,16 @@ export function buildRecord(
   const windowS = result.windowMs / 1000;
   const achieved = result.achievedRps;
   const perK = (v: number) => (achieved > 0 ? v / (achieved / 1000) : Number.NaN);
-  const byPid = (list: ProcSample[], pid: number) => list.find((s) => s.pid === pid);
   const problems: string[] = [];
   const processes: ProcessFigures[] = [];
   let vcpu = 0;
   for (const p of procs) {
-    const a = byPid(result.before, p.pid);
-    const b = byPid(result.after, p.pid);
-    if (!a || !b) {
+    const w = result.processes.find((x) => x.pid === p.pid);
+    if (!w) {
       problems.push(`${p.pod}/${p.role} (pid ${p.pid}) could not be sampled: ${result.missing[String(p.pid)] ?? "no sample"}`);
       continue;
     }
-    const cpuS = (b.cpuNs - a.cpuNs) / 1e9;
+    const cpuS = w.cpuNs / 1e9;
     const pv = cpuS / windowS;
     vcpu += pv;
     const sc = syscalls?.get(p.pid) ?? null;
@@ -88,9 +85,9 @@ export function buildRecord(
       cpu_seconds: cpuS,
       vcpu: pv,
       vcpu_per_1000_rps: perK(pv),
-      rss_bytes: b.rssBytes,
-      voluntary_ctx_switches: b.voluntaryCtxSwitches - a.voluntaryCtxSwitches,
-      involuntary_ctx_switches: b.involuntaryCtxSwitches - a.involuntaryCtxSwitches,
+      rss_bytes: w.rssBytes,
+      voluntary_ctx_switches: w.voluntaryCtxSwitches,
+      involuntary_ctx_switches: w.involuntaryCtxSwitches,
       syscalls: sc ? sc.total : null,
       syscalls_per_request: sc && result.measuredCalls > 0 ? sc.total / result.measuredCalls : null,
       top_syscalls: sc ? sc.top : null,
