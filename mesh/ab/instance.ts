@@ -5,11 +5,11 @@
 import type { Subprocess } from "bun";
 import { closeSync, existsSync, mkdirSync, openSync, readdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
-import { sampleProcess } from "../../runtime/procstat.ts";
 import type { MeshConfig } from "../config/index.ts";
 import { fetchSidecarStatus } from "../supervisor/admin-client.ts";
 import type { RunState } from "../supervisor/state.ts";
 import { instanceYaml, planInstance } from "./instance-config.ts";
+import { ProcessTracker, windowFigures } from "./proc-tracker.ts";
 import type { IdleFigure } from "./report-types.ts";
 
 const REPO_ROOT = join(import.meta.dir, "..", "..");
@@ -183,11 +183,17 @@ export class MeshInstance {
   async measureIdle(windowMs: number): Promise<IdleFigure | string> {
     const procs = this.processes();
     try {
-      const before = procs.map((p) => sampleProcess(p.pid));
-      await Bun.sleep(windowMs); // this is the measurement window, not synchronisation
-      const after = procs.map((p) => sampleProcess(p.pid));
-      const seconds = (after[0]!.atMs - before[0]!.atMs) / 1000;
-      const by = procs.map((p, i) => ({ pod: p.pod, role: p.role, vcpu: (after[i]!.cpuNs - before[i]!.cpuNs) / 1e9 / seconds }));
+      const trackers = procs.map((p) => new ProcessTracker(p.pid));
+      const t0 = performance.now();
+      const before = trackers.map((t) => t.poll());
+      // This is the measurement window, not synchronisation; polled so exiting threads keep their time.
+      for (let left = windowMs; left > 0; left -= 250) {
+        await Bun.sleep(Math.min(250, left));
+        for (const t of trackers) t.poll();
+      }
+      const after = trackers.map((t) => t.poll());
+      const seconds = (performance.now() - t0) / 1000;
+      const by = procs.map((p, i) => ({ pod: p.pod, role: p.role, vcpu: windowFigures(p.pid, before[i]!, after[i]!).cpuNs / 1e9 / seconds }));
       return { transport: this.transport, window_seconds: seconds, vcpu: by.reduce((s, x) => s + x.vcpu, 0), by_process: by };
     } catch (e) {
       return `idle CPU of ${this.transport} not measured: ${(e as Error).message}`;

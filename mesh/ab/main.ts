@@ -9,136 +9,20 @@ import { join, relative, resolve } from "node:path";
 import { ConfigError, loadConfig, type MeshConfig } from "../config/index.ts";
 import { UserError } from "../supervisor/errors.ts";
 import { preflight } from "../supervisor/preflight.ts";
-import type { GrpcTarget, HttpTarget } from "./drivers.ts";
+import { grpcEntry, httpEntry, type Entry } from "./entry.ts";
 import { AbUsageError, parseAbFlags, USAGE, type AbOptions, type TransportName } from "./flags.ts";
 import { fmtInterval, fmtNum, fmtPct } from "./format.ts";
 import { MeshInstance } from "./instance.ts";
 import { Progress } from "./progress.ts";
 import type { AbReport, IdleFigure, RunRecord } from "./report-types.ts";
 import { writeReport } from "./report-write.ts";
-import { encodePayloadRequest, findUnaryMethod } from "./request.ts";
 import { failedRecord, measureRun, type RunSpec } from "./run.ts";
 import { StraceSession, straceAvailable } from "./strace.ts";
+import { chooseTransports } from "./transports.ts";
+import { qualityNotes } from "./notes.ts";
 import { summarize } from "./summary.ts";
 
-const PORT_ENV_RE = /^(?:.*_)?PORT$/;
 const READY_TIMEOUT_MS = 60_000;
-
-interface Availability {
-  transports: TransportName[];
-  notes: string[];
-}
-
-/** uds and shm work on any Linux; rpal only when runtime/transport/rpal/detect.ts says every precondition holds. */
-async function availableTransports(): Promise<Availability> {
-  const detectPath = join(import.meta.dir, "../../runtime/transport/rpal/detect.ts");
-  if (!existsSync(detectPath)) return { transports: ["uds", "shm"], notes: ["rpal left out: runtime/transport/rpal/detect.ts is not in this checkout"] };
-  try {
-    const { detectRpal } = (await import(detectPath)) as typeof import("../../runtime/transport/rpal/detect.ts");
-    const d = detectRpal();
-    // `mesh up --transport rpal` runs the pods on an RPAL-marked copy of bun, so the harness's own
-    // (unmarked) executable is not a reason to skip rpal.
-    const failing = d.preconditions.filter((p) => !p.ok && p.name !== "executable");
-    if (failing.length === 0) return { transports: ["uds", "shm", "rpal"], notes: [] };
-    return { transports: ["uds", "shm"], notes: [`rpal left out: ${failing.map((p) => `${p.name}: ${p.detail}`).join("; ")}`] };
-  } catch (e) {
-    return { transports: ["uds", "shm"], notes: [`rpal left out: detection failed: ${(e as Error).message}`] };
-  }
-}
-
-async function chooseTransports(o: AbOptions): Promise<{ transports: TransportName[]; notes: string[] }> {
-  const avail = await availableTransports();
-  if (o.transports) {
-    const missing = o.transports.filter((t) => !avail.transports.includes(t));
-    if (missing.length) {
-      throw new AbUsageError(`--transports ${missing.join(",")} cannot run on this machine (${avail.notes.join("; ")}); drop it from --transports`);
-    }
-    return { transports: o.transports, notes: [] };
-  }
-  if (!avail.transports.includes(o.baseline)) throw new AbUsageError(`--baseline ${o.baseline} cannot run here (${avail.notes.join("; ")}); pick --baseline uds`);
-  let list = [o.baseline, ...avail.transports.filter((t) => t !== o.baseline)];
-  if (o.quick) list = list.slice(0, 2);
-  return { transports: list, notes: avail.notes };
-}
-
-interface Entry {
-  pod: string;
-  describe: string;
-  method: string;
-  /** The target of one run, for an instance and a payload size. */
-  targetFor(inst: MeshInstance, payloadBytes: number): GrpcTarget | HttpTarget;
-}
-
-function grpcEntry(o: AbOptions, config: MeshConfig): Entry {
-  const pod = o.targetPod ? config.pods.find((p) => p.name === o.targetPod) : config.pods.find((p) => p.sidecar.inbound);
-  if (!pod) {
-    throw new AbUsageError(
-      o.targetPod
-        ? `--target ${o.targetPod}: no such pod in ${o.configPath} (pods: ${config.pods.map((p) => p.name).join(", ")})`
-        : `no pod in ${o.configPath} has a sidecar inbound to send gRPC load to — add inbound: to one, or use --http-get`,
-    );
-  }
-  if (!pod.sidecar.inbound) throw new AbUsageError(`--target ${pod.name} has no sidecar inbound in ${o.configPath}: it cannot receive gRPC load`);
-  let method: ReturnType<typeof findUnaryMethod>;
-  try {
-    method = findUnaryMethod(pod.sidecar.protos, o.method);
-  } catch (e) {
-    throw new AbUsageError((e as Error).message);
-  }
-  const requests = new Map<number, string>();
-  for (const n of o.payloadBytes) {
-    try {
-      requests.set(n, Buffer.from(encodePayloadRequest(method, n)).toString("base64"));
-    } catch (e) {
-      throw new AbUsageError((e as Error).message);
-    }
-  }
-  const tls = pod.sidecar.tls;
-  return {
-    pod: pod.name,
-    method: method.path,
-    describe: `gRPC ${method.path} into pod ${pod.name}'s sidecar inbound (one app↔sidecar hop, sidecar → app)`,
-    targetFor(inst, payloadBytes) {
-      const address = inst.pods.find((p) => p.pod === pod.name)?.inbound;
-      if (!address) throw new Error(`pod ${pod.name} of transport ${inst.transport} reported no inbound address`);
-      return {
-        kind: "grpc",
-        target: address,
-        method: method.path,
-        requestBase64: requests.get(payloadBytes)!,
-        connections: o.connections,
-        ...(tls ? { tls: { ca: tls.ca, cert: tls.cert, key: tls.key } } : {}),
-      };
-    },
-  };
-}
-
-function httpEntry(o: AbOptions, config: MeshConfig): Entry {
-  const template = o.httpGet!;
-  const port = new URL(template.replace("{payload}", "P")).port;
-  let owner: { pod: string; env: string } | undefined;
-  for (const p of config.pods) {
-    for (const [k, v] of Object.entries(p.app.env)) if (PORT_ENV_RE.test(k) && v === port) owner ??= { pod: p.name, env: k };
-  }
-  if (!owner) {
-    throw new AbUsageError(
-      `--http-get port ${port} is not an app port in ${o.configPath}: the harness runs every transport on fresh ports, so it must find ${port} as an app env PORT or *_PORT value (like FRONTEND_PORT: 8080) to know where each copy listens`,
-    );
-  }
-  const found = owner;
-  return {
-    pod: found.pod,
-    method: `GET ${new URL(template.replace("{payload}", "P")).pathname}`,
-    describe: `HTTP GET at pod ${found.pod}'s app (${found.env}); the full path crosses app↔sidecar both ways`,
-    targetFor(inst, payloadBytes) {
-      const p = inst.config.pods.find((x) => x.name === found.pod)!;
-      const newPort = p.app.env[found.env]!;
-      const url = new URL(template.replace("{payload}", "x".repeat(payloadBytes)));
-      url.port = newPort;
-      return { kind: "http", url: url.toString() };
-    },
-  };
-}
 
 function planRuns(o: AbOptions, transports: string[]): Omit<RunSpec, "target">[] {
   const plan: Omit<RunSpec, "target">[] = [];
@@ -288,33 +172,8 @@ export async function abMain(argv: string[]): Promise<number> {
     rmSync(workDir, { recursive: true, force: true });
   }
 
-  for (const t of transports) {
-    const rs = runs.filter((r) => r.ok && r.transport === t);
-    for (const rate of o.ratesRps) {
-      const low = rs.filter((r) => r.rate_rps === rate && r.achieved_rps < rate * 0.9);
-      if (low.length) {
-        const lag = Math.max(...low.map((r) => r.loadgen.max_send_lag_ms));
-        notes.push(
-          `${t} @ ${rate} rps achieved only ${fmtNum(Math.min(...low.map((r) => r.achieved_rps)))} rps in ${low.length} run(s) (load generator max send lag ${fmtNum(lag)} ms): the machine saturated, so that rate measures an overloaded system`,
-        );
-      }
-    }
-  }
-  const lgCpu = runs.filter((r) => r.ok).map((r) => r.loadgen.cpu_seconds / Math.max(1e-9, r.window_seconds));
-  if (lgCpu.length) {
-    notes.push(
-      `the load generator ran in its own process and is not counted; it used about ${fmtNum(lgCpu.reduce((a, b) => a + b, 0) / lgCpu.length)} vCPU on this ${cpus().length}-CPU machine, competing with the pods`,
-    );
-  }
   const host = machine(loadStart);
-  const busiest = Math.max(host.load_average.start, host.load_average.end);
-  if (busiest > host.cpus) {
-    // Other work on the machine competes with the pods for CPU and inflates latency; the interleaving
-    // spreads it over all transports, but the intervals widen. Say so rather than let it pass unseen.
-    notes.push(
-      `the machine was busy: 1-minute load average ${fmtNum(host.load_average.start)} at the start and ${fmtNum(host.load_average.end)} at the end on ${host.cpus} CPUs — other processes competed with the pods, so expect wide intervals and inflated latency; rerun on an idle machine for figures to quote`,
-    );
-  }
+  notes.push(...qualityNotes(runs, transports, o.ratesRps, host));
   if (abort.signal.aborted) notes.push(`interrupted after ${runs.length} of ${plan.length} runs: this report is partial`);
 
   const report: AbReport = {
