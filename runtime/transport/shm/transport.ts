@@ -1,13 +1,15 @@
 // ShmTransport: frames through two shared-memory rings, a doorbell on the uds control connection only
 // when the reader sleeps. Implements Transport, so the RPC channel runs over it unchanged.
 //
-// The reader runs in the JS event loop: a poll drains the ring (bounded), then yields with
-// setImmediate so handlers' microtasks and other I/O run; when the ring is empty it spins in short
-// synchronous slices (yielding between them) for as long as the SpinPolicy allows, then parks:
-// announce "parked" in shared memory, re-check the ring, and sleep until a DOORBELL frame arrives on
-// the control connection. A producer rings only when it finds the reader parked, so under load no
-// syscall is made per message. When the ring is full, frames wait in a local backlog (the only path
-// that copies), and the producer asks the reader to ring back once it has made room.
+// The reader runs in the JS event loop. A poll drains the ring (bounded) and delivers; the next poll
+// is a microtask, so the handlers of what was delivered run first and no epoll_wait is paid per poll
+// (one trip through the event loop every MAX_BURST_MS keeps the process's other I/O and timers
+// served). When the ring is empty the SpinPolicy decides: spin (starting on the next event-loop turn,
+// in short synchronous slices) or park: announce "parked" in shared memory, re-check the ring, and
+// sleep until a DOORBELL frame arrives on the control connection. A producer rings only when it finds
+// the reader parked, so under load no syscall is made per message. When the ring is full, frames wait
+// in a local backlog (the only path that copies), and the producer asks the reader to ring back once it
+// has made room.
 import { logger } from "../../log.ts";
 import { FRAME_HEADER_BYTES, FrameKind, maxFrameBody } from "../../rpc/frame.ts";
 import { DEFAULT_SETTINGS } from "../../rpc/types.ts";
@@ -18,7 +20,7 @@ import type { ShmSegment } from "./segment.ts";
 import { SpinPolicy, type SpinSetting } from "./spin.ts";
 
 const log = logger("shm");
-/** Records handled per poll before yielding to the event loop. */
+/** Records handled per poll before the next poll is scheduled (so one busy peer cannot starve us). */
 const POLL_BUDGET = 256;
 /** Longest synchronous spin before yielding to the event loop, in ms. */
 const SPIN_SLICE_MS = 0.02;
@@ -319,7 +321,7 @@ export class ShmTransport implements Transport {
       if (this.backlogHead < this.backlog.length && this.flushBacklog()) this.awaitSpace();
       if (this.isClosed) return;
       if (n > 0) {
-        // Yield so the frames' handlers (microtasks) and other I/O run; poll again right after.
+        // Let the frames' handlers (queued microtasks) run, then poll again.
         if (this.waitStart !== 0) this.endWait(true);
         this.schedule();
         return;
