@@ -23,6 +23,7 @@ let bad: FakeUpstream;
 let main: RunningSidecar;
 let pair: RunningSidecar;
 let viaDns: RunningSidecar;
+let noBudget: RunningSidecar;
 let dns: DnsServer;
 let app: MeshConnection;
 let appPair: MeshConnection;
@@ -68,11 +69,16 @@ beforeAll(async () => {
       },
     },
     { name: "viadns", sidecar: { upstreams: [{ service: "meshtest.Echo", dns: `good.mesh.test:${good.port}` }] } },
+    {
+      name: "nobudget",
+      sidecar: { upstreams: [{ service: "meshtest.Echo", endpoints: [bad.address], retries: { ...RETRIES, budget_percent: 0, min_retries_per_second: 0 } }] },
+    },
   ]);
-  [main, pair, viaDns] = await Promise.all([
+  [main, pair, viaDns, noBudget] = await Promise.all([
     startSidecar(res, config, "main", join(dir, "main", "app.sock")),
     startSidecar(res, config, "pair", join(dir, "pair", "app.sock")),
     startSidecar(res, config, "viadns", join(dir, "viadns", "app.sock"), { MESH_DNS_SERVERS: `127.0.0.1:${dns.port}` }),
+    startSidecar(res, config, "nobudget", join(dir, "nobudget", "app.sock")),
   ]);
   app = await connect({ socketPath: main.socket, reconnect: false });
   appPair = await connect({ socketPath: pair.socket, reconnect: false });
@@ -242,6 +248,22 @@ describe("sidecar outbound", () => {
       expect(reply.app).toBe("good");
       expect(good.seen.length - before).toBe(1);
       expect(dns.queries()).toBeGreaterThanOrEqual(1);
+    } finally {
+      await conn.close(100).catch(() => undefined);
+    }
+  });
+
+  test("an empty retry budget stops retries of a retryable failure, and says so", async () => {
+    const conn = await connect({ socketPath: noBudget.socket, reconnect: false });
+    try {
+      const before = bad.seen.length;
+      const e = await expectCode(conn.client(ECHO_PROTO, "meshtest.Echo").Unary!({ text: "x" }, { timeoutMs: 5000 }));
+      expect(e.code).toBe(Status.UNAVAILABLE);
+      expect(e.details).toContain("retry budget");
+      expect(bad.seen.length - before).toBe(1);
+      const text = await scrape(noBudget.admin);
+      expect(metric(text, "mesh_upstream_retry_budget_exhausted_total", { service: "meshtest.Echo" })).toBe(1);
+      expect(metric(text, "mesh_upstream_retries_total", { service: "meshtest.Echo" })).toBe(0);
     } finally {
       await conn.close(100).catch(() => undefined);
     }

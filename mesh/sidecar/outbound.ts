@@ -99,6 +99,13 @@ async function handleOutbound(deps: OutboundDeps, sc: ServerCall): Promise<void>
   const finish = (code: number, details: string, trailers?: Metadata) => {
     if (finished) return;
     finished = true;
+    const reason: unknown = sc.signal.reason;
+    if (sc.ended && reason instanceof RpcError) {
+      // The channel already ended the call (deadline, the app cancelled, session lost): record what the
+      // app saw, not the upstream attempt's CANCELLED.
+      code = reason.code;
+      details = reason.details;
+    }
     sc.end(code, details, trailers);
     const ms = performance.now() - started;
     metrics.observe("outbound", methodLabel, code, ms / 1000);
@@ -173,14 +180,14 @@ async function handleOutbound(deps: OutboundDeps, sc: ServerCall): Promise<void>
         finish(r.code, r.details, r.trailers);
         return;
       }
-      if (!cluster.budget.tryRetry()) {
-        metrics.retryBudgetExhausted.inc({ service });
-        finish(r.code, `${r.details} (not retried: retry budget of ${service} used up)`, r.trailers);
-        return;
-      }
       const delay = backoffMs(cluster.retry, attempts);
       if (Date.now() + delay >= deadline) {
         finish(r.code, `${r.details} (not retried: the deadline would pass during backoff)`, r.trailers);
+        return;
+      }
+      if (!cluster.budget.tryRetry()) {
+        metrics.retryBudgetExhausted.inc({ service });
+        finish(r.code, `${r.details} (not retried: retry budget of ${service} used up)`, r.trailers);
         return;
       }
       metrics.retries.inc({ service });
