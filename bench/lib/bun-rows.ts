@@ -235,7 +235,14 @@ async function runVariant(v: Variant, opts: BenchOptions, onRow: (r: BenchRow) =
       stderr: "pipe",
     });
     const clientErr = new Response(client.stderr).text();
-    const deadline = setTimeout(() => client?.kill("SIGKILL"), 300_000);
+    // Each job is bounded in time by the client itself; a job that blows through this budget means the
+    // transport stopped delivering (a lost wake-up): kill it and say so rather than hang the bench.
+    const budgetMs = v.jobs.reduce((sum, j) => sum + (j.kind === "fixed-rate" ? j.durationMs : 0) + spec.maxJobMs * 1.25 + 15_000, 0);
+    let hung = false;
+    const deadline = setTimeout(() => {
+      hung = true;
+      client?.kill("SIGKILL");
+    }, budgetMs);
     let perf: ReturnType<typeof startPerfCounter> | undefined;
     let results = 0;
     let idleVcpu: number | undefined;
@@ -266,6 +273,12 @@ async function runVariant(v: Variant, opts: BenchOptions, onRow: (r: BenchRow) =
     clearTimeout(deadline);
     if (perf && typeof perf !== "string") perf.abort();
     const code = await client.exited;
+    if (hung) {
+      const job = v.jobs[results];
+      throw new Error(
+        `bench client for ${v.label} made no progress: job ${results + 1} of ${v.jobs.length} (${job?.kind}) had no result within the variant's ${Math.round(budgetMs / 1000)} s budget — calls stopped completing (both processes idle: a lost wake-up in the transport?)`,
+      );
+    }
     if (code !== 0 || results < v.jobs.length) {
       throw new Error(`bench client for ${v.label} failed (exit ${code ?? client.signalCode}, ${results}/${v.jobs.length} results):\n${(await clientErr).slice(-2000)}`);
     }
