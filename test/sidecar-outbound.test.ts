@@ -268,4 +268,21 @@ describe("sidecar outbound", () => {
       await conn.close(100).catch(() => undefined);
     }
   });
+
+  test("bidi and client streaming: every message goes up and every reply comes back (one attempt, no replay)", async () => {
+    const bidi = await app.startCall("/meshtest.Echo/Bidi", { clientStreaming: true, serverStreaming: true }, { timeoutMs: 5000 });
+    for (const t of ["a", "b", "c"]) await bidi.write(Req.encode(Req.fromObject({ text: t })).finish());
+    bidi.end();
+    const got: string[] = [];
+    for await (const m of bidi) got.push((Reply.toObject(Reply.decode(m)) as { text: string }).text);
+    expect(got).toEqual(["bidi:a", "bidi:b", "bidi:c"]);
+    expect((await bidi.status).code).toBe(Status.OK);
+
+    const cs = await app.startCall("/meshtest.Echo/ClientStream", { clientStreaming: true, serverStreaming: false }, { timeoutMs: 5000 });
+    for (const t of ["x", "y"]) await cs.write(Req.encode(Req.fromObject({ text: t })).finish());
+    cs.end();
+    const replies: string[] = [];
+    for await (const m of cs) replies.push((Reply.toObject(Reply.decode(m)) as { text: string }).text);
+    expect(replies).toEqual(["x+y"]);
+  });
 });

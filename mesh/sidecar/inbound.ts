@@ -140,9 +140,13 @@ export class InboundServer {
       for await (const msg of appCall) {
         if (callback) {
           response = asBuffer(msg);
-        } else if (!call.write(asBuffer(msg))) {
-          // Backpressure from the network client: stop reading the app's messages until it drains.
-          await new Promise<void>((r) => call.once("drain", r));
+        } else if (!call.write(asBuffer(msg)) && !call.cancelled) {
+          // Backpressure from the network client: stop reading the app's messages until it drains (or
+          // goes away: a cancelled call never drains, and the app call is cancelled with it).
+          await new Promise<void>((r) => {
+            call.once("drain", r);
+            call.once("cancelled", r);
+          });
         }
       }
     } catch {

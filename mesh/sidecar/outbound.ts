@@ -294,14 +294,23 @@ async function attemptStreaming(
   const options: grpc.CallOptions = Number.isFinite(deadline) ? { deadline } : {};
   // Bidi on the wire also carries client streaming: gRPC framing is the same for every shape.
   const call = ep.client.makeBidiStreamRequest(sc.method, passThrough, passThrough, metadata.clone(), options);
+  let ended = false;
+  call.once("status", () => (ended = true));
   const cancel = () => call.cancel();
   sc.signal.addEventListener("abort", cancel, { once: true });
   const pump = (async () => {
     try {
       for await (const m of sc) {
-        if (!call.write(asBuffer(m))) await new Promise<void>((r) => call.once("drain", r));
+        if (ended) break;
+        if (!call.write(asBuffer(m))) {
+          // Wait for the upstream to take more, or for the call to end (a finished call never drains).
+          await new Promise<void>((r) => {
+            call.once("drain", r);
+            call.once("status", r);
+          });
+        }
       }
-      call.end();
+      if (!ended) call.end();
     } catch {
       call.cancel();
     }

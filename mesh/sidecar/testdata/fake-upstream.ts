@@ -30,6 +30,17 @@ export class FakeUpstream {
         this.record("Unary", call);
         this.unary(call.request, this.seen.filter((s) => s.method === "Unary").length, call, cb);
       },
+      Bidi: (call: grpc.ServerDuplexStream<any, any>) => {
+        this.record("Bidi", call as unknown as { request: any; metadata: grpc.Metadata; getDeadline(): grpc.Deadline });
+        call.on("data", (req: any) => call.write({ text: `bidi:${req.text}`, app: this.name }));
+        call.on("end", () => call.end());
+      },
+      ClientStream: (call: grpc.ServerReadableStream<any, any>, cb: grpc.sendUnaryData<any>) => {
+        this.record("ClientStream", call as unknown as { request: any; metadata: grpc.Metadata; getDeadline(): grpc.Deadline });
+        const texts: string[] = [];
+        call.on("data", (req: any) => texts.push(req.text));
+        call.on("end", () => cb(null, { text: texts.join("+"), app: this.name }));
+      },
       ServerStream: (call: grpc.ServerWritableStream<any, any>) => {
         this.record("ServerStream", call);
         for (let i = 0; i < (call.request.count ?? 1); i++) call.write({ text: `${call.request.text}#${i}`, app: this.name });
