@@ -93,6 +93,8 @@ describe("mesh k8s on examples/hello", () => {
     const vol = (name: string) => spec.volumes?.find((v) => v.name === name);
     expect(vol("mesh-socket")?.emptyDir).toEqual({});
     expect(vol("dshm")?.emptyDir?.medium).toBe("Memory");
+    // shm's app opens the sidecar's memfd via /proc/<pid>/fd: one PID namespace for the pod.
+    expect(spec.shareProcessNamespace).toBe(true);
     for (const c of [sidecar, app]) {
       const mount = (name: string) => c.volumeMounts?.find((m) => m.name === name)?.mountPath;
       expect(mount("dshm")).toBe("/dev/shm");

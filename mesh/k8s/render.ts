@@ -237,6 +237,9 @@ function renderDeployment(pod: PodConfig, opts: RenderOptions, configHash: strin
         spec: {
           // preStop sleep (drain) + the sidecar's own drain + slack for process exit.
           terminationGracePeriodSeconds: Math.ceil(drain) * 2 + 5,
+          // The shm transport's app opens the sidecar's memfd segment through /proc/<sidecar-pid>/fd:
+          // the two containers must see each other's processes (they already share the IPC namespace).
+          shareProcessNamespace: true,
           securityContext: {
             runAsNonRoot: true,
             runAsUser: RUN_AS,
