@@ -1,12 +1,15 @@
 // Inbound end to end: a grpc-js client → the sidecar process (h2c) → the echo app process (SDK over the
 // pod's Unix socket) and back. Status, metadata, deadline, headers and trailers must survive; bad
 // requests from the network get the right status and the sidecar keeps serving; SIGTERM drains.
-import { afterAll, beforeAll, describe, expect, test } from "bun:test";
+import { afterAll, beforeAll, describe, expect, test, setDefaultTimeout } from "bun:test";
 import * as grpc from "@grpc/grpc-js";
 import http2 from "node:http2";
 import { join } from "node:path";
 import { TestResources, waitFor } from "./helpers.ts";
 import { callUnary, echoClient, metric, type RunningSidecar, scrape, startEchoApp, startSidecar, writeMeshYaml } from "../mesh/sidecar/testdata/harness.ts";
+
+// Real processes on a shared 2-vCPU machine: room for start-up (the waits inside have their own deadlines).
+setDefaultTimeout(60_000);
 
 const res = new TestResources();
 let sc: RunningSidecar;
@@ -17,7 +20,7 @@ beforeAll(async () => {
   const config = writeMeshYaml(dir, [{ name: "echo", sidecar: { inbound: { host: "127.0.0.1", port: 0 }, admin: { port: 0 }, drain_seconds: 5 } }]);
   sc = await startSidecar(res, config, "echo", join(dir, "run", "app.sock"));
   client = echoClient(sc.ready.inbound!);
-});
+}, 60_000);
 
 afterAll(async () => {
   client?.close();
@@ -200,5 +203,5 @@ describe("sidecar inbound", () => {
     expect(r.err).toBeNull();
     expect(r.reply.text).toBe("in-flight");
     expect(await sc.proc.proc.exited).toBe(0);
-  }, 20_000);
+  }, 60_000);
 });

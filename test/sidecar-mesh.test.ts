@@ -2,7 +2,7 @@
 // backend sidecar over gRPC+mTLS, which hands the call to the echo app process. Certificates come from
 // `mesh certs`; a client without a valid certificate is refused; rotated certificates are picked up
 // without a restart.
-import { afterAll, beforeAll, describe, expect, test } from "bun:test";
+import { afterAll, beforeAll, describe, expect, test, setDefaultTimeout } from "bun:test";
 import * as grpc from "@grpc/grpc-js";
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
@@ -10,6 +10,9 @@ import { certsMain } from "../mesh/sidecar/certs.ts";
 import { connect, type MeshConnection } from "../runtime/sdk/index.ts";
 import { TestResources, waitFor } from "./helpers.ts";
 import { callUnary, echoClient, ECHO_PROTO, metric, type RunningSidecar, scrape, startEchoApp, startSidecar, writeMeshYaml } from "../mesh/sidecar/testdata/harness.ts";
+
+// Real processes on a shared 2-vCPU machine: room for start-up (the waits inside have their own deadlines).
+setDefaultTimeout(60_000);
 
 const res = new TestResources();
 let dir: string;
@@ -67,7 +70,7 @@ beforeAll(async () => {
   writeMeshYaml(dir, pods(back.ready.inbound!));
   front = await startSidecar(res, config, "front", join(dir, "front", "app.sock"), ENV);
   app = await connect({ socketPath: front.socket, reconnect: false });
-});
+}, 60_000);
 
 afterAll(async () => {
   await app?.close(100).catch(() => undefined);
@@ -145,5 +148,5 @@ describe("two sidecars with mTLS", () => {
     expect((await echo.Unary!({ text: "after rotation" }, { timeoutMs: 5000 })).text).toBe("after rotation");
     expect(back.proc.proc.exitCode).toBeNull();
     expect(front.proc.proc.exitCode).toBeNull();
-  }, 20_000);
+  }, 60_000);
 });

@@ -2,7 +2,7 @@
 // real process, and the upstreams are grpc-js servers standing in for remote sidecars. Covers routing,
 // metadata and traceparent, retries (and their metrics), deadline across retries, the per-route
 // timeout, the circuit breaker and outlier ejection.
-import { afterAll, beforeAll, describe, expect, test } from "bun:test";
+import { afterAll, beforeAll, describe, expect, test, setDefaultTimeout } from "bun:test";
 import * as grpc from "@grpc/grpc-js";
 import { join } from "node:path";
 import protobuf from "protobufjs";
@@ -11,6 +11,9 @@ import { TestResources, waitFor } from "./helpers.ts";
 import { ECHO_PROTO, metric, type RunningSidecar, scrape, startSidecar, writeMeshYaml } from "../mesh/sidecar/testdata/harness.ts";
 import { FakeUpstream, fail } from "../mesh/sidecar/testdata/fake-upstream.ts";
 import { type DnsServer, startDns } from "../mesh/sidecar/testdata/dns-server.ts";
+
+// Real processes on a shared 2-vCPU machine: room for start-up (the waits inside have their own deadlines).
+setDefaultTimeout(60_000);
 
 const res = new TestResources();
 const root = protobuf.loadSync(ECHO_PROTO);
@@ -83,7 +86,7 @@ beforeAll(async () => {
   app = await connect({ socketPath: main.socket, reconnect: false });
   appPair = await connect({ socketPath: pair.socket, reconnect: false });
   echo = app.client(ECHO_PROTO, "meshtest.Echo");
-});
+}, 60_000);
 
 afterAll(async () => {
   await app?.close(100).catch(() => undefined);

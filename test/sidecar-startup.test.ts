@@ -1,9 +1,12 @@
 // The sidecar process refuses bad input at start with exit code 2 and one clear line (no stack trace).
-import { afterAll, describe, expect, test } from "bun:test";
+import { afterAll, describe, expect, test, setDefaultTimeout } from "bun:test";
 import { createServer, type Server } from "node:net";
 import { join } from "node:path";
 import { TestResources } from "./helpers.ts";
 import { SIDECAR_MAIN, writeMeshYaml } from "../mesh/sidecar/testdata/harness.ts";
+
+// Real processes on a shared 2-vCPU machine: room for start-up (the waits inside have their own deadlines).
+setDefaultTimeout(60_000);
 
 const res = new TestResources();
 afterAll(() => res.cleanup());
