@@ -140,12 +140,24 @@ describe("two sidecars with mTLS", () => {
       },
       { what: "the back sidecar to refuse certificates of the old CA", timeoutMs: 10_000 },
     );
-    const fresh = clientWith(tls("tester"));
-    expect((await callUnary(fresh, "Unary", { text: "new" })).reply?.text).toBe("new");
-    fresh.close();
+    // The sidecar re-reads CA, certificate and key each refresh; a refresh that lands between `mesh certs`
+    // writing them sees a mix, and the next one settles: wait for the new set to be served.
+    await waitFor(
+      async () => {
+        const fresh = clientWith(tls("tester"));
+        const r = await callUnary(fresh, "Unary", { text: "new" }, new grpc.Metadata(), { deadline: Date.now() + 2000 });
+        fresh.close();
+        return r.reply?.text === "new";
+      },
+      { what: "a client with the new CA's certificate to be served", timeoutMs: 10_000 },
+    );
     // Sidecar to sidecar still works (the front picked up the new CA and certificate too).
     const echo = app.client(ECHO_PROTO, "meshtest.Echo");
-    expect((await echo.Unary!({ text: "after rotation" }, { timeoutMs: 5000 })).text).toBe("after rotation");
+    const after = await waitFor(() => echo.Unary!({ text: "after rotation" }, { timeoutMs: 2000 }).catch(() => undefined), {
+      what: "front → back to work with the rotated certificates",
+      timeoutMs: 10_000,
+    });
+    expect(after.text).toBe("after rotation");
     expect(back.proc.proc.exitCode).toBeNull();
     expect(front.proc.proc.exitCode).toBeNull();
   }, 60_000);
