@@ -168,7 +168,7 @@ th{background:#f3f4f6}tr.sig-better td:nth-child(7){color:#047857;font-weight:60
 <body>
 <h1>mesh ab — ${esc(o.transports.join(" vs "))}</h1>
 <p class="meta">Config <code>${esc(report.config)}</code>; load: ${esc(report.target.description)};
-open loop (latency from each call's intended send time), ${o.connections} gRPC connections, ${o.duration_seconds} s measured after ${o.warmup_seconds} s warm-up,
+open loop (latency from each call's intended send time), ${report.target.kind === "grpc" ? `${o.connections} gRPC connections, ` : ""}${o.duration_seconds} s measured after ${o.warmup_seconds} s warm-up,
 ${o.reps} rep(s) with transports interleaved per rep. Machine: ${report.machine.cpus} CPU (${esc(report.machine.cpu_model)}), Linux ${esc(report.machine.kernel)}, Bun ${esc(report.machine.bun)}, load average ${report.machine.load_average.start.toFixed(2)} → ${report.machine.load_average.end.toFixed(2)}.
 Started ${esc(report.started_at)}, finished ${esc(report.finished_at)}.</p>
 ${failed > 0 ? `<p class="failed">${failed} run(s) failed; they are left out of the summary and charts.</p>` : ""}

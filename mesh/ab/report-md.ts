@@ -20,7 +20,7 @@ export function renderMarkdown(report: AbReport): string {
   out.push("");
   out.push(
     `Config \`${cell(report.config)}\`; load: ${cell(report.target.description)}; ` +
-      `open loop, ${o.connections} gRPC connections, ${o.duration_seconds} s measured after ${o.warmup_seconds} s warm-up, ${o.reps} rep(s), ` +
+      `open loop, ${report.target.kind === "grpc" ? `${o.connections} gRPC connections, ` : ""}${o.duration_seconds} s measured after ${o.warmup_seconds} s warm-up, ${o.reps} rep(s), ` +
       `transports interleaved per rep. Machine: ${report.machine.cpus} CPU (${cell(report.machine.cpu_model)}), Linux ${cell(report.machine.kernel)}, Bun ${cell(report.machine.bun)}, load average ${report.machine.load_average.start.toFixed(2)} → ${report.machine.load_average.end.toFixed(2)}. ` +
       `Started ${report.started_at}.`,
   );
