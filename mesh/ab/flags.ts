@@ -40,7 +40,7 @@ export interface AbOptions {
 
 export const USAGE = `usage: mesh ab [mesh.yaml] [flags]
 
-Starts the pods once per transport, drives open-loop gRPC load at fixed rates and reports
+Starts the pods once per transport, drives open-loop gRPC (or HTTP) load at fixed rates and reports
 vCPU per 1,000 rps, latency percentiles and the saving of each transport against a baseline.
 
   --transports LIST   transports to compare, e.g. uds,shm,rpal (default: all available here)
@@ -51,8 +51,8 @@ vCPU per 1,000 rps, latency percentiles and the saving of each transport against
   --reps N            repetitions of every transport x rate x payload (default 3)
   --out DIR           where report.json, report.md and report.html go (default ab-report)
   --baseline T        transport the savings are measured against (default uds)
-  --target POD        pod whose gRPC inbound receives the load (default: the first pod with an inbound
-                      whose sidecar upstreams are not used by another pod, i.e. the edge of the mesh)
+  --target POD        pod whose sidecar's gRPC inbound receives the load (default: the first pod with
+                      an inbound, e.g. examples/hello's greeter)
   --method PATH       gRPC method to call, e.g. /hello.Greeter/SayHello (default: the target pod's first
                       unary method); its first string/bytes field carries the payload
   --http-get URL      drive HTTP GETs instead, at an app port from mesh.yaml, {payload} marking where the
