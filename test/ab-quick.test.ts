@@ -167,6 +167,33 @@ describe("mesh ab", () => {
     expect(existsSync(join(out, "logs"))).toBe(true); // the pods' logs are kept to explain the failure
   }, 120_000);
 
+  test("Ctrl-C mid-session stops the pods, writes a partial report and exits 130", async () => {
+    const out = res.scratchDir("ab-int-");
+    running = res.spawnBun(["mesh/cli/main.ts", "ab", "--quick", "--duration", "2s", "--warmup", "500ms", "--out", out]);
+    const ab = running;
+    await ab.waitForLine(/^\[1\/4\]/, 60_000);
+    const tree = descendants(ab.proc.pid);
+    expect(tree.length).toBeGreaterThan(8); // two mesh up, four pods each, a load generator
+    ab.proc.kill("SIGINT");
+    await waitFor(() => ab.proc.exitCode !== null, { timeoutMs: 40_000, intervalMs: 100, what: "mesh ab to stop" });
+    expect(ab.proc.exitCode, ab.output()).toBe(130);
+    expect(ab.output()).toContain("interrupted");
+    const report = JSON.parse(readFileSync(join(out, "report.json"), "utf8")) as AbReport;
+    expect(report.runs.length).toBeGreaterThanOrEqual(1);
+    expect(report.runs.length).toBeLessThan(4);
+    expect(report.summary.notes.join(" ")).toMatch(/interrupted after \d of 4 runs: this report is partial/);
+    // everything it started is gone
+    const alive = tree.filter((pid) => {
+      try {
+        process.kill(pid, 0);
+        return true;
+      } catch {
+        return false;
+      }
+    });
+    expect(alive).toEqual([]);
+  }, 120_000);
+
   const mistakes: [string[], RegExp][] = [
     [["--rates", "fast"], /mesh ab: --rates: "fast" is not a whole number/],
     [["--transports", "uds,tcp"], /unknown transport "tcp"/],
