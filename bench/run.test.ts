@@ -42,6 +42,29 @@ describe("bun run bench (smoke)", () => {
     expect(oneWay.sort()).toEqual(["c-shm-spin", "c-uds"]);
   }, 120_000);
 
+  test("--quick --json --only uds runs real Bun server and client processes and yields every uds row kind", async () => {
+    const { code, stdout, stderr } = await runBench(["--quick", "--json", "--only", "uds"]);
+    expect(code, stderr).toBe(0);
+    const rows = JSON.parse(stdout) as Record<string, unknown>[];
+    const uds = rows.filter((r) => r.transport === "uds");
+    expect(new Set(uds.map((r) => r.mode))).toEqual(new Set(["closed-loop", "pipelined", "fixed-rate", "one-way"]));
+    const closed = uds.find((r) => r.mode === "closed-loop")!;
+    expect((closed.iterations as number) > 0).toBe(true);
+    expect((closed.cpu_us_per_call as number) > 0).toBe(true); // both processes' CPU was read from /proc
+    expect((closed.server_cpu_us_per_call as number) > 0).toBe(true);
+    expect(closed.ref).toBe("c-uds closed-loop");
+    const sys = uds.find((r) => r.syscalls_per_call !== undefined)!;
+    expect(["perf raw_syscalls:sys_enter", "proc-io (read+write only: a lower bound)"]).toContain(sys.syscalls_method as string);
+    expect(uds.filter((r) => r.mode === "fixed-rate").map((r) => r.target_calls_per_s)).toEqual([0, 1000, 10000, 50000]);
+    const oneWay = uds.find((r) => r.mode === "one-way")!;
+    expect((oneWay.cycles_one_way as number) > 0).toBe(true);
+    expect((oneWay.tsc_hz as number) > 0).toBe(true);
+    // Nothing the bench started is left behind: an orphaned bench process would now have ppid 1.
+    // (Others may be running the bench at the same time; their processes still have their parent.)
+    const left = Bun.spawnSync(["pgrep", "-P", "1", "-f", "bench/(servers|clients)/"]).stdout.toString().trim();
+    expect(left).toBe("");
+  }, 120_000);
+
   test("an unknown --only name fails with a message listing the accepted names, not a stack trace", async () => {
     const { code, stdout, stderr } = await runBench(["--only", "udp"]);
     expect(code).toBe(2);

@@ -1,0 +1,45 @@
+import { describe, expect, test } from "bun:test";
+import type { BenchRow } from "./rows.ts";
+import { attachRatios } from "./rows.ts";
+import { checkTargets } from "./targets.ts";
+
+function row(p: Partial<BenchRow> & Pick<BenchRow, "transport" | "mode">): BenchRow {
+  return { name: p.transport, payload_bytes: 32, median_us: null, p99_us: null, calls_per_s: null, cpu_us_per_call: null, iterations: 1, ...p };
+}
+
+const verdict = (rows: BenchRow[], start: string) => checkTargets(rows).find((t) => t.target.startsWith(start));
+
+describe("issue targets", () => {
+  test("uds within 3× of C is met, beyond is a miss; missing rows are 'not measured'", () => {
+    const c = row({ transport: "c-uds", mode: "closed-loop", median_us: 10, cpu_us_per_call: 10 });
+    expect(verdict([c, row({ transport: "uds", mode: "closed-loop", median_us: 29, cpu_us_per_call: 31 })], "uds round trip")?.met).toBe(true);
+    expect(verdict([c, row({ transport: "uds", mode: "closed-loop", median_us: 29, cpu_us_per_call: 31 })], "uds CPU")?.met).toBe(false);
+    expect(verdict([c], "uds round trip")?.measured).toBe("not measured");
+  });
+
+  test("fixed rate: shm behind where uds kept up is a miss; uds behind gives no verdict", () => {
+    const u = row({ transport: "uds", mode: "fixed-rate", target_calls_per_s: 50_000, cpu_ms_per_1000_calls: 10, calls_per_s: 50_000 });
+    const s = row({ transport: "shm", mode: "fixed-rate", target_calls_per_s: 50_000, cpu_ms_per_1000_calls: 2, calls_per_s: 50_000 });
+    expect(verdict([u, s], "shm CPU per 1,000 calls at 50k")?.met).toBe(true);
+    expect(verdict([u, { ...s, note: "could not sustain" }], "shm CPU per 1,000 calls at 50k")?.met).toBe(false);
+    expect(verdict([{ ...u, note: "could not sustain" }, s], "shm CPU per 1,000 calls at 50k")?.met).toBeUndefined();
+  });
+
+  test("the one-way target reads the spinning shm row's mean cycles against 1,703", () => {
+    const ow = row({ transport: "shm", mode: "one-way", spin: "100", cycles_one_way: 1500, cycles_one_way_median: 900, cpu_us_per_call: 2 });
+    expect(verdict([ow], "shm one-way")?.met).toBe(true);
+    expect(verdict([{ ...ow, cycles_one_way: 2000 }], "shm one-way")?.met).toBe(false);
+  });
+
+  test("ratios divide by the reference of the same kind; rpal-double rows are compared with c-uds", () => {
+    const rows = [
+      row({ transport: "c-uds", mode: "closed-loop", median_us: 10, cpu_us_per_call: 8 }),
+      row({ transport: "c-shm-spin", mode: "one-way", cycles_one_way: 200, cpu_us_per_call: 1 }),
+      row({ transport: "rpal-double", mode: "closed-loop", median_us: 25, cpu_us_per_call: 16 }),
+      row({ transport: "shm", mode: "one-way", spin: "100", cycles_one_way: 2000, cpu_us_per_call: 3 }),
+    ];
+    attachRatios(rows);
+    expect(rows[2]).toMatchObject({ ref: "c-uds closed-loop", ratio_median: 2.5, ratio_cpu: 2 });
+    expect(rows[3]).toMatchObject({ ref: "c-shm-spin one-way", ratio_median: 10, ratio_cpu: 3 });
+  });
+});
