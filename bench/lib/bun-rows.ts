@@ -13,7 +13,7 @@ import { buildC } from "./build-c.ts";
 import type { ClientJob, ClientResult, ClientSpec } from "./client-protocol.ts";
 import { cpusFor, pinPrefix } from "./placement.ts";
 import type { BenchRow, Placement } from "./rows.ts";
-import { startPerfCounter, type SyscallCount } from "./syscalls.ts";
+import { startPerfCounter, startStraceCounter, type SyscallCount, type SyscallCounter } from "./syscalls.ts";
 
 const BENCH_DIR = join(import.meta.dir, "..");
 const RATES = [1_000, 10_000, 50_000];
@@ -147,7 +147,7 @@ function describe(v: Variant, r: ClientResult): string {
   }
 }
 
-function toRow(v: Variant, placement: Placement, r: ClientResult, syscalls?: SyscallCount): BenchRow {
+function toRow(v: Variant, placement: Placement, r: ClientResult, syscalls?: SyscallCount, method = ""): BenchRow {
   const row: BenchRow = {
     name: describe(v, r),
     transport: v.label,
@@ -186,7 +186,7 @@ function toRow(v: Variant, placement: Placement, r: ClientResult, syscalls?: Sys
   }
   if (r.kind === "syscalls") {
     row.syscalls_per_call = syscalls ? syscalls.total / r.iterations : r.io_syscalls_per_call;
-    row.syscalls_method = syscalls ? "perf raw_syscalls:sys_enter" : "proc-io (read+write only: a lower bound)";
+    row.syscalls_method = syscalls ? method : "proc-io (read+write only: a lower bound)";
     if (syscalls) {
       const top = Object.entries(syscalls.byName).sort((a, b) => b[1] - a[1]).slice(0, 4);
       row.syscalls_top = Object.fromEntries(top.map(([name, n]) => [name, Math.round((n / r.iterations) * 1000) / 1000]));
@@ -243,16 +243,24 @@ async function runVariant(v: Variant, opts: BenchOptions, onRow: (r: BenchRow) =
       hung = true;
       client?.kill("SIGKILL");
     }, budgetMs);
-    let perf: ReturnType<typeof startPerfCounter> | undefined;
+    let perf: SyscallCounter | string | undefined;
+    let counterMethod = "";
     let results = 0;
     let idleVcpu: number | undefined;
     for await (const l of lines(client.stdout)) {
       if (!l.startsWith("{")) continue;
       const msg = JSON.parse(l) as ClientResult | { await: "go" };
       if ("await" in msg) {
-        perf = startPerfCounter([server.pid, client.pid]);
-        if (typeof perf === "string") notes.push(`syscalls: ${perf}; using /proc io counters (read+write only)`);
-        else perf.enable();
+        const pids = [server.pid, client.pid];
+        // BENCH_SYSCALLS=strace forces the fallback (to compare the two methods, or when perf misbehaves).
+        perf = process.env.BENCH_SYSCALLS === "strace" ? "perf skipped (BENCH_SYSCALLS=strace)" : startPerfCounter(pids);
+        if (typeof perf === "string") {
+          const why = perf;
+          perf = await startStraceCounter(pids);
+          if (typeof perf === "string") notes.push(`syscalls: ${why}; ${perf}; using /proc io counters (read+write only)`);
+          else counterMethod = "strace -c -f";
+        } else counterMethod = "perf raw_syscalls:sys_enter";
+        if (typeof perf !== "string") perf.enable();
         client.stdin.write("go\n");
         client.stdin.flush();
         continue;
@@ -262,7 +270,7 @@ async function runVariant(v: Variant, opts: BenchOptions, onRow: (r: BenchRow) =
         sys = await perf.finish();
         perf = undefined;
       }
-      const row = toRow(v, cpus.placement, msg, sys);
+      const row = toRow(v, cpus.placement, msg, sys, counterMethod);
       if (row.target_calls_per_s === 0) idleVcpu = row.vcpu_at_rate;
       else if (row.target_calls_per_s && idleVcpu !== undefined && row.vcpu_at_rate !== undefined && row.calls_per_s) {
         row.cpu_ms_per_1000_calls_net = ((row.vcpu_at_rate - idleVcpu) * 1e6) / row.calls_per_s;
