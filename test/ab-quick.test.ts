@@ -3,6 +3,7 @@
 import { afterEach, describe, expect, test } from "bun:test";
 import { existsSync, readdirSync, readFileSync } from "node:fs";
 import { join } from "node:path";
+import { decodeFromCompressedBase64 } from "hdr-histogram-js";
 import type { AbReport } from "../mesh/ab/report-types.ts";
 import { chartMarks, dumpDom } from "./ab-chromium.ts";
 import { leakedShmSegments, TestResources, waitFor, type Spawned } from "./helpers.ts";
@@ -73,6 +74,8 @@ function checkSane(report: AbReport, expectTransports: string[]): void {
     expect(r.vcpu_per_1000_rps, where).toBeGreaterThan(0);
     expect(Math.abs(r.achieved_rps - r.rate_rps) / r.rate_rps, where).toBeLessThanOrEqual(0.1);
     const l = r.latency_us;
+    const hist = decodeFromCompressedBase64(r.latency_hdr);
+    expect(hist.totalCount, where).toBe(r.calls - r.errors); // the full distribution travels with the run
     expect(0 < l.p50 && l.p50 <= l.p90 && l.p90 <= l.p99 && l.p99 <= l.p999 && l.p999 <= l.max, where).toBe(true);
     // every pod's app and sidecar, each measured on its own
     const roles = r.processes.map((p) => `${p.pod}/${p.role}`).sort();

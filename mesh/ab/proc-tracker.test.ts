@@ -32,6 +32,8 @@ function fakeProc(root: string, pid: number) {
   };
 }
 
+const BURN = `const fs = require("fs"); const own = () => Number(fs.readFileSync("/proc/thread-self/schedstat", "utf8").split(" ")[0]); const t0 = own(); while (own() - t0 < 150e6) {} postMessage(1);`;
+
 describe("ProcessTracker", () => {
   test("a thread that exits inside the window keeps its counters: no negative deltas", () => {
     const root = res.scratchDir("fakeproc-");
@@ -88,7 +90,8 @@ describe("ProcessTracker", () => {
   test("a real process whose worker thread burns CPU and exits inside the window", async () => {
     const child = res.spawnBun([
       "-e",
-      `console.log("up"); process.stdin.on("data", () => { const w = new Worker(URL.createObjectURL(new Blob(["const t = Date.now(); while (Date.now() - t < 150) {} postMessage(1)"]))); w.onmessage = () => { w.terminate(); console.log("done"); }; });`,
+      // The worker burns 150 ms of its own thread's CPU (not wall time, which depends on the machine's load).
+      `console.log("up"); process.stdin.on("data", () => { const w = new Worker(URL.createObjectURL(new Blob([${JSON.stringify(BURN)}]))); w.onmessage = () => { w.terminate(); console.log("done"); }; });`,
     ], { stdin: "pipe" });
     await child.waitForLine(/^up$/);
     const t = new ProcessTracker(child.proc.pid);

@@ -46,6 +46,9 @@ export interface RunRecord {
   errors: number;
   error_kinds: Record<string, number>;
   latency_us: LatencyUs;
+  /** The run's whole latency distribution (µs) as a compressed HdrHistogram (base64), for merging reps
+   *  or plotting with any HdrHistogram tool; "" when the run measured nothing. */
+  latency_hdr: string;
   /** Cores used by every app and sidecar of the mesh during the window. */
   vcpu: number;
   vcpu_per_1000_rps: number;

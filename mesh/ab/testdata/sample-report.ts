@@ -20,6 +20,7 @@ export function sampleRun(transport: string, rate: number, payload: number, rep:
     errors: ok ? 0 : 17,
     error_kinds: ok ? {} : { UNAVAILABLE: 17 },
     latency_us: { p50: 300 + rep, p90: 500, p99: 1200, p999: 4000, max: 9000, mean: 350 },
+    latency_hdr: "",
     vcpu,
     vcpu_per_1000_rps: vcpuPer1k,
     processes: [
