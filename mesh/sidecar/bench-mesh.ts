@@ -173,9 +173,14 @@ async function main(): Promise<void> {
     const side = (k: "greeter" | "frontend") => {
       const d = diffSamples(before[k], after[k]);
       const vcpu = d.cpuNs / 1e6 / d.wallMs;
-      return { vcpu, vcpuPer1kRps: vcpu / (meshRes.achievedRps / 1000), rssMB: after[k].rssBytes / 1048576 };
+      return { vcpu, vcpuPer1kRps: vcpu / (meshRes.achievedRps / 1000), rssMB: after[k].rssBytes / 1048576, heapUsedMB: heaps[k] };
     };
     const status = (await (await fetch(`${frontend.admin}/status`)).json()) as { transport: string };
+    const heapMB = async (admin: string) => {
+      const m = /^mesh_process_heap_bytes\{kind="used"[^}]*\} (\d+)/m.exec(await (await fetch(`${admin}/metrics`)).text());
+      return m ? Number(m[1]) / 1048576 : NaN;
+    };
+    const heaps = { frontend: await heapMB(frontend.admin), greeter: await heapMB(greeter.admin) };
     const result = {
       rate: o.rate,
       seconds: o.seconds,
@@ -203,7 +208,7 @@ async function main(): Promise<void> {
       console.log(`reference: the direct grpc-js server process alone used ${directServerVcpuPer1k.toFixed(3)} vCPU per 1k rps; load average ${result.load}`);
       for (const k of ["frontend", "greeter"] as const) {
         const s = result.sidecars[k];
-        console.log(`${k.padEnd(8)} sidecar  ${s.vcpu.toFixed(3)} vCPU = ${s.vcpuPer1kRps.toFixed(3)} vCPU per 1k rps (target <= 0.1; Istio 0.20, Dapr 0.48)   RSS ${s.rssMB.toFixed(1)} MB (target <= 60)`);
+        console.log(`${k.padEnd(8)} sidecar  ${s.vcpu.toFixed(3)} vCPU = ${s.vcpuPer1kRps.toFixed(3)} vCPU per 1k rps (target <= 0.1; Istio 0.20, Dapr 0.48)   RSS ${s.rssMB.toFixed(1)} MB (target <= 60), JS heap used ${s.heapUsedMB.toFixed(1)} MB`);
       }
     }
     dclient.close();

@@ -147,6 +147,17 @@ export class SidecarMetrics {
         this.set(sample().rssBytes);
       },
     });
+    new Gauge({
+      name: "mesh_process_heap_bytes",
+      help: "JavaScript heap of the sidecar process (used = live objects and garbage not yet collected; total = reserved)",
+      labelNames: ["kind"],
+      registers: r,
+      collect() {
+        const m = process.memoryUsage();
+        this.set({ kind: "used" }, m.heapUsed);
+        this.set({ kind: "total" }, m.heapTotal);
+      },
+    });
     new Counter({
       name: "mesh_process_context_switches_total",
       help: "Context switches of the sidecar process (all threads), from /proc",
