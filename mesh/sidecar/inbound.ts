@@ -21,6 +21,8 @@ export interface InboundDeps {
   metrics: SidecarMetrics;
   inflight: InflightTracker;
   maxMessageBytes: number;
+  /** HTTP/2 streams one network client may have open at once. */
+  maxConcurrentCalls: number;
 }
 
 type AnyServerCall = grpc.ServerUnaryCall<Buffer, Buffer> & grpc.ServerWritableStream<Buffer, Buffer> & grpc.ServerReadableStream<Buffer, Buffer>;
@@ -50,6 +52,8 @@ export class InboundServer {
       "grpc.max_send_message_length": deps.maxMessageBytes,
       // channelz bookkeeping runs on every call (~3% of the sidecar's CPU in profiles) and nothing reads it.
       "grpc.enable_channelz": 0,
+      // One client connection cannot open more calls than the app session serves at once.
+      "grpc.max_concurrent_streams": deps.maxConcurrentCalls,
     });
     for (const def of passThroughServices(deps.methods).values()) {
       const impl: grpc.UntypedServiceImplementation = {};

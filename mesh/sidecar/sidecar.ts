@@ -103,6 +103,7 @@ export class Sidecar {
         metrics: this.metrics,
         inflight: this.inflight,
         maxMessageBytes: sc.max_message_bytes,
+        maxConcurrentCalls: this.settings.maxConcurrentCalls,
       });
       const creds = this.tls ? this.tls.serverCredentials() : grpc.ServerCredentials.createInsecure();
       const port = await this.inbound.listen(sc.inbound.host, sc.inbound.port, creds);
