@@ -160,6 +160,9 @@ export function defineRpcSuite(t: SuiteTransport): void {
       const window = ch.localSettings.initialWindowBytes;
       const total = Math.ceil((window * 1.5) / 4); // four-byte messages: half a window more than fits
       const call = ch.serverStream("/test.Echo/Stream", u32(total));
+      // Headers resolve with the first message even when the server sends none; awaiting them
+      // first must not wait for END (which this stalled stream would never reach).
+      expect(await call.headers).toEqual({});
       const it = call[Symbol.asyncIterator]();
       expect((await it.next()).value).toBeDefined();
       let last = -1;

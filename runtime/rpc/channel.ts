@@ -591,6 +591,8 @@ export class RpcChannel {
     if (!call.shape.serverStreaming && call.responses.length > 0) {
       return this.clientCancel(call, Status.INTERNAL, `${call.method}: server sent more than one response to a unary call`);
     }
+    // A server that sends no explicit headers has none: a caller awaiting them must not wait for END.
+    call.setHeaders({});
     call.responses.push(body.slice());
   }
 

@@ -255,7 +255,11 @@ export async function prepareSocketPath(path: string): Promise<void> {
 
 export interface UnixListener {
   readonly path: string;
-  stop(): void;
+  /**
+   * Stops accepting and removes the socket file. With `closeActive` (the default) open connections
+   * are closed too; a draining sidecar passes false so calls in flight can finish.
+   */
+  stop(closeActive?: boolean): void;
 }
 
 /** Listens on a Unix socket; each accepted connection becomes a UdsTransport handed to `onConnection`. */
@@ -276,8 +280,8 @@ export async function listenUnix(path: string, onConnection: (t: UdsTransport) =
   chmodSync(path, 0o600);
   return {
     path,
-    stop() {
-      listener.stop(true);
+    stop(closeActive = true) {
+      listener.stop(closeActive);
       try {
         unlinkSync(path);
       } catch {
