@@ -170,6 +170,17 @@ describe("mesh ab", () => {
     expect(existsSync(join(out, "logs"))).toBe(true); // the pods' logs are kept to explain the failure
   }, 120_000);
 
+  test("pods that cannot start: every run fails with mesh up's reason, exit 1, logs kept, nothing left running", async () => {
+    const out = res.scratchDir("ab-nostart-");
+    const { code, output } = await runAb(["mesh/ab/testdata/sidecar-fails.yaml", "--quick", "--reps", "1", "--out", out], 60_000);
+    expect(code, output).toBe(1);
+    const report = JSON.parse(readFileSync(join(out, "report.json"), "utf8")) as AbReport;
+    expect(report.runs.map((r) => r.ok)).toEqual([false, false]);
+    for (const r of report.runs) expect(r.failure).toMatch(/pods for (uds|shm) did not start: .*cannot load proto .*bad\.proto/s);
+    expect(readdirSync(join(out, "logs")).sort()).toEqual(["shm", "shm-mesh-up.log", "uds", "uds-mesh-up.log"]);
+    expect(descendants(running!.proc.pid)).toEqual([]);
+  }, 90_000);
+
   test("Ctrl-C mid-session stops the pods, writes a partial report and exits 130", async () => {
     const out = res.scratchDir("ab-int-");
     running = res.spawnBun(["mesh/cli/main.ts", "ab", "--quick", "--duration", "2s", "--warmup", "500ms", "--out", out]);

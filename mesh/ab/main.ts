@@ -115,14 +115,21 @@ export async function abMain(argv: string[]): Promise<number> {
       if (abort.signal.aborted) break;
       const t0 = Date.now();
       progress.note(`mesh ab: starting the pods of ${relative(process.cwd(), resolve(o.configPath))} with --transport ${t}`);
-      try {
-        const inst = await MeshInstance.prepare(t, join(workDir, t), config, o.configPath);
+      // Two attempts: the free ports picked for the copy can be taken by another program before mesh up
+      // binds them; a second copy gets new ones. A real problem fails both and is reported.
+      for (let attempt = 1; attempt <= 2 && !abort.signal.aborted; attempt++) {
+        const inst = await MeshInstance.prepare(t, join(workDir, `${t}-${attempt}`), config, o.configPath);
         instances.set(t, inst);
-        await inst.start(READY_TIMEOUT_MS);
-        progress.note(`mesh ab: ${t}: ${inst.processes().length} processes ready in ${((Date.now() - t0) / 1000).toFixed(1)} s`);
-      } catch (e) {
-        startFailures.set(t, (e as Error).message);
-        progress.note(`mesh ab: ${t}: could not start the pods: ${(e as Error).message}`);
+        try {
+          await inst.start(READY_TIMEOUT_MS);
+          startFailures.delete(t);
+          progress.note(`mesh ab: ${t}: ${inst.processes().length} processes ready in ${((Date.now() - t0) / 1000).toFixed(1)} s`);
+          break;
+        } catch (e) {
+          startFailures.set(t, (e as Error).message);
+          progress.note(`mesh ab: ${t}: could not start the pods${attempt === 1 ? " (retrying on new ports)" : ""}: ${(e as Error).message}`);
+          await inst.stop().catch(() => undefined);
+        }
       }
     }
     // Idle cost first (A B, like the runs): what each transport burns with no request at all.
