@@ -25,7 +25,7 @@ import {
   type ServerHandler,
   type UnaryResult,
 } from "./types.ts";
-import { decodeCallHead, decodeEndStatus, decodeHeaders, encodeCallHead, encodeEndStatus, encodeHeaders, WireError } from "./wire.ts";
+import { decodeCallHead, decodeEndStatus, decodeHeaders, encodeCallHeadTransient, encodeEndStatus, encodeHeaders, WireError } from "./wire.ts";
 
 /** Above this many bytes buffered in the transport, writers wait for it to drain. */
 const TRANSPORT_HIGH_WATER = 8 * 1024 * 1024;
@@ -316,7 +316,8 @@ export class RpcChannel {
 
   private begin(call: ClientCallImpl): void {
     const timeoutUs = call.deadline === undefined ? 0 : Math.max(1, Math.round((call.deadline - Date.now()) * 1000));
-    const head = encodeCallHead({
+    // Transient: Transport.send copies it before the next call head is encoded.
+    const head = encodeCallHeadTransient({
       method: call.method,
       metadata: call.options.metadata ?? {},
       timeoutUs,

@@ -3,10 +3,10 @@
 // a WireError naming the message and turn it into a status or a closed session, never a crash.
 import protobuf from "protobufjs";
 import { join } from "node:path";
+import { decodeCallHeadFast, encodeCallHeadTransient } from "./call-head-codec.ts";
 import type { Metadata } from "./status.ts";
 
 const root = protobuf.loadSync(join(import.meta.dir, "../../proto/mesh/v1/rpc.proto"));
-const CallHeadType = root.lookupType("mesh.v1.CallHead");
 const EndStatusType = root.lookupType("mesh.v1.EndStatus");
 const HeadersType = root.lookupType("mesh.v1.Headers");
 const HelloType = root.lookupType("mesh.v1.Hello");
@@ -87,35 +87,25 @@ function decode<T>(type: protobuf.Type, bytes: Uint8Array, what: string): T {
   }
 }
 
+export { encodeCallHeadTransient };
+
 function num(v: unknown): number {
   if (typeof v === "number") return v;
   if (v && typeof v === "object" && "toNumber" in v) return (v as { toNumber(): number }).toNumber();
   return Number(v ?? 0);
 }
 
+/** Encodes a call head into a fresh buffer (the channel uses the transient encoder directly). */
 export function encodeCallHead(h: CallHead): Uint8Array {
-  return CallHeadType.encode({
-    method: h.method,
-    metadata: toEntries(h.metadata),
-    timeoutUs: h.timeoutUs,
-    serverStreaming: h.serverStreaming,
-    clientStreaming: h.clientStreaming,
-  }).finish();
+  return encodeCallHeadTransient(h).slice();
 }
 
 export function decodeCallHead(bytes: Uint8Array): CallHead {
-  const m = decode<{ method: string; metadata: MetadataEntry[]; timeoutUs: unknown; serverStreaming: boolean; clientStreaming: boolean }>(
-    CallHeadType,
-    bytes,
-    "call head",
-  );
-  return {
-    method: m.method ?? "",
-    metadata: fromEntries(m.metadata),
-    timeoutUs: num(m.timeoutUs),
-    serverStreaming: !!m.serverStreaming,
-    clientStreaming: !!m.clientStreaming,
-  };
+  try {
+    return decodeCallHeadFast(bytes);
+  } catch (e) {
+    throw new WireError(`${(e as Error).message} (${bytes.byteLength} bytes)`);
+  }
 }
 
 export function encodeEndStatus(code: number, message: string, trailers?: Metadata): Uint8Array {
