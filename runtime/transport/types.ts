@@ -42,6 +42,7 @@ export interface Transport {
    * Queues one frame. Never drops and never throws for a full buffer: the bytes are buffered and
    * `bufferedBytes` grows; callers apply backpressure by watching `bufferedBytes`/`onWritable`.
    * Throws only if the transport is closed or the body exceeds what the peer accepts.
+   * `body` is copied (or written out) before send returns: callers may reuse its memory at once.
    */
   send(kind: FrameKind, flags: number, callId: number, aux: number, body?: Uint8Array): void;
   /** Outgoing bytes accepted by `send` that have not reached the peer yet. */
