@@ -1,94 +1,130 @@
-// Per-process resource figures read from /proc, used by benchmarks, the A/B harness and /metrics.
-// CPU comes from the sum of every thread's /proc/<pid>/task/<tid>/schedstat (nanoseconds, so short
-// runs are measurable), cross-checked against /proc/<pid>/stat (10 ms ticks, but it also keeps the
-// time of threads that already exited): the larger of the two is reported.
-import { readFileSync, readdirSync } from "node:fs";
+// Per-process resource figures read from /proc, for benchmarks, the A/B harness and /metrics: CPU of
+// all threads, RSS and context switches.
+//
+// Two sources, because neither is enough alone: /proc/<pid>/stat keeps the time of threads that
+// already exited but counts in 10 ms ticks; each thread's /proc/<pid>/task/<tid>/schedstat counts
+// nanoseconds but disappears with its thread. A single reading sums the live threads; a difference
+// over a window must not (a Bun worker exiting inside the window made deltas negative: -486 switches,
+// -6 ms), so ProcessTracker remembers every thread it has seen and keeps a dead thread's last counters.
+// A window's CPU is the larger of the two deltas, both lower bounds of the truth.
+import { readdirSync, readFileSync } from "node:fs";
 
-const CLOCK_TICK_NS = 10_000_000; // USER_HZ = 100 on every Linux we run on
+const CLOCK_TICK_NS = 10_000_000; // USER_HZ = 100
+const PAGE_BYTES = 4096;
 
-export interface ProcSample {
-  pid: number;
-  /** CPU time of all threads, user + system, nanoseconds. */
-  cpuNs: number;
-  userNs: number;
-  systemNs: number;
+interface ThreadCounters {
+  runNs: number;
+  voluntary: number;
+  involuntary: number;
+}
+
+export interface TrackerReading {
+  /** utime + stime of the whole process (exited threads included), 10 ms resolution. */
+  tickNs: number;
+  /** Sum over every thread ever seen of its last schedstat run time (ns resolution). */
+  schedNs: number;
+  voluntary: number;
+  involuntary: number;
   rssBytes: number;
+}
+
+export interface WindowFigures {
+  pid: number;
+  cpuNs: number;
   voluntaryCtxSwitches: number;
   involuntaryCtxSwitches: number;
-  threads: number;
+  rssBytes: number;
+}
+
+/** Fields of /proc/<pid>/stat after the command name (which may hold spaces and parentheses). */
+function statFields(text: string): string[] {
+  return text.slice(text.lastIndexOf(")") + 2).split(" ");
+}
+
+export class ProcessTracker {
+  private threads = new Map<string, ThreadCounters>();
+
+  constructor(
+    readonly pid: number,
+    private readonly procRoot = "/proc",
+  ) {}
+
+  /** Reads every live thread; throws (naming the pid) if the process is gone. */
+  poll(): TrackerReading {
+    const base = `${this.procRoot}/${this.pid}`;
+    let stat: string[];
+    try {
+      stat = statFields(readFileSync(`${base}/stat`, "utf8"));
+    } catch (e) {
+      throw new Error(`process ${this.pid} is gone: ${(e as Error).message}`);
+    }
+    // man proc numbers fields from 1 and field 3 is stat[0]: utime 14, stime 15, rss 24.
+    const tickNs = (Number(stat[11]) + Number(stat[12])) * CLOCK_TICK_NS;
+    const rssBytes = Number(stat[21]) * PAGE_BYTES;
+    let tids: string[] = [];
+    try {
+      tids = readdirSync(`${base}/task`);
+    } catch {
+      // the process exited between the two reads: keep what we had
+    }
+    for (const tid of tids) {
+      try {
+        const runNs = Number(readFileSync(`${base}/task/${tid}/schedstat`, "utf8").split(" ")[0]);
+        const status = readFileSync(`${base}/task/${tid}/status`, "utf8");
+        const voluntary = Number(/\nvoluntary_ctxt_switches:\s+(\d+)/.exec(status)?.[1] ?? 0);
+        const involuntary = Number(/nonvoluntary_ctxt_switches:\s+(\d+)/.exec(status)?.[1] ?? 0);
+        const prev = this.threads.get(tid);
+        // Counters only grow; a smaller value means the tid was reused by a new thread: count both.
+        if (prev && (runNs < prev.runNs || voluntary < prev.voluntary)) this.threads.set(`${tid}@${this.threads.size}`, prev);
+        if (Number.isFinite(runNs)) this.threads.set(tid, { runNs, voluntary, involuntary });
+      } catch {
+        // the thread exited between readdir and read: its last counters stay in the map
+      }
+    }
+    let schedNs = 0;
+    let voluntary = 0;
+    let involuntary = 0;
+    for (const t of this.threads.values()) {
+      schedNs += t.runNs;
+      voluntary += t.voluntary;
+      involuntary += t.involuntary;
+    }
+    return { tickNs, schedNs, voluntary, involuntary, rssBytes };
+  }
+}
+
+export function windowFigures(pid: number, start: TrackerReading, end: TrackerReading): WindowFigures {
+  return {
+    pid,
+    cpuNs: Math.max(end.tickNs - start.tickNs, end.schedNs - start.schedNs, 0),
+    voluntaryCtxSwitches: Math.max(0, end.voluntary - start.voluntary),
+    involuntaryCtxSwitches: Math.max(0, end.involuntary - start.involuntary),
+    rssBytes: end.rssBytes,
+  };
+}
+
+
+export interface ProcSample extends TrackerReading {
+  pid: number;
+  /** CPU time of all threads, user + system, nanoseconds (the larger of the two sources). */
+  cpuNs: number;
   atMs: number;
 }
 
-function readStat(pid: number): { userNs: number; systemNs: number; rssBytes: number; threads: number } {
-  const text = readFileSync(`/proc/${pid}/stat`, "utf8");
-  // The command name may contain spaces and parentheses: fields start after the last ')'.
-  const fields = text.slice(text.lastIndexOf(")") + 2).split(" ");
-  const num = (i: number) => Number(fields[i - 3]); // man proc numbers fields from 1; field 3 is fields[0]
-  return {
-    userNs: num(14) * CLOCK_TICK_NS,
-    systemNs: num(15) * CLOCK_TICK_NS,
-    threads: num(20),
-    rssBytes: num(24) * 4096,
-  };
+/** One reading of a process (throws if it is gone). For a window, keep a ProcessTracker instead. */
+export function sampleProcess(pid: number, tracker = new ProcessTracker(pid)): ProcSample {
+  const r = tracker.poll();
+  return { ...r, pid, cpuNs: Math.max(r.tickNs, r.schedNs), atMs: performance.now() };
 }
 
-function sumTasks(pid: number): { runNs: number; voluntary: number; involuntary: number } {
-  let runNs = 0;
-  let voluntary = 0;
-  let involuntary = 0;
-  let tids: string[] = [];
-  try {
-    tids = readdirSync(`/proc/${pid}/task`);
-  } catch {
-    return { runNs, voluntary, involuntary };
-  }
-  for (const tid of tids) {
-    try {
-      runNs += Number(readFileSync(`/proc/${pid}/task/${tid}/schedstat`, "utf8").split(" ")[0]);
-      const status = readFileSync(`/proc/${pid}/task/${tid}/status`, "utf8");
-      voluntary += Number(/voluntary_ctxt_switches:\s+(\d+)/.exec(status)?.[1] ?? 0);
-      involuntary += Number(/nonvoluntary_ctxt_switches:\s+(\d+)/.exec(status)?.[1] ?? 0);
-    } catch {
-      // the thread exited between readdir and read: its time is still in /proc/<pid>/stat
-    }
-  }
-  return { runNs, voluntary, involuntary };
-}
-
-/** Samples one process. Throws if the process does not exist. */
-export function sampleProcess(pid: number): ProcSample {
-  const stat = readStat(pid);
-  const tasks = sumTasks(pid);
-  const tickNs = stat.userNs + stat.systemNs;
-  return {
-    pid,
-    cpuNs: Math.max(tickNs, tasks.runNs),
-    userNs: stat.userNs,
-    systemNs: stat.systemNs,
-    rssBytes: stat.rssBytes,
-    voluntaryCtxSwitches: tasks.voluntary,
-    involuntaryCtxSwitches: tasks.involuntary,
-    threads: stat.threads,
-    atMs: performance.now(),
-  };
-}
-
-export interface ProcDelta {
-  pid: number;
-  cpuNs: number;
+export interface ProcDelta extends WindowFigures {
   wallMs: number;
-  voluntaryCtxSwitches: number;
-  involuntaryCtxSwitches: number;
-  rssBytes: number;
 }
 
+/**
+ * The window between two samples. For windows in which threads may exit, take both samples from one
+ * ProcessTracker (sampleProcess(pid, tracker)) so exited threads' counters are kept.
+ */
 export function diffSamples(before: ProcSample, after: ProcSample): ProcDelta {
-  return {
-    pid: after.pid,
-    cpuNs: after.cpuNs - before.cpuNs,
-    wallMs: after.atMs - before.atMs,
-    voluntaryCtxSwitches: after.voluntaryCtxSwitches - before.voluntaryCtxSwitches,
-    involuntaryCtxSwitches: after.involuntaryCtxSwitches - before.involuntaryCtxSwitches,
-    rssBytes: after.rssBytes,
-  };
+  return { ...windowFigures(after.pid, before, after), wallMs: after.atMs - before.atMs };
 }

@@ -9,7 +9,7 @@ import type { MeshConfig } from "../config/index.ts";
 import { fetchSidecarStatus } from "../supervisor/admin-client.ts";
 import type { RunState } from "../supervisor/state.ts";
 import { instanceYaml, planInstance } from "./instance-config.ts";
-import { ProcessTracker, windowFigures } from "./proc-tracker.ts";
+import { ProcessTracker, windowFigures } from "../../runtime/procstat.ts";
 import type { IdleFigure } from "./report-types.ts";
 
 const REPO_ROOT = join(import.meta.dir, "..", "..");

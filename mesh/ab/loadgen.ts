@@ -6,7 +6,7 @@
 // Protocol: one JSON LoadgenConfig as argv[2]; stdout gets JSON lines {"event":"measuring"},
 // {"event":"measured"} (the window's edges, for strace) and finally {"event":"result",...}.
 import * as hdr from "hdr-histogram-js";
-import { ProcessTracker, windowFigures, type TrackerReading, type WindowFigures } from "./proc-tracker.ts";
+import { ProcessTracker, windowFigures, type TrackerReading, type WindowFigures } from "../../runtime/procstat.ts";
 import { grpcDriver, httpDriver, type GrpcTarget, type HttpTarget } from "./drivers.ts";
 import { OpenLoopSchedule, runOpenLoop } from "./openloop.ts";
 

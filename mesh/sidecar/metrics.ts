@@ -1,7 +1,7 @@
 // Prometheus metrics of one sidecar (prom-client, own registry). Names are mesh_*; every label set is
 // bounded: methods come from the pod's protos (anything else is counted as "other"), codes are gRPC's.
 import { Counter, Gauge, Histogram, Registry } from "prom-client";
-import { sampleProcess } from "../../runtime/procstat.ts";
+import { ProcessTracker, sampleProcess } from "../../runtime/procstat.ts";
 import type { TransportStats } from "../../runtime/transport/types.ts";
 import { statusName } from "../../runtime/rpc/status.ts";
 
@@ -123,11 +123,14 @@ export class SidecarMetrics {
     });
 
     const pid = process.pid;
+    // One tracker for the process's life, so exited threads' counts stay in these counters (a sum of
+    // live threads alone would go down, which Prometheus reads as a counter reset).
+    const tracker = new ProcessTracker(pid);
     // One /proc read per scrape, shared by the three process metrics below.
     let cached: { at: number; sample: ReturnType<typeof sampleProcess> } | undefined;
     const sample = () => {
       const now = Date.now();
-      if (!cached || now - cached.at > 100) cached = { at: now, sample: sampleProcess(pid) };
+      if (!cached || now - cached.at > 100) cached = { at: now, sample: sampleProcess(pid, tracker) };
       return cached.sample;
     };
     new Counter({
@@ -166,8 +169,8 @@ export class SidecarMetrics {
       collect() {
         const s = sample();
         this.reset();
-        this.inc({ kind: "voluntary" }, s.voluntaryCtxSwitches);
-        this.inc({ kind: "involuntary" }, s.involuntaryCtxSwitches);
+        this.inc({ kind: "voluntary" }, s.voluntary);
+        this.inc({ kind: "involuntary" }, s.involuntary);
       },
     });
   }

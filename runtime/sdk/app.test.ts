@@ -64,8 +64,8 @@ describe("sdk", () => {
       for await (const m of call) await call.write(say.encodeResponse({ text: `from sidecar: ${say.decodeRequest(m).text}` }));
     });
     const client = a.client(PROTO, "test.v1.Echo");
-    expect((await client.say({ text: "out" })).text).toBe("from sidecar: out");
-    const missing = await client.Missing({}).catch((e: unknown) => e);
+    expect((await client.say!({ text: "out" })).text).toBe("from sidecar: out");
+    const missing = await client.Missing!({}).catch((e: unknown) => e);
     expect(missing).toBeInstanceOf(RpcError);
     expect((missing as RpcError).code).toBe(Status.UNIMPLEMENTED);
   });

@@ -1,8 +1,8 @@
 import { afterEach, describe, expect, test } from "bun:test";
 import { mkdirSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
-import { TestResources } from "../../test/helpers.ts";
-import { ProcessTracker, windowFigures } from "./proc-tracker.ts";
+import { TestResources } from "../test/helpers.ts";
+import { ProcessTracker, windowFigures } from "./procstat.ts";
 
 const res = new TestResources();
 afterEach(() => res.cleanup());
