@@ -193,7 +193,9 @@ PUBLIC int rpal_init(int nr_rpalthread, int flags, rpal_error_code_t *error)
 				munmap(p, SLOT_BYTES);
 			close(fd);
 			unlink(slot);
-			break;
+			/* The address is taken in this process, e.g. by the slot an earlier rpal_init/rpal_exit
+			   left mapped (a test runner that initialises twice): take the next id. */
+			continue;
 		}
 		unlink(wake);
 		if (mkfifo(wake, 0600) != 0) {
