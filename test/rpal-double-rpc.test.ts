@@ -8,8 +8,6 @@ import { join } from "node:path";
 import { ALLOW_TEST_DOUBLE_ENV } from "../runtime/transport/rpal/double-guard.ts";
 import { buildLibrpalTestDouble, removeStaleTestDoubleFiles } from "../runtime/transport/rpal/double/build.ts";
 import { TestResources } from "./helpers.ts";
-import { defineRpcSuite } from "./rpc-suite.ts";
-import { rpalTestDoubleTransport } from "./transports.ts";
 
 const res = new TestResources();
 const stock = !existsSync("/proc/rpal");
@@ -19,8 +17,21 @@ afterAll(async () => {
   removeStaleTestDoubleFiles();
 });
 
-// The shared RPC suite, every case of it, over rpal with both processes on the test double.
-defineRpcSuite(rpalTestDoubleTransport());
+// The shared RPC suite, every case of it, over rpal with both processes on the test double, in a bun
+// test process of its own (see test/rpal-double-rpc-suite.isolated.ts for why).
+describe("rpc over rpal (librpal TEST DOUBLE, not real RPAL)", () => {
+  test("double: the shared RPC suite passes in full, in its own test process", async () => {
+    const run = res.spawnBun(["test", "--timeout", "60000", join(import.meta.dir, "rpal-double-rpc-suite.isolated.ts")]);
+    const code = await run.proc.exited;
+    const out = run.output();
+    const passed = Number(/^\s*(\d+) pass$/m.exec(out)?.[1] ?? -1);
+    const failed = Number(/^\s*(\d+) fail$/m.exec(out)?.[1] ?? -1);
+    if (code !== 0 || failed !== 0) throw new Error(`the RPC suite over the rpal test double failed (exit ${code}):\n${out.split("\n").filter((l) => !l.startsWith('{"level"')).join("\n")}`);
+    expect(failed).toBe(0);
+    expect(passed).toBeGreaterThanOrEqual(11);
+    expect(out).toContain("(pass) rpc over rpal (librpal TEST DOUBLE, not real RPAL) > peer killed mid-call");
+  }, 180_000);
+});
 
 describe("rpal on a machine without an RPAL kernel", () => {
   test.skipIf(!stock)("MESH_TRANSPORT=rpal fails with the /proc/rpal reason and the fix", async () => {

@@ -7,6 +7,7 @@ import { join } from "node:path";
 import { FrameKind } from "../runtime/rpc/frame.ts";
 import { ALLOW_TEST_DOUBLE_ENV } from "../runtime/transport/rpal/double-guard.ts";
 import { buildLibrpalTestDouble, removeStaleTestDoubleFiles, testDoubleFiles } from "../runtime/transport/rpal/double/build.ts";
+import { exitRpalProcess } from "../runtime/transport/rpal/librpal.ts";
 import { openRpalSession, rpalLocal } from "../runtime/transport/rpal/session.ts";
 import { OUTBOX_CTRL_BYTES, WORDS_MAGIC_HI } from "../runtime/transport/rpal/shim.ts";
 import type { RpalTransport } from "../runtime/transport/rpal/transport.ts";
@@ -16,7 +17,9 @@ const res = new TestResources();
 /** Lives for the whole file: the double and shim built into it stay loaded in this process. */
 const keep = new TestResources();
 let lib: string;
+let cacheDir: string;
 const prevAllow = process.env[ALLOW_TEST_DOUBLE_ENV];
+const prevCache = process.env.MESH_CACHE_DIR;
 
 interface Frame {
   kind: number;
@@ -37,7 +40,7 @@ interface Pair {
 async function startPair(opts: { inboxBytes?: number } = {}): Promise<Pair> {
   const peer = res.spawnBun([join(import.meta.dir, "rpal-double-peer.fixture.ts"), "listen", lib], {
     stdin: "pipe",
-    env: { [ALLOW_TEST_DOUBLE_ENV]: "1" },
+    env: { MESH_CACHE_DIR: cacheDir, [ALLOW_TEST_DOUBLE_ENV]: "1" },
   });
   const info = JSON.parse(await peer.waitForLine(/^\{"key"/)) as { key: string; id: number };
   const { proc } = rpalLocal(lib);
@@ -57,9 +60,8 @@ async function startPair(opts: { inboxBytes?: number } = {}): Promise<Pair> {
 }
 
 beforeAll(() => {
-  // The user's cache directory, like every other test that loads the double: one process can run
-  // its receiver against only one library path, and the RPC suite over the double runs in this
-  // process after this file.
+  cacheDir = keep.scratchDir("rpal-double-cache-");
+  process.env.MESH_CACHE_DIR = cacheDir;
   process.env[ALLOW_TEST_DOUBLE_ENV] = "1"; // this file loads the double in-process, on purpose
   lib = buildLibrpalTestDouble();
 });
@@ -71,10 +73,12 @@ afterEach(async () => {
 afterAll(async () => {
   await res.cleanup();
   await keep.cleanup();
-  // No rpal_exit here: the runner keeps its one librpal service until test/preload.ts releases it.
+  exitRpalProcess();
   removeStaleTestDoubleFiles();
   if (prevAllow === undefined) delete process.env[ALLOW_TEST_DOUBLE_ENV];
   else process.env[ALLOW_TEST_DOUBLE_ENV] = prevAllow;
+  if (prevCache === undefined) delete process.env.MESH_CACHE_DIR;
+  else process.env.MESH_CACHE_DIR = prevCache;
 });
 
 function bytes(n: number, seed: number): Uint8Array {

@@ -43,13 +43,14 @@ export function rpalTestDoubleTransport(): SuiteTransport {
     },
     async tearDown() {
       const { resetRpalDetection } = await import("../runtime/transport/rpal/detect.ts");
+      const { exitRpalProcess } = await import("../runtime/transport/rpal/librpal.ts");
       const { removeStaleTestDoubleFiles } = await import("../runtime/transport/rpal/double/build.ts");
       for (const [k, v] of Object.entries(saved)) {
         if (v === undefined) delete process.env[k];
         else process.env[k] = v;
       }
       resetRpalDetection();
-      // The runner's librpal service stays until test/preload.ts releases it after the last file.
+      exitRpalProcess();
       removeStaleTestDoubleFiles();
     },
   };
