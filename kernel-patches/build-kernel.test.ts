@@ -18,7 +18,8 @@ const res = new TestResources();
 afterEach(() => res.cleanup());
 
 function runScript(args: string[]) {
-  const p = Bun.spawnSync(["bash", SCRIPT, ...args], { cwd: REPO_ROOT, stdout: "pipe", stderr: "pipe" });
+  // A hung script is killed instead of hanging the suite (the offline runs finish in seconds).
+  const p = Bun.spawnSync(["bash", SCRIPT, ...args], { cwd: REPO_ROOT, stdout: "pipe", stderr: "pipe", timeout: 120_000 });
   return { code: p.exitCode, out: p.stdout.toString() + p.stderr.toString() };
 }
 
