@@ -139,7 +139,7 @@ export class MeshConnection {
   }
 
   private scheduleReconnect(): void {
-    if (this.closedByUser || this.connecting) return;
+    if (this.closedByUser || this.connecting || this.opts.reconnect === false) return;
     const base = Math.min(2000, 50 * 2 ** Math.min(this.attempts, 6));
     const delay = base / 2 + Math.random() * (base / 2);
     this.attempts++;
@@ -160,6 +160,9 @@ export class MeshConnection {
     const ch = this.channel;
     if (ch?.isOpen && !ch.peerIsDraining) return ch;
     if (this.closedByUser) throw new RpcError(Status.UNAVAILABLE, "connection closed by the app");
+    if (this.opts.reconnect === false && !this.connecting) {
+      throw new RpcError(Status.UNAVAILABLE, `the session with the sidecar at ${this.socketPath} is over (reconnect: false)`);
+    }
     // A draining sidecar (GOAWAY) finishes what it has; new calls go to the next session.
     if (ch?.peerIsDraining) this.channel = undefined;
     let waitMs = this.opts.connectTimeoutMs ?? 5000;

@@ -1,7 +1,8 @@
 // The uds transport: frames on a Unix stream socket. Always available; also the control channel of
 // every session (HELLO, doorbells) when shm or rpal carry the data.
 //
-// Send side: frames are appended to one outgoing buffer and flushed once per microtask, so a burst of
+// Send side: frames are appended to one outgoing buffer and flushed once per event-loop turn
+// (setImmediate, after every handler the turn started has queued its frames), so a burst of
 // pipelined calls costs one write(2), not one per frame. Receive side: frames are parsed straight out
 // of the chunk Bun hands us when they are whole; only a partial frame's bytes are copied.
 import type { Socket, TCPSocketListener, UnixSocketListener } from "bun";
