@@ -551,7 +551,9 @@ PUBLIC int rpal_epoll_wait(int epfd, struct epoll_event *events, int maxevents, 
 		int n = user_events(epfd, events, maxevents);
 		if (n > 0)
 			return n;
+		/* "parked" must be visible before the queues are re-read (the sender's side: rpal_write_ptrs). */
 		__atomic_store_n(&g_slot->parked, 1, __ATOMIC_SEQ_CST);
+		__atomic_thread_fence(__ATOMIC_SEQ_CST);
 		n = user_events(epfd, events, maxevents);
 		if (n > 0) {
 			__atomic_store_n(&g_slot->parked, 0, __ATOMIC_SEQ_CST);
@@ -622,6 +624,13 @@ PUBLIC int rpal_write_ptrs(int service_id, uint64_t rpalfd, int64_t *words, int 
 		d->q[(d->head + (uint32_t)i) % QUEUE_WORDS] = words[i];
 	__atomic_store_n(&d->head, d->head + (uint32_t)len, __ATOMIC_RELEASE);
 	spin_unlock(&d->lock);
+	/*
+	 * Dekker with rpal_epoll_wait (which stores `parked`, then re-reads the queue): the new head must be
+	 * visible before we read `parked`. A release store followed by a load is NOT ordered (x86 lets the
+	 * load pass the store still sitting in the store buffer), so without this fence both sides could
+	 * read the other's old value — the receiver sleeps with words queued and nobody writes the FIFO.
+	 */
+	__atomic_thread_fence(__ATOMIC_SEQ_CST);
 	if (__atomic_load_n(&p->parked, __ATOMIC_SEQ_CST) && g_peer_wake[service_id] >= 0) {
 		char b = 1;
 		ssize_t w = write(g_peer_wake[service_id], &b, 1);
