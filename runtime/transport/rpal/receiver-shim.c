@@ -345,6 +345,14 @@ static void process(struct session *s)
 		s->cur_pair = 0;
 	}
 out:
+	/*
+	 * Dekker with the JS consumer (RingReader.park stores "parked", then re-reads head): our head store
+	 * (a release store in publish) must be visible before we read "parked", and a release store followed
+	 * by a load is not ordered — the load may pass the store, and then both sides miss each other and JS
+	 * sleeps on a non-empty inbox. Today the exchange in do_release (or reserve's seq_cst store) happens
+	 * to order them on every path; the fence states the requirement instead of relying on that.
+	 */
+	__atomic_thread_fence(__ATOMIC_SEQ_CST);
 	if (s->head != head_before && __atomic_load_n(ring_word(s, 2), __ATOMIC_SEQ_CST) == 1) {
 		uint32_t one = 1;
 		if (__atomic_compare_exchange_n(ring_word(s, 2), &one, 0, 0, __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST))
