@@ -61,10 +61,14 @@ async function main(): Promise<number> {
       problems.push(`microbenchmarks: ${(e as Error).message}`);
     }
   }
+  // A variant that hung or crashed fails the run (exit 1): a lost wake-up must not pass as a note.
+  const failures: string[] = [];
   try {
-    problems.push(...(await runBunRows(opts, onRow)));
+    const bun = await runBunRows(opts, onRow);
+    problems.push(...bun.notes);
+    failures.push(...bun.failures);
   } catch (e) {
-    problems.push(`Bun rows: ${(e as Error).message}`);
+    failures.push(`Bun rows: ${(e as Error).message}`);
   }
 
   attachRatios(rows);
@@ -74,6 +78,7 @@ async function main(): Promise<number> {
     problems.push(`the machine was busy with other work (1-min load average up to ${maxLoad} on ${cpus} CPUs): figures are noisy, re-run on a quiet machine before quoting them`);
   }
   for (const p of problems) console.error(`bench: note — ${p}`);
+  for (const f of failures) console.error(`bench: FAILED — ${f}`);
   if (opts.json) {
     console.log(JSON.stringify(rows, null, 1));
   } else {
@@ -83,7 +88,7 @@ async function main(): Promise<number> {
     }
     console.log(`\n${rows.length} rows in ${((performance.now() - started) / 1000).toFixed(1)} s; ratios are this row ÷ the C reference of the same run (lat = median, or mean cycles for one-way).`);
   }
-  return rows.length > 0 ? 0 : 1;
+  return rows.length > 0 && failures.length === 0 ? 0 : 1;
 }
 
 process.exit(await main());

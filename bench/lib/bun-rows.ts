@@ -305,14 +305,16 @@ async function runVariant(v: Variant, opts: BenchOptions, onRow: (r: BenchRow) =
   }
 }
 
-export async function runBunRows(opts: BenchOptions, onRow: (r: BenchRow) => void): Promise<string[]> {
+/** Runs the Bun rows. `notes` are things to know; `failures` are variants that hung or crashed. */
+export async function runBunRows(opts: BenchOptions, onRow: (r: BenchRow) => void): Promise<{ notes: string[]; failures: string[] }> {
   const notes: string[] = [];
+  const failures: string[] = [];
   for (const v of variants(opts, notes)) {
     try {
       await runVariant(v, opts, onRow, notes);
     } catch (e) {
-      notes.push(`${v.label}${v.spin ? ` spin ${v.spin}` : ""}: ${(e as Error).message}`);
+      failures.push(`${v.label}${v.spin ? ` spin ${v.spin}` : ""}: ${(e as Error).message}`);
     }
   }
-  return notes;
+  return { notes, failures };
 }
