@@ -14,6 +14,7 @@ import type { ClientJob, ClientResult, ClientSpec } from "./client-protocol.ts";
 import { cpusFor, pinPrefix } from "./placement.ts";
 import type { BenchRow, Placement } from "./rows.ts";
 import { startPerfCounter, startStraceCounter, type SyscallCount, type SyscallCounter } from "./syscalls.ts";
+import { readLines } from "../../runtime/lines.ts";
 
 const BENCH_DIR = join(import.meta.dir, "..");
 const RATES = [1_000, 10_000, 50_000];
@@ -115,21 +116,6 @@ async function doubleEnv(): Promise<Record<string, string>> {
   return { MESH_LIBRPAL: buildLibrpalTestDouble(), [ALLOW_TEST_DOUBLE_ENV]: "1" };
 }
 
-/** Reads a child's stdout line by line. */
-async function* lines(stream: ReadableStream<Uint8Array>): AsyncGenerator<string> {
-  const decoder = new TextDecoder();
-  let buf = "";
-  for await (const chunk of stream) {
-    buf += decoder.decode(chunk, { stream: true });
-    let nl: number;
-    while ((nl = buf.indexOf("\n")) >= 0) {
-      yield buf.slice(0, nl);
-      buf = buf.slice(nl + 1);
-    }
-  }
-  if (buf) yield buf;
-}
-
 function describe(v: Variant, r: ClientResult): string {
   const spin = v.spin !== undefined ? `, spin ${v.spin}` : "";
   switch (r.kind) {
@@ -220,7 +206,7 @@ async function runVariant(v: Variant, opts: BenchOptions, onRow: (r: BenchRow) =
     const serverErr = new Response(server.stderr as ReadableStream).text();
     const ready = await Promise.race([
       (async () => {
-        for await (const l of lines(server!.stdout as ReadableStream<Uint8Array>)) if (l.trim() === "READY") return true;
+        for await (const l of readLines(server!.stdout as ReadableStream<Uint8Array>)) if (l.trim() === "READY") return true;
         return false;
       })(),
       Bun.sleep(15_000).then(() => false), // a deadline, not synchronisation
@@ -247,7 +233,7 @@ async function runVariant(v: Variant, opts: BenchOptions, onRow: (r: BenchRow) =
     let counterMethod = "";
     let results = 0;
     let idleVcpu: number | undefined;
-    for await (const l of lines(client.stdout)) {
+    for await (const l of readLines(client.stdout)) {
       if (!l.startsWith("{")) continue;
       const msg = JSON.parse(l) as ClientResult | { await: "go" };
       if ("await" in msg) {

@@ -8,6 +8,7 @@ import type { MeshInstance, MeshProcess } from "./instance.ts";
 import type { LoadgenConfig, LoadgenResult } from "./loadgen.ts";
 import type { ProcessFigures, RunRecord } from "./report-types.ts";
 import type { StraceSession, SyscallCounts } from "./strace.ts";
+import { readLines } from "../../runtime/lines.ts";
 
 const LOADGEN = join(import.meta.dir, "loadgen.ts");
 
@@ -134,20 +135,6 @@ export function buildRecord(
   };
 }
 
-async function readLines(stream: ReadableStream<Uint8Array>, onLine: (line: string) => void): Promise<void> {
-  const decoder = new TextDecoder();
-  let buf = "";
-  for await (const chunk of stream) {
-    buf += decoder.decode(chunk, { stream: true });
-    let nl: number;
-    while ((nl = buf.indexOf("\n")) >= 0) {
-      onLine(buf.slice(0, nl));
-      buf = buf.slice(nl + 1);
-    }
-  }
-  if (buf) onLine(buf);
-}
-
 /** Runs the load generator against `inst` and returns the run's record (never throws for a failed run). */
 export async function measureRun(inst: MeshInstance, spec: RunSpec, strace: StraceSession | undefined, signal: AbortSignal): Promise<RunRecord> {
   const startedAt = new Date().toISOString();
@@ -175,12 +162,12 @@ export async function measureRun(inst: MeshInstance, spec: RunSpec, strace: Stra
   const budgetMs = spec.warmupMs + spec.durationMs + spec.timeoutMs * 2 + 30_000;
   const killer = setTimeout(() => lg.kill("SIGKILL"), budgetMs);
   try {
-    await readLines(lg.stdout, (line) => {
+    for await (const line of readLines(lg.stdout)) {
       let msg: { event?: string; message?: string };
       try {
         msg = JSON.parse(line) as typeof msg;
       } catch {
-        return;
+        continue;
       }
       if (msg.event === "measuring") strace?.start(procs.map((p) => p.pid));
       else if (msg.event === "measured" && strace) {
@@ -189,7 +176,7 @@ export async function measureRun(inst: MeshInstance, spec: RunSpec, strace: Stra
         });
       } else if (msg.event === "result") result = msg as unknown as LoadgenResult;
       else if (msg.event === "error") error = msg.message;
-    });
+    }
     const code = await lg.exited;
     await straceStopped;
     if (!result) {
