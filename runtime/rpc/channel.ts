@@ -159,8 +159,6 @@ class ServerCallImpl implements ServerCall {
   private abortController: AbortController | undefined;
   ended = false;
   responsesSent = 0;
-  /** A unary call's response, sent with its status. */
-  pendingResponse: Uint8Array | undefined;
   timer: ReturnType<typeof setTimeout> | undefined;
 
   constructor(
@@ -416,12 +414,6 @@ export class RpcChannel {
     if (call.ended) throw new RpcError(Status.CANCELLED, `${call.method}: the call ended while waiting to send`);
     call.window.send -= message.byteLength;
     call.responsesSent++;
-    if (!call.shape.serverStreaming) {
-      // A unary response leaves together with its status (serverEnd): one flush, one write(2), one
-      // wake-up of the caller instead of two. Not copied: the handler hands it over by writing it.
-      call.pendingResponse = message;
-      return;
-    }
     this.transport.send(FrameKind.MESSAGE, 0, call.callId, 0, message);
     if (this.transport.bufferedBytes > TRANSPORT_HIGH_WATER) await this.writable();
   }
@@ -429,17 +421,12 @@ export class RpcChannel {
   /** @internal */
   serverEnd(call: ServerCallImpl, code: number, details: string, trailers?: Metadata): void {
     if (call.ended) return;
-    if (!this.isClosed) {
-      // gRPC: a unary call that fails has no response message, only its status.
-      if (call.pendingResponse && code === Status.OK) this.transport.send(FrameKind.MESSAGE, 0, call.callId, 0, call.pendingResponse);
-      this.transport.send(FrameKind.END, 0, call.callId, code, encodeEndStatus(code, details, trailers));
-    }
+    if (!this.isClosed) this.transport.send(FrameKind.END, 0, call.callId, code, encodeEndStatus(code, details, trailers));
     this.retireServer(call);
   }
 
   private retireServer(call: ServerCallImpl): void {
     call.ended = true;
-    call.pendingResponse = undefined;
     if (call.timer) clearTimeout(call.timer);
     call.window.wake();
     call.requests.end();
