@@ -116,3 +116,13 @@ export function leakedShmSegments(prefix = "rpal-mesh-"): string[] {
     return [];
   }
 }
+
+/** True while a process with this pid exists (signal 0 reaches it). */
+export function pidAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
+}

@@ -11,7 +11,7 @@ import { join } from "node:path";
 import * as grpc from "@grpc/grpc-js";
 import * as protoLoader from "@grpc/proto-loader";
 import { stopSupervisors } from "../mesh/supervisor/testdata/stop-supervisors.ts";
-import { leakedShmSegments, REPO_ROOT, TestResources, waitFor, type Spawned } from "./helpers.ts";
+import { leakedShmSegments, REPO_ROOT, TestResources, waitFor, type Spawned, pidAlive } from "./helpers.ts";
 
 // Real processes on a shared 2-vCPU machine: give each test room (the waits inside have their own deadlines).
 setDefaultTimeout(60_000);
@@ -48,14 +48,6 @@ function pids(s: StatusJson): Partial<Pids> {
   return out;
 }
 
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch {
-    return false;
-  }
-}
 
 const def = protoLoader.loadSync(PROTO, { keepCase: true });
 const hello = grpc.loadPackageDefinition(def).hello as unknown as { Greeter: grpc.ServiceClientConstructor };
@@ -135,7 +127,7 @@ describe("mesh up on examples/hello (real sidecars)", () => {
       for (const p of pod.processes) {
         expect(["uds", "shm", "rpal"]).toContain(p.transport!);
         expect(p.restarts).toBe(0);
-        expect(alive(p.pid!)).toBe(true);
+        expect(pidAlive(p.pid!)).toBe(true);
       }
     }
   });
@@ -173,7 +165,7 @@ describe("mesh up on examples/hello (real sidecars)", () => {
     expect(readdirSync(runs).length).toBe(1);
     up.proc.kill("SIGTERM");
     expect(await up.proc.exited).toBe(0);
-    for (const pid of all) expect(alive(pid)).toBe(false);
+    for (const pid of all) expect(pidAlive(pid)).toBe(false);
     expect(readdirSync(runs)).toEqual([]);
     expect(existsSync(join(runs, "greeter"))).toBe(false);
     expect(leakedShmSegments().filter((n) => !shmBefore.includes(n))).toEqual([]);

@@ -5,7 +5,7 @@ import { afterEach, describe, expect, test, setDefaultTimeout } from "bun:test";
 import { existsSync, readdirSync, readFileSync, statSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { stopSupervisors } from "../mesh/supervisor/testdata/stop-supervisors.ts";
-import { REPO_ROOT, TestResources, waitFor, type Spawned } from "./helpers.ts";
+import { REPO_ROOT, TestResources, waitFor, type Spawned, pidAlive } from "./helpers.ts";
 
 // Real processes on a shared 2-vCPU machine: give each test room (the waits inside have their own deadlines).
 setDefaultTimeout(60_000);
@@ -73,14 +73,6 @@ function pidOf(s: StatusJson, pod: string, role: "app" | "sidecar"): number | nu
   return s.pods.find((p) => p.name === pod)?.processes.find((p) => p.role === role)?.pid ?? null;
 }
 
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch {
-    return false;
-  }
-}
 
 async function upAndRunning(env: Record<string, string>, config: string, extra: string[] = []): Promise<Spawned> {
   const up = spawnUp([config, ...extra], { env });
@@ -108,7 +100,7 @@ describe("mesh up supervises pods (stand-in sidecar)", () => {
       for (const p of pod.processes) {
         expect(p.restarts).toBe(0);
         expect(p.pid).not.toBeNull();
-        expect(alive(p.pid!)).toBe(true);
+        expect(pidAlive(p.pid!)).toBe(true);
       }
     }
     // The runtime directory and the state file are private.
@@ -185,7 +177,7 @@ describe("mesh up supervises pods (stand-in sidecar)", () => {
     up.proc.kill("SIGTERM");
     expect(await up.proc.exited).toBe(0);
     expect(up.output()).toContain("SIGTERM received — stopping apps, then sidecars");
-    for (const pid of pids) expect(alive(pid)).toBe(false);
+    for (const pid of pids) expect(pidAlive(pid)).toBe(false);
     expect(existsSync(runDir)).toBe(false);
     expect((await status(env)).pods).toEqual([]);
   });
@@ -198,7 +190,7 @@ describe("mesh up supervises pods (stand-in sidecar)", () => {
     expect(children.length).toBe(4);
     first.proc.kill("SIGKILL");
     await first.proc.exited;
-    await waitFor(() => children.every((pid) => !alive(pid)), { what: "the children to exit after their supervisor died" });
+    await waitFor(() => children.every((pid) => !pidAlive(pid)), { what: "the children to exit after their supervisor died" });
     // The run directory is left (nobody removed it), and the next mesh up clears it.
     expect(readdirSync(join(runtime, "runs")).length).toBe(1);
     const second = await upAndRunning(env, config);
@@ -216,11 +208,11 @@ describe("mesh up supervises pods (stand-in sidecar)", () => {
     first.proc.kill("SIGKILL");
     await first.proc.exited;
     // Children run in their own process group, so they outlive a SIGKILLed supervisor…
-    for (const pid of orphans) expect(alive(pid)).toBe(true);
+    for (const pid of orphans) expect(pidAlive(pid)).toBe(true);
     // …until the next `mesh up` recognises them (by their app socket) and stops them.
     const second = await upAndRunning(env, config);
     expect(second.output()).toMatch(/stopped 4 process\(es\) left over by a mesh up \(pid \d+\) that died/);
-    await waitFor(() => orphans.every((pid) => !alive(pid)), { what: "the orphans to exit" });
+    await waitFor(() => orphans.every((pid) => !pidAlive(pid)), { what: "the orphans to exit" });
     expect(readdirSync(join(runtime, "runs")).length).toBe(1);
     second.proc.kill("SIGTERM");
     expect(await second.proc.exited).toBe(0);
@@ -250,7 +242,7 @@ describe("mesh up supervises pods (stand-in sidecar)", () => {
     }, { what: "both sidecars to be spawned" });
     up.proc.kill("SIGTERM");
     expect(await up.proc.exited).toBe(0);
-    for (const pid of state) expect(alive(pid)).toBe(false);
+    for (const pid of state) expect(pidAlive(pid)).toBe(false);
     expect(readdirSync(runs)).toEqual([]);
   });
 
