@@ -13,7 +13,7 @@ import { logger, type Logger } from "../log.ts";
 import type { Transport } from "../transport/types.ts";
 import { FrameFlag, FrameKind } from "./frame.ts";
 import { MessageQueue } from "./message-queue.ts";
-import { type Metadata, RpcError, Status, statusName } from "./status.ts";
+import { type Metadata, RpcError, Status } from "./status.ts";
 import {
   type CallOptions,
   type CallShape,
@@ -31,7 +31,6 @@ import { decodeCallHead, decodeEndStatus, decodeHeaders, encodeCallHeadTransient
 const TRANSPORT_HIGH_WATER = 8 * 1024 * 1024;
 const UNARY: CallShape = { serverStreaming: false, clientStreaming: false };
 const SERVER_STREAMING: CallShape = { serverStreaming: true, clientStreaming: false };
-const EMPTY = new Uint8Array(0);
 
 export interface ChannelOptions {
   /** True on the side that opened the connection (the app): its calls get odd ids. */
@@ -715,4 +714,3 @@ export class RpcChannel {
   }
 }
 
-export { statusName, EMPTY as EMPTY_MESSAGE };
