@@ -1,5 +1,5 @@
 import { afterEach, describe, expect, test } from "bun:test";
-import { existsSync, readdirSync } from "node:fs";
+import { existsSync, readdirSync, readlinkSync } from "node:fs";
 import { FrameKind } from "../../rpc/frame.ts";
 import { TestResources, leakedShmSegments, waitFor } from "../../../test/helpers.ts";
 import type { FrameSink } from "../types.ts";
@@ -40,8 +40,15 @@ afterEach(async () => {
   await res.cleanup();
 });
 
-function openFds(): string[] {
-  return readdirSync("/proc/self/fd");
+/** This process's fds that refer to an rpal-mesh memfd (counting every fd raced other tests' sockets). */
+function memfdFds(): string[] {
+  return readdirSync("/proc/self/fd").filter((fd) => {
+    try {
+      return readlinkSync(`/proc/self/fd/${fd}`).startsWith("/memfd:rpal-mesh-shm");
+    } catch {
+      return false; // closed between readdir and readlink
+    }
+  });
 }
 
 describe("ShmTransport (in one process, real memfd, real uds control)", () => {
@@ -78,14 +85,16 @@ describe("ShmTransport (in one process, real memfd, real uds control)", () => {
   });
 
   test("the sidecar closes its memfd once the app attached, and nothing is in /dev/shm", async () => {
-    const before = openFds().length;
+    const before = memfdFds();
     const seg = ShmSegment.create(8192);
-    expect(openFds().length).toBe(before + 1);
+    const sidecarFd = seg.info.path.split("/").pop()!;
+    expect(memfdFds()).toEqual([...before, sidecarFd].sort((a, b) => Number(a) - Number(b)));
     expect(seg.appAttached()).toBe(false);
     const app = ShmSegment.open(seg.info);
     expect(seg.appAttached()).toBe(true);
     seg.closeFd();
-    expect(openFds().length).toBe(before);
+    expect(memfdFds()).not.toContain(sidecarFd);
+    expect(memfdFds().length).toBe(before.length);
     expect(existsSync(seg.info.path)).toBe(false);
     expect(leakedShmSegments()).toEqual([]);
     app.release();
