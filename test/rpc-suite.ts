@@ -155,7 +155,9 @@ export function defineRpcSuite(t: SuiteTransport): void {
       expect(response.byteLength).toBe(max);
     });
 
-    test("flow control: a consumer that stops reading stops a fast streaming sender, and nothing is lost", async () => {
+    const flowControlIssue = t.knownFailures?.flowControl;
+    if (flowControlIssue) console.warn(`rpc over ${t.label}: flow-control case SKIPPED — known failure: ${flowControlIssue}`);
+    (flowControlIssue ? test.skip : test)("flow control: a consumer that stops reading stops a fast streaming sender, and nothing is lost", async () => {
       const ch = app.currentChannel!;
       const window = ch.localSettings.initialWindowBytes;
       const total = Math.ceil((window * 1.5) / 4); // four-byte messages: half a window more than fits

@@ -9,6 +9,11 @@ export interface SuiteTransport {
   transport: TransportName;
   /** Extra environment for both processes (e.g. the test double's library). */
   env: Record<string, string>;
+  /**
+   * Cases known to fail on this transport, each with the reason and where it is tracked. A case listed
+   * here is skipped loudly (the run prints it); it is a bug to fix, not a pass.
+   */
+  knownFailures?: { flowControl?: string };
   /** Runs before the suite (e.g. to point this process at the test double) and after it. */
   setUp?(): void | Promise<void>;
   tearDown?(): void | Promise<void>;
@@ -32,6 +37,10 @@ export function rpalTestDoubleTransport(): SuiteTransport {
     label: "rpal (librpal TEST DOUBLE, not real RPAL)",
     transport: "rpal",
     env,
+    knownFailures: {
+      flowControl:
+        "a 393,216-message flow-controlled stream over the rpal transport on the double stalls before its END in most runs (5 of 5 when run alone; reproduce with `bun test ./test/rpal-double-rpc-suite.isolated.ts -t \"flow control\"`); open in issue #4",
+    },
     async setUp() {
       const { buildLibrpalTestDouble } = await import("../runtime/transport/rpal/double/build.ts");
       const { ALLOW_TEST_DOUBLE_ENV } = await import("../runtime/transport/rpal/double-guard.ts");

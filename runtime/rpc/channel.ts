@@ -40,6 +40,13 @@ export interface ChannelOptions {
   /** For logs: who is on the other end. */
   peerName?: string;
   log?: Logger;
+  /** Serves the peer's calls from the first frame on (frames the transport buffered included). */
+  handler?: ServerHandler;
+  /**
+   * Do not take frames from the transport until start() is called: lets the owner set the handler
+   * first, so a call the peer sent right after the handshake is not answered UNIMPLEMENTED.
+   */
+  deferStart?: boolean;
 }
 
 export interface ChannelStats {
@@ -238,7 +245,17 @@ export class RpcChannel {
     this.peerName = opts.peerName ?? "peer";
     this.log = opts.log ?? logger("rpc");
     this.closed = new Promise((r) => (this.resolveClosed = r));
-    transport.start({
+    this.handler = opts.handler;
+    if (!opts.deferStart) this.start();
+  }
+
+  private started = false;
+
+  /** Starts taking frames from the transport (once; the constructor does it unless deferStart). */
+  start(): void {
+    if (this.started) return;
+    this.started = true;
+    this.transport.start({
       onFrame: (kind, flags, callId, aux, body) => this.onFrame(kind, flags, callId, aux, body),
       onClose: (error) => this.onClose(error),
       onWritable: () => this.onWritable(),

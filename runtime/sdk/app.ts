@@ -115,8 +115,8 @@ export class MeshConnection {
           local: session.local,
           peer: session.peer,
           peerName: "sidecar",
+          handler: (call) => this.dispatch(call),
         });
-        channel.setHandler((call) => this.dispatch(call));
         this.channel = channel;
         this.chosen = session.chosen;
         this.attempts = 0;

@@ -40,7 +40,14 @@ export async function acceptApps(opts: AcceptAppsOptions): Promise<UnixListener>
     settings: opts.settings,
     onRejected: opts.onRejected,
     onSession(s) {
-      const channel = new RpcChannel(s.transport, { initiator: false, local: s.local, peer: s.peer, peerName: `app ${s.hello.appName ?? ""}`.trim() });
+      // Started only after onSession has set its handler: the app may call right after the handshake.
+      const channel = new RpcChannel(s.transport, {
+        initiator: false,
+        local: s.local,
+        peer: s.peer,
+        peerName: `app ${s.hello.appName ?? ""}`.trim(),
+        deferStart: true,
+      });
       const session: AppSession = {
         id: nextSessionId++,
         channel,
@@ -60,6 +67,7 @@ export async function acceptApps(opts: AcceptAppsOptions): Promise<UnixListener>
       });
       log.info({ session: session.id, app: session.appName, transport: s.chosen }, `app session started over ${s.chosen}`);
       opts.onSession(session);
+      channel.start();
     },
   });
 }
