@@ -117,6 +117,27 @@ static __thread int t_receiver;
 
 static void *slot_addr(int id) { return (void *)(uintptr_t)(SLOT_BASE + (uint64_t)id * SLOT_BYTES); }
 
+/* Addresses where a retired peer's slot was replaced by zero pages (see retire_peer). */
+static unsigned char g_placeholder[MAX_SERVICES];
+
+/*
+ * Drops a peer's slot without unmapping its address: another thread may still be reading it (the
+ * receiver shim requests and releases services on its own thread while JS sends), and real RPAL turns
+ * such a read of a departed peer into a recoverable fault. Private zero pages at the same address make
+ * a late reader see "no such fd" instead of crashing the process.
+ */
+static void retire_peer(int id)
+{
+	if (!g_peers[id])
+		return;
+	void *p = mmap(slot_addr(id), SLOT_BYTES, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED | MAP_NORESERVE, -1, 0);
+	if (p == MAP_FAILED)
+		munmap(g_peers[id], SLOT_BYTES);
+	else
+		g_placeholder[id] = 1;
+	g_peers[id] = NULL;
+}
+
 static void names(int id, char *slot, char *wake)
 {
 	snprintf(slot, 128, "/dev/shm/rpal-double-%u-%d", (unsigned)getuid(), id);
@@ -252,10 +273,7 @@ PUBLIC void rpal_exit(void)
 		return;
 	}
 	for (int i = 0; i < MAX_SERVICES; i++) {
-		if (g_peers[i]) {
-			munmap(g_peers[i], SLOT_BYTES);
-			g_peers[i] = NULL;
-		}
+		retire_peer(i);
 		if (g_peer_wake[i] >= 0) {
 			close(g_peer_wake[i]);
 			g_peer_wake[i] = -1;
@@ -297,8 +315,7 @@ PUBLIC int rpal_request_service(uint64_t key)
 		}
 		if (g_peers[id]) {
 			/* The id was reused: its former owner exited (the kernel would have dropped the mapping). */
-			munmap(g_peers[id], SLOT_BYTES);
-			g_peers[id] = NULL;
+			retire_peer(id);
 			if (g_peer_wake[id] >= 0)
 				close(g_peer_wake[id]);
 			g_peer_wake[id] = -1;
@@ -318,8 +335,12 @@ PUBLIC int rpal_request_service(uint64_t key)
 			close(fd);
 			continue;
 		}
-		void *p = mmap(slot_addr(id), SLOT_BYTES, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_FIXED_NOREPLACE, fd, 0);
+		/* Our own zero-page placeholder may hold the address: replace it, nothing else. */
+		void *p = mmap(slot_addr(id), SLOT_BYTES, PROT_READ | PROT_WRITE,
+			       MAP_SHARED | (g_placeholder[id] ? MAP_FIXED : MAP_FIXED_NOREPLACE), fd, 0);
 		close(fd);
+		if (p != MAP_FAILED && p == slot_addr(id))
+			g_placeholder[id] = 0;
 		if (p == MAP_FAILED || p != slot_addr(id)) {
 			if (p != MAP_FAILED)
 				munmap(p, SLOT_BYTES);
@@ -346,8 +367,7 @@ PUBLIC status_t rpal_release_service(uint64_t key)
 	pthread_mutex_lock(&g_lock);
 	int id = rpal_get_request_service_id(key);
 	if (id >= 0) {
-		munmap(g_peers[id], SLOT_BYTES);
-		g_peers[id] = NULL;
+		retire_peer(id);
 		if (g_peer_wake[id] >= 0)
 			close(g_peer_wake[id]);
 		g_peer_wake[id] = -1;
