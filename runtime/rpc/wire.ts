@@ -114,6 +114,8 @@ export function encodeEndStatus(code: number, message: string, trailers?: Metada
 }
 
 export function decodeEndStatus(bytes: Uint8Array): EndStatusMsg {
+  // The common case (OK, no message, no trailers) is an empty body: skip protobufjs's reader.
+  if (bytes.byteLength === 0) return { code: 0, message: "", trailers: {} };
   const m = decode<{ code: number; message: string; trailers: MetadataEntry[] }>(EndStatusType, bytes, "end status");
   return { code: m.code ?? 0, message: m.message ?? "", trailers: fromEntries(m.trailers) };
 }
