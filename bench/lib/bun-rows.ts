@@ -42,8 +42,10 @@ interface Counts {
 
 function counts(opts: BenchOptions): Counts {
   if (opts.quick) return { closed: 2_000, pipelined: 10_000, syscalls: 5_000, rateMs: 400, oneWayUds: 3_000, oneWaySpin: 10_000 };
-  if (opts.full) return { closed: 20_000, pipelined: 200_000, syscalls: 100_000, rateMs: 3_000, oneWayUds: 1_000_000, oneWaySpin: 1_000_000 };
-  return { closed: 20_000, pipelined: 100_000, syscalls: 50_000, rateMs: 2_000, oneWayUds: 50_000, oneWaySpin: 200_000 };
+  // Closed-loop windows last ~2 s: CPU time from /proc/<pid>/stat moves in 10 ms ticks, and a 0.4 s
+  // window of two processes swapping on one CPU read ±15% from tick to tick.
+  if (opts.full) return { closed: 100_000, pipelined: 200_000, syscalls: 100_000, rateMs: 3_000, oneWayUds: 1_000_000, oneWaySpin: 1_000_000 };
+  return { closed: 100_000, pipelined: 100_000, syscalls: 50_000, rateMs: 2_000, oneWayUds: 50_000, oneWaySpin: 200_000 };
 }
 
 function variants(opts: BenchOptions, notes: string[]): Variant[] {
