@@ -119,6 +119,48 @@ describe("rpal transport against the librpal TEST DOUBLE (user-space emulation, 
     expect(t.init.shim.sym.rms_session_stalls(t.init.session)).toBeGreaterThan(10);
   }, 30_000);
 
+  test("double: an empty-body frame that meets a full inbox is delivered once JS drains it, with no later message to push it out", async () => {
+    // A stream's last frame is typically an END with an empty body. Our receiver writes such a frame's
+    // record when it reads the header's last byte; if the inbox was full right then, it used to count the
+    // message as done (every byte consumed), release it and keep the record only in its parser state,
+    // to be written when the peer's next message arrived. After an END nothing more arrives: the flow-
+    // control case of the RPC suite lost its END this way. Here: four echoed frames fill a 4 KiB inbox
+    // exactly (1,024-byte records) while this thread is kept busy, then the empty one arrives.
+    const { t, frames } = await startPair({ inboxBytes: 4096 });
+    const ctrl = new Int32Array(toArrayBuffer(t.init.shim.inbox(t.init.session), 0, INBOX_CTRL_BYTES));
+    const HEAD = 0;
+    const TAIL = 16;
+    const WAITING = 48; // the receiver thread sets it when a record does not fit
+    expect(Atomics.load(ctrl, HEAD)).toBe(0); // records start at the ring's start: 4 × 1,024 B fill it exactly
+    const body = bytes(1000, 7); // 8 B record header + 16 B frame header + 1,000 B = 1,024 B, the largest whole record
+    for (let i = 0; i < 4; i++) t.send(FrameKind.MESSAGE, 0, i + 1, 0, body);
+    t.send(FrameKind.END, 0, 5, 0);
+    await Promise.resolve(); // the flush (one rpal_write_ptrs) runs before this continues
+    // Keep this thread (the inbox's only consumer) busy until the receiver finds the inbox full.
+    const deadline = Date.now() + 10_000;
+    while (Atomics.load(ctrl, WAITING) !== 1 && Date.now() < deadline) {
+      // spin: nothing may drain the inbox meanwhile
+    }
+    expect({ head: Atomics.load(ctrl, HEAD), tail: Atomics.load(ctrl, TAIL), waiting: Atomics.load(ctrl, WAITING) }).toEqual({
+      head: 4096,
+      tail: 0,
+      waiting: 1,
+    });
+    await waitFor(() => frames.length === 5, { what: "the empty END frame after the 4 that filled the inbox", timeoutMs: 5_000 });
+    expect(frames.map((f) => [f.kind, f.callId, f.body.byteLength])).toEqual([
+      [FrameKind.MESSAGE, 1, 1000],
+      [FrameKind.MESSAGE, 2, 1000],
+      [FrameKind.MESSAGE, 3, 1000],
+      [FrameKind.MESSAGE, 4, 1000],
+      [FrameKind.END, 5, 0],
+    ]);
+    expect(t.init.shim.sym.rms_session_stalls(t.init.session)).toBeGreaterThan(0);
+    // The session goes on: the receiver's parser is back at a frame boundary.
+    t.send(FrameKind.MESSAGE, 0, 6, 0, bytes(10, 1));
+    await waitFor(() => frames.length === 6, { what: "a frame after the recovered one" });
+    expect(frames[5]).toMatchObject({ kind: FrameKind.MESSAGE, callId: 6 });
+  }, 30_000);
+
   test("double: 5,000 frames sent across many turns arrive complete and in order", async () => {
     const { t, frames } = await startPair();
     const N = 5000;

@@ -213,8 +213,16 @@ static void publish(struct session *s, uint32_t payload)
 }
 
 /*
+ * A frame whose header has been read but whose record is not in the inbox yet, although no stream bytes
+ * are left for it: an empty-body frame. Its record is due the moment its header's last byte is read;
+ * if the inbox is full right then, feed() has consumed every byte it was given and still owes it.
+ */
+static int frame_owed(struct session *s) { return s->hdr_have == 16 && s->body_len == 0; }
+
+/*
  * Feeds `n` stream bytes at peer address `src` through the frame parser into the inbox.
- * Returns bytes consumed (< n when the inbox is full), or -1 after fail().
+ * Returns bytes consumed, or -1 after fail(). The inbox was full if fewer than `n` were consumed, or if
+ * all were and frame_owed() (an empty-body frame still to write: call again, with n = 0 if need be).
  */
 static int64_t feed(struct session *s, uint64_t src, uint64_t n)
 {
@@ -319,7 +327,14 @@ static void process(struct session *s)
 			if (used < 0)
 				goto out;
 			s->cur_off += (uint64_t)used;
-			if (s->cur_off < len) {
+			/*
+			 * Not done with this pair while an empty-body frame read from it is still owed to the
+			 * inbox: stall like any inbox-full case, so the message stays unreleased in s->words and
+			 * JS's kick (on_kick -> on_words -> here, feed with 0 bytes left) writes it. Treating the
+			 * pair as done dropped the record until the peer's next message, which for a stream's
+			 * END never comes.
+			 */
+			if (s->cur_off < len || frame_owed(s)) {
 				s->stalled = 1;
 				s->stalls++;
 				goto out;
