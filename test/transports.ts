@@ -37,10 +37,6 @@ export function rpalTestDoubleTransport(): SuiteTransport {
     label: "rpal (librpal TEST DOUBLE, not real RPAL)",
     transport: "rpal",
     env,
-    knownFailures: {
-      flowControl:
-        "a 393,216-message flow-controlled stream over the rpal transport on the double stalls before its END in most runs (5 of 5 when run alone; reproduce with `bun test ./test/rpal-double-rpc-suite.isolated.ts -t \"flow control\"`); open in issue #4",
-    },
     async setUp() {
       const { buildLibrpalTestDouble } = await import("../runtime/transport/rpal/double/build.ts");
       const { ALLOW_TEST_DOUBLE_ENV } = await import("../runtime/transport/rpal/double-guard.ts");
