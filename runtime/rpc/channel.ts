@@ -11,7 +11,8 @@
 // a peer that ignores its window loses that call (RESOURCE_EXHAUSTED), not the connection.
 import { logger, type Logger } from "../log.ts";
 import type { Transport } from "../transport/types.ts";
-import { FrameFlag, FrameKind } from "./frame.ts";
+import { encodeCallHeadAndMessageTransient, lastHeadLength } from "./call-head-codec.ts";
+import { FrameFlag, FrameKind, MAX_CONTROL_BODY } from "./frame.ts";
 import { MessageQueue } from "./message-queue.ts";
 import { type Metadata, RpcError, Status } from "./status.ts";
 import {
@@ -31,6 +32,13 @@ import { decodeCallHead, decodeEndStatus, decodeHeaders, encodeCallHeadTransient
 const TRANSPORT_HIGH_WATER = 8 * 1024 * 1024;
 const UNARY: CallShape = { serverStreaming: false, clientStreaming: false };
 const SERVER_STREAMING: CallShape = { serverStreaming: true, clientStreaming: false };
+/**
+ * A request or unary response this small rides in the CALL or END frame (FrameFlag.WITH_MESSAGE)
+ * instead of a MESSAGE frame of its own. Bounded well under every peer's frame limit (maxFrameBody
+ * is at least MAX_CONTROL_BODY), leaving room for the call head.
+ */
+const COMBINE_LIMIT = MAX_CONTROL_BODY / 2;
+const NO_METADATA: Metadata = Object.freeze({}) as Metadata;
 
 export interface ChannelOptions {
   /** True on the side that opened the connection (the app): its calls get odd ids. */
@@ -89,7 +97,6 @@ class Window {
 }
 
 class ClientCallImpl implements ClientCall {
-  readonly headers: Promise<Metadata>;
   readonly status: Promise<FinalStatus>;
   readonly responses: MessageQueue;
   readonly window: Window;
@@ -100,9 +107,13 @@ class ClientCallImpl implements ClientCall {
   timer: ReturnType<typeof setTimeout> | undefined;
   deadline: number | undefined;
   beginWaiters: (() => void)[] = [];
-  private resolveHeaders!: (md: Metadata) => void;
+  /** The one request of a unary or server-streaming call, sent with the CALL frame when it begins. */
+  request: Uint8Array | undefined;
+  /** Response headers once known; the promise is made only if somebody asks before that. */
+  headersValue: Metadata | undefined;
+  private headersPromise: Promise<Metadata> | undefined;
+  private resolveHeaders: ((md: Metadata) => void) | undefined;
   private resolveStatus!: (s: FinalStatus) => void;
-  private headersResolved = false;
 
   constructor(
     private readonly ch: RpcChannel,
@@ -111,21 +122,27 @@ class ClientCallImpl implements ClientCall {
     readonly shape: CallShape,
     readonly options: CallOptions,
   ) {
-    this.headers = new Promise((r) => (this.resolveHeaders = r));
     this.status = new Promise((r) => (this.resolveStatus = r));
     this.responses = new MessageQueue((n) => ch.consumed(this.window, callId, n, this.finished));
     this.window = new Window(ch.peerSettings.initialWindowBytes);
   }
 
+  get headers(): Promise<Metadata> {
+    if (this.headersValue !== undefined) return Promise.resolve(this.headersValue);
+    this.headersPromise ??= new Promise((r) => (this.resolveHeaders = r));
+    return this.headersPromise;
+  }
+
   setHeaders(md: Metadata): void {
-    if (this.headersResolved) return;
-    this.headersResolved = true;
-    this.resolveHeaders(md);
+    if (this.headersValue !== undefined) return;
+    this.headersValue = md;
+    this.resolveHeaders?.(md);
   }
 
   settle(status: FinalStatus): void {
     this.finalStatus = status;
-    this.setHeaders({});
+    this.request = undefined;
+    this.setHeaders(NO_METADATA);
     this.responses.end(status.code === Status.OK ? undefined : new RpcError(status.code, status.details, status.trailers));
     this.window.wake();
     if (this.beginWaiters.length > 0) {
@@ -165,6 +182,8 @@ class ServerCallImpl implements ServerCall {
   private abortController: AbortController | undefined;
   ended = false;
   responsesSent = 0;
+  /** A unary call's small response, held back to travel in the END frame (FrameFlag.WITH_MESSAGE). */
+  heldResponse: Uint8Array | undefined;
   timer: ReturnType<typeof setTimeout> | undefined;
 
   constructor(
@@ -278,6 +297,14 @@ export class RpcChannel {
   // ---- client side -------------------------------------------------------------------------
 
   startCall(method: string, shape: CallShape, opts: CallOptions = {}): ClientCall {
+    return this.open(method, shape, opts, undefined);
+  }
+
+  /**
+   * Starts a call; with `request`, that is its only request message: it goes out with the CALL frame
+   * (in the same frame when small) and the call is half-closed.
+   */
+  private open(method: string, shape: CallShape, opts: CallOptions, request: Uint8Array | undefined): ClientCallImpl {
     const id = this.nextCallId;
     this.nextCallId += 2;
     if (this.nextCallId > 0xfffffff0) this.nextCallId = (this.nextCallId & 1) + 2; // wrap far from live ids
@@ -306,6 +333,18 @@ export class RpcChannel {
       }
       opts.signal.addEventListener("abort", () => this.clientCancel(call, Status.CANCELLED, "cancelled by the caller"), { once: true });
     }
+    if (request !== undefined) {
+      if (request.byteLength > this.peerSettings.maxMessageBytes) {
+        this.clientCancel(
+          call,
+          Status.RESOURCE_EXHAUSTED,
+          `request message of ${request.byteLength} bytes exceeds the server's max message size of ${this.peerSettings.maxMessageBytes} bytes`,
+        );
+        return call;
+      }
+      call.request = request;
+      call.halfClosed = true;
+    }
     this.clientCalls.set(id, call);
     this.stats.activeClientCalls++;
     if (this.stats.activeClientCalls > this.peerSettings.maxConcurrentCalls) this.startQueue.push(call);
@@ -314,34 +353,46 @@ export class RpcChannel {
   }
 
   async unary(method: string, request: Uint8Array, opts: CallOptions = {}): Promise<UnaryResult> {
-    const call = this.startCall(method, UNARY, opts) as ClientCallImpl;
-    await call.writeLast(request).catch(() => undefined); // a failed write settles the call; status says why
+    const call = this.open(method, UNARY, opts, request);
     const status = await call.status;
     if (status.code !== Status.OK) throw new RpcError(status.code, status.details, status.trailers);
-    const first = await call.responses.next();
-    if (first.done) throw new RpcError(Status.INTERNAL, `${method}: the server ended the call OK without a response message`);
-    return { response: first.value, headers: await call.headers, trailers: status.trailers };
+    const response = call.responses.take();
+    if (response === undefined) throw new RpcError(Status.INTERNAL, `${method}: the server ended the call OK without a response message`);
+    return { response, headers: call.headersValue ?? NO_METADATA, trailers: status.trailers };
   }
 
   /** Starts a server-streaming call with one request; iterate the result for the responses. */
   serverStream(method: string, request: Uint8Array, opts: CallOptions = {}): ClientCall {
-    const call = this.startCall(method, SERVER_STREAMING, opts) as ClientCallImpl;
-    void call.writeLast(request).catch(() => undefined);
-    return call;
+    return this.open(method, SERVER_STREAMING, opts, request);
   }
 
   private begin(call: ClientCallImpl): void {
     const timeoutUs = call.deadline === undefined ? 0 : Math.max(1, Math.round((call.deadline - Date.now()) * 1000));
-    // Transient: Transport.send copies it before the next call head is encoded.
-    const head = encodeCallHeadTransient({
+    const fields = {
       method: call.method,
-      metadata: call.options.metadata ?? {},
+      metadata: call.options.metadata ?? NO_METADATA,
       timeoutUs,
       serverStreaming: call.shape.serverStreaming,
       clientStreaming: call.shape.clientStreaming,
-    });
+    };
     call.begun = true;
-    this.transport.send(FrameKind.CALL, 0, call.callId, 0, head);
+    const request = call.request;
+    if (request !== undefined) {
+      // The only request message goes with the call: the window always lets a call's first message
+      // through (one message may overshoot it).
+      call.request = undefined;
+      call.window.send -= request.byteLength;
+      if (request.byteLength <= COMBINE_LIMIT) {
+        // Transient: Transport.send copies it before the next call head is encoded.
+        const body = encodeCallHeadAndMessageTransient(fields, request);
+        this.transport.send(FrameKind.CALL, FrameFlag.WITH_MESSAGE | FrameFlag.END_STREAM, call.callId, lastHeadLength(), body);
+      } else {
+        this.transport.send(FrameKind.CALL, 0, call.callId, 0, encodeCallHeadTransient(fields));
+        this.transport.send(FrameKind.MESSAGE, FrameFlag.END_STREAM, call.callId, 0, request);
+      }
+    } else {
+      this.transport.send(FrameKind.CALL, 0, call.callId, 0, encodeCallHeadTransient(fields));
+    }
     const w = call.beginWaiters;
     if (w.length > 0) {
       call.beginWaiters = [];
@@ -430,6 +481,12 @@ export class RpcChannel {
     if (call.ended) throw new RpcError(Status.CANCELLED, `${call.method}: the call ended while waiting to send`);
     call.window.send -= message.byteLength;
     call.responsesSent++;
+    if (!call.shape.serverStreaming && message.byteLength <= COMBINE_LIMIT) {
+      // A unary response is read by the client only at END: send both in one frame. Copied, since the
+      // handler may reuse its buffer once write() resolves.
+      call.heldResponse = message.slice();
+      return;
+    }
     this.transport.send(FrameKind.MESSAGE, 0, call.callId, 0, message);
     if (this.transport.bufferedBytes > TRANSPORT_HIGH_WATER) await this.writable();
   }
@@ -437,12 +494,25 @@ export class RpcChannel {
   /** @internal */
   serverEnd(call: ServerCallImpl, code: number, details: string, trailers?: Metadata): void {
     if (call.ended) return;
-    if (!this.isClosed) this.transport.send(FrameKind.END, 0, call.callId, code, encodeEndStatus(code, details, trailers));
+    if (!this.isClosed) {
+      const held = call.heldResponse;
+      if (held !== undefined) {
+        call.heldResponse = undefined;
+        if (code === Status.OK && !details && (!trailers || !hasKeys(trailers))) {
+          this.transport.send(FrameKind.END, FrameFlag.WITH_MESSAGE, call.callId, Status.OK, held);
+          this.retireServer(call);
+          return;
+        }
+        this.transport.send(FrameKind.MESSAGE, 0, call.callId, 0, held);
+      }
+      this.transport.send(FrameKind.END, 0, call.callId, code, encodeEndStatus(code, details, trailers));
+    }
     this.retireServer(call);
   }
 
   private retireServer(call: ServerCallImpl): void {
     call.ended = true;
+    call.heldResponse = undefined;
     if (call.timer) clearTimeout(call.timer);
     call.window.wake();
     call.requests.end();
@@ -450,7 +520,7 @@ export class RpcChannel {
     if (this.draining && this.serverCalls.size === 0) this.wakeDrainWaiters();
   }
 
-  private onCall(callId: number, body: Uint8Array): void {
+  private onCall(callId: number, flags: number, aux: number, body: Uint8Array): void {
     if (this.serverCalls.has(callId)) {
       this.protocolError(`CALL for call id ${callId}, which is already active`);
       return;
@@ -461,9 +531,16 @@ export class RpcChannel {
     if (this.serverCalls.size >= this.localSettings.maxConcurrentCalls) {
       return reject(Status.RESOURCE_EXHAUSTED, `too many concurrent calls (limit ${this.localSettings.maxConcurrentCalls})`);
     }
+    let headBytes = body;
+    let message: Uint8Array | undefined;
+    if (flags & FrameFlag.WITH_MESSAGE) {
+      if (aux > body.byteLength) return reject(Status.INTERNAL, `malformed CALL: head length ${aux} exceeds the ${body.byteLength}-byte body`);
+      headBytes = body.subarray(0, aux);
+      message = body.subarray(aux);
+    }
     let head;
     try {
-      head = decodeCallHead(body);
+      head = decodeCallHead(headBytes);
     } catch (e) {
       return reject(Status.INTERNAL, (e as WireError).message);
     }
@@ -483,6 +560,12 @@ export class RpcChannel {
         call.abort(new RpcError(Status.DEADLINE_EXCEEDED, details));
         this.serverEnd(call, Status.DEADLINE_EXCEEDED, details);
       }, head.timeoutUs / 1000);
+    }
+    if (message !== undefined) {
+      this.onRequestMessage(callId, flags & FrameFlag.END_STREAM, message);
+      if (call.ended) return;
+    } else if (flags & FrameFlag.END_STREAM) {
+      call.requests.end();
     }
     const handler = this.handler;
     if (!handler) return this.serverEnd(call, Status.UNIMPLEMENTED, `no service is served on this connection (${head.method})`);
@@ -518,13 +601,19 @@ export class RpcChannel {
     switch (kind) {
       case FrameKind.CALL:
         if (mine || callId === 0) return this.protocolError(`CALL with call id ${callId} from the wrong id space`);
-        return this.onCall(callId, body);
+        return this.onCall(callId, flags, aux, body);
       case FrameKind.MESSAGE:
         if (mine) return this.onResponseMessage(callId, flags, body);
         return this.onRequestMessage(callId, flags, body);
       case FrameKind.END: {
         const call = mine ? this.clientCalls.get(callId) : undefined;
         if (!call) return;
+        if (flags & FrameFlag.WITH_MESSAGE) {
+          if (aux !== Status.OK) return this.clientCancel(call, Status.INTERNAL, `malformed END: a response message with status ${aux}`);
+          this.onResponseMessage(callId, 0, body);
+          if (call.finished) return;
+          return this.finishClient(call, this.status(Status.OK, ""));
+        }
         let status: FinalStatus;
         try {
           const s = decodeEndStatus(body);
@@ -609,7 +698,7 @@ export class RpcChannel {
       return this.clientCancel(call, Status.INTERNAL, `${call.method}: server sent more than one response to a unary call`);
     }
     // A server that sends no explicit headers has none: a caller awaiting them must not wait for END.
-    call.setHeaders({});
+    call.setHeaders(NO_METADATA);
     call.responses.push(body.slice());
   }
 
@@ -731,3 +820,8 @@ export class RpcChannel {
   }
 }
 
+
+function hasKeys(md: Metadata): boolean {
+  for (const _ in md) return true;
+  return false;
+}

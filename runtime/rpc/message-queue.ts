@@ -47,17 +47,21 @@ export class MessageQueue implements AsyncIterable<Uint8Array> {
     }
   }
 
-  next(): Promise<IteratorResult<Uint8Array>> {
-    if (this.length > 0) {
-      const value = this.items[this.head]!;
-      this.items[this.head++] = undefined as unknown as Uint8Array;
-      if (this.head > 1024 && this.head * 2 > this.items.length) {
-        this.items = this.items.slice(this.head);
-        this.head = 0;
-      }
-      this.onConsumed(value.byteLength);
-      return Promise.resolve({ value, done: false });
+  /** The next queued message, or undefined if none is queued (never waits). */
+  take(): Uint8Array | undefined {
+    if (this.length === 0) return undefined;
+    const value = this.items[this.head]!;
+    this.items[this.head++] = undefined as unknown as Uint8Array;
+    if (this.head > 1024 && this.head * 2 > this.items.length) {
+      this.items = this.items.slice(this.head);
+      this.head = 0;
     }
+    this.onConsumed(value.byteLength);
+    return value;
+  }
+
+  next(): Promise<IteratorResult<Uint8Array>> {
+    if (this.length > 0) return Promise.resolve({ value: this.take()!, done: false });
     if (this.done) {
       return this.error ? Promise.reject(this.error) : Promise.resolve({ value: undefined, done: true });
     }

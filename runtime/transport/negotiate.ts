@@ -21,7 +21,7 @@ import {
 } from "./types.ts";
 import { connectUnix, listenUnix, type UdsTransport, type UnixListener } from "./uds.ts";
 
-export const PROTOCOL_VERSION = 1;
+export const PROTOCOL_VERSION = 2;
 const HELLO_TIMEOUT_MS = 5_000;
 const log = logger("negotiate");
 

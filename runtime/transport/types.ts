@@ -45,6 +45,12 @@ export interface Transport {
    * `body` is copied (or written out) before send returns: callers may reuse its memory at once.
    */
   send(kind: FrameKind, flags: number, callId: number, aux: number, body?: Uint8Array): void;
+  /**
+   * Hands what `send` buffered to the kernel now instead of at the end of this event-loop turn. For
+   * frames that wake a sleeping peer (doorbells): a process that is busy (spinning on a ring, say)
+   * must not sit on the very write the peer is waiting for. Transports without a buffer omit it.
+   */
+  flushNow?(): void;
   /** Outgoing bytes accepted by `send` that have not reached the peer yet. */
   readonly bufferedBytes: number;
   readonly closed: boolean;

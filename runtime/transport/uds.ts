@@ -110,6 +110,11 @@ export class UdsTransport implements Transport {
     this.outView = new DataView(grown.buffer);
   }
 
+  /** Writes what is buffered now (see Transport.flushNow). */
+  flushNow(): void {
+    this.flush();
+  }
+
   private readonly flush = (): void => {
     this.flushScheduled = false;
     if (this.outLen === 0 || this.isClosed) return;

@@ -225,6 +225,10 @@ export class ShmTransport implements Transport {
     if (this.control.closed) return;
     this.stats.doorbellsSent++;
     this.control.send(FrameKind.DOORBELL, 0, 0, 0);
+    // Out now, not at the end of this turn: our own spin slices chain through microtasks and would
+    // hold a deferred doorbell back for the whole spin budget while the peer sleeps waiting for it
+    // (measured: 255 us instead of 4 us per round trip once every wait became a miss).
+    this.control.flushNow?.();
   }
 
   /** After publishing: ring the reader's doorbell if (and only if) it is parked. */

@@ -1,0 +1,123 @@
+// CALL and END frames that carry a message (FrameFlag.WITH_MESSAGE), seen from a raw peer on a real
+// Unix socket: what the channel sends for a small unary call, and what it does with malformed ones.
+import { afterEach, describe, expect, test } from "bun:test";
+import { rmSync } from "node:fs";
+import { join } from "node:path";
+import { scratchDir, waitFor } from "../../test/helpers.ts";
+import { connectUnix, listenUnix, type UdsTransport, type UnixListener } from "../transport/uds.ts";
+import { encodeCallHead, decodeEndStatus } from "./wire.ts";
+import { RpcChannel } from "./channel.ts";
+import { FrameFlag, FrameKind } from "./frame.ts";
+import { RpcError, Status } from "./status.ts";
+
+interface Seen {
+  kind: number;
+  flags: number;
+  callId: number;
+  aux: number;
+  body: Uint8Array;
+}
+
+const cleanups: (() => void)[] = [];
+afterEach(() => {
+  for (const c of cleanups.splice(0)) c();
+});
+
+/** A channel on one end of a real socket and a raw transport (the test plays the peer) on the other. */
+async function pair(initiatorChannel: boolean): Promise<{ channel: RpcChannel; raw: UdsTransport; seen: Seen[] }> {
+  const dir = scratchDir();
+  const path = join(dir, "s.sock");
+  let accepted: UdsTransport | undefined;
+  const listener: UnixListener = await listenUnix(path, (t) => (accepted = t));
+  const dialled = await connectUnix(path);
+  await waitFor(() => accepted, { what: "the accepted connection" });
+  const [mine, raw] = initiatorChannel ? [dialled, accepted!] : [accepted!, dialled];
+  const seen: Seen[] = [];
+  raw.start({ onFrame: (kind, flags, callId, aux, body) => seen.push({ kind, flags, callId, aux, body: body.slice() }), onClose() {} });
+  const channel = new RpcChannel(mine, { initiator: initiatorChannel });
+  cleanups.push(() => {
+    channel.close();
+    raw.close();
+    listener.stop();
+    rmSync(dir, { recursive: true, force: true });
+  });
+  return { channel, raw, seen };
+}
+
+describe("frames that carry a message", () => {
+  test("a small unary call is one CALL frame each way: head + request in, response + OK END out", async () => {
+    const { channel, raw, seen } = await pair(true);
+    const reply = channel.unary("/t.S/M", new Uint8Array([1, 2, 3]));
+    const call = await waitFor(() => seen.find((f) => f.kind === FrameKind.CALL), { what: "the CALL frame" });
+    expect(call.flags).toBe(FrameFlag.WITH_MESSAGE | FrameFlag.END_STREAM);
+    expect([...call.body.subarray(call.aux)]).toEqual([1, 2, 3]);
+    expect(seen.filter((f) => f.kind === FrameKind.MESSAGE)).toHaveLength(0);
+    raw.send(FrameKind.END, FrameFlag.WITH_MESSAGE, call.callId, Status.OK, new Uint8Array([9, 8]));
+    const r = await reply;
+    expect([...r.response]).toEqual([9, 8]);
+    expect(r.trailers).toEqual({});
+  });
+
+  test("the server side answers a one-frame call with its response in the END frame", async () => {
+    const { channel, raw, seen } = await pair(false);
+    channel.setHandler(async (call) => {
+      for await (const m of call) await call.write(new Uint8Array([...m].reverse()));
+    });
+    const head = encodeCallHead({ method: "/t.S/M", metadata: {}, timeoutUs: 0, serverStreaming: false, clientStreaming: false });
+    const body = new Uint8Array(head.byteLength + 3);
+    body.set(head);
+    body.set([1, 2, 3], head.byteLength);
+    raw.send(FrameKind.CALL, FrameFlag.WITH_MESSAGE | FrameFlag.END_STREAM, 1, head.byteLength, body);
+    const end = await waitFor(() => seen.find((f) => f.kind === FrameKind.END), { what: "the END frame" });
+    expect(end.flags).toBe(FrameFlag.WITH_MESSAGE);
+    expect(end.aux).toBe(Status.OK);
+    expect([...end.body]).toEqual([3, 2, 1]);
+  });
+
+  test("a failing handler's response still goes out, followed by its error status", async () => {
+    const { channel, raw, seen } = await pair(false);
+    channel.setHandler(async (call) => {
+      await call.write(new Uint8Array([7]));
+      throw new RpcError(Status.FAILED_PRECONDITION, "not now");
+    });
+    const head = encodeCallHead({ method: "/t.S/M", metadata: {}, timeoutUs: 0, serverStreaming: false, clientStreaming: false });
+    raw.send(FrameKind.CALL, FrameFlag.WITH_MESSAGE | FrameFlag.END_STREAM, 1, head.byteLength, head);
+    const end = await waitFor(() => seen.find((f) => f.kind === FrameKind.END), { what: "the END frame" });
+    expect(end.flags & FrameFlag.WITH_MESSAGE).toBe(0);
+    expect(end.aux).toBe(Status.FAILED_PRECONDITION);
+    expect(decodeEndStatus(end.body).message).toBe("not now");
+    expect(seen.filter((f) => f.kind === FrameKind.MESSAGE).map((f) => [...f.body])).toEqual([[7]]);
+  });
+
+  test("a CALL whose head length runs past its body fails that call INTERNAL; the connection serves the next", async () => {
+    const { channel, raw, seen } = await pair(false);
+    channel.setHandler(async (call) => {
+      for await (const m of call) await call.write(m);
+    });
+    raw.send(FrameKind.CALL, FrameFlag.WITH_MESSAGE | FrameFlag.END_STREAM, 1, 1000, new Uint8Array(10));
+    const bad = await waitFor(() => seen.find((f) => f.kind === FrameKind.END && f.callId === 1), { what: "END of the bad call" });
+    expect(bad.aux).toBe(Status.INTERNAL);
+    expect(decodeEndStatus(bad.body).message).toMatch(/head length 1000 exceeds the 10-byte body/);
+    const head = encodeCallHead({ method: "/t.S/M", metadata: {}, timeoutUs: 0, serverStreaming: false, clientStreaming: false });
+    const body = new Uint8Array(head.byteLength + 1);
+    body.set(head);
+    body[head.byteLength] = 42;
+    raw.send(FrameKind.CALL, FrameFlag.WITH_MESSAGE | FrameFlag.END_STREAM, 3, head.byteLength, body);
+    const good = await waitFor(() => seen.find((f) => f.kind === FrameKind.END && f.callId === 3), { what: "END of the good call" });
+    expect(good.aux).toBe(Status.OK);
+    expect([...good.body]).toEqual([42]);
+    expect(channel.isOpen).toBe(true);
+  });
+
+  test("an END that carries a message with a non-OK status fails the call INTERNAL, not the connection", async () => {
+    const { channel, raw, seen } = await pair(true);
+    const reply = channel.unary("/t.S/M", new Uint8Array([1])).catch((e: unknown) => e);
+    const call = await waitFor(() => seen.find((f) => f.kind === FrameKind.CALL), { what: "the CALL frame" });
+    raw.send(FrameKind.END, FrameFlag.WITH_MESSAGE, call.callId, Status.NOT_FOUND, new Uint8Array([5]));
+    const err = (await reply) as RpcError;
+    expect(err).toBeInstanceOf(RpcError);
+    expect(err.code).toBe(Status.INTERNAL);
+    expect(err.details).toMatch(/malformed END/);
+    expect(channel.isOpen).toBe(true);
+  });
+});
