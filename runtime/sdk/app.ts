@@ -284,11 +284,14 @@ export class MeshConnection {
   }
 }
 
+/** The handler's view of its call. `signal` is made on first use: most handlers never look at it. */
 function contextOf(call: ServerCall, trailers: { md: Metadata | undefined }): CallContext {
   return {
     metadata: call.metadata,
     deadline: call.deadline,
-    signal: call.signal,
+    get signal() {
+      return call.signal;
+    },
     method: call.method,
     sendHeaders: (md) => call.sendHeaders(md),
     setTrailers: (md) => {
