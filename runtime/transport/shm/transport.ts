@@ -107,6 +107,8 @@ export class ShmTransport implements Transport {
     this.reader = new RingReader(buf, theirs.control, theirs.data, cap, opts.maxBodyBytes ?? maxFrameBody(DEFAULT_SETTINGS.maxMessageBytes));
     this.peerMaxBody = opts.peerMaxBodyBytes ?? maxFrameBody(DEFAULT_SETTINGS.maxMessageBytes);
     this.spin = new SpinPolicy(opts.spin ?? "auto");
+    // A reader that never spins does not keep its CPU published (see idle): say "unknown" once.
+    if (this.spin.setting === "off") opts.segment.publishCpu(-1);
     this.ringSink = {
       onFrame: (kind, flags, callId, aux, body) => {
         this.stats.framesReceived++;
@@ -350,6 +352,11 @@ export class ShmTransport implements Transport {
     if (this.waitStart === 0) {
       this.waitAfterRing = this.rangSinceWait;
       this.rangSinceWait = false;
+      if (this.spin.setting === "off") {
+        // Only a spinning peer reads our CPU (to see whether spinning could pay off): skip the syscall.
+        this.park();
+        return;
+      }
       const cpu = currentCpu();
       this.segment.publishCpu(cpu);
       const budgetUs = this.spin.budgetUs(cpu >= 0 && cpu === this.segment.peerCpu());
