@@ -87,6 +87,8 @@ function variants(opts: BenchOptions, notes: string[]): Variant[] {
         jobs: [
           { kind: "closed-loop", iterations: c.closed * 2 },
           { kind: "pipelined", iterations: c.pipelined, inFlight: 64 },
+          // What the syscall target is about: the out-of-the-box setting under load.
+          { kind: "syscalls", iterations: c.syscalls, inFlight: 64 },
         ],
         env: { MESH_SHM_SPIN: "auto" },
       });
