@@ -73,7 +73,8 @@ class Window {
   recvBalance = 0;
   /** Bytes our consumer read that we have not yet granted back. */
   recvUnacked = 0;
-  private waiters: (() => void)[] = [];
+  /** Made only when somebody waits: most calls never run out of window. */
+  private waiters: (() => void)[] | undefined;
 
   constructor(initialSend: number) {
     this.send = initialSend;
@@ -85,13 +86,13 @@ class Window {
   }
 
   waitForRoom(): Promise<void> {
-    return new Promise((resolve) => this.waiters.push(resolve));
+    return new Promise((resolve) => (this.waiters ??= []).push(resolve));
   }
 
   wake(): void {
-    if (this.waiters.length === 0) return;
     const w = this.waiters;
-    this.waiters = [];
+    if (w === undefined || w.length === 0) return;
+    this.waiters = undefined;
     for (const f of w) f();
   }
 }
@@ -106,7 +107,8 @@ class ClientCallImpl implements ClientCall {
   finalStatus: FinalStatus | undefined;
   timer: ReturnType<typeof setTimeout> | undefined;
   deadline: number | undefined;
-  beginWaiters: (() => void)[] = [];
+  /** Writers waiting for a call queued behind the concurrency limit to begin (made on first use). */
+  beginWaiters: (() => void)[] | undefined;
   /** The one request of a unary or server-streaming call, sent with the CALL frame when it begins. */
   request: Uint8Array | undefined;
   /** Response headers once known; the promise is made only if somebody asks before that. */
@@ -123,8 +125,13 @@ class ClientCallImpl implements ClientCall {
     readonly options: CallOptions,
   ) {
     this.status = new Promise((r) => (this.resolveStatus = r));
-    this.responses = new MessageQueue((n) => ch.consumed(this.window, callId, n, this.finished));
+    this.responses = new MessageQueue(this);
     this.window = new Window(ch.peerSettings.initialWindowBytes);
+  }
+
+  /** @internal The caller read `bytes` of response: the channel may grant the server more window. */
+  onConsumed(bytes: number): void {
+    this.ch.consumed(this.window, this.callId, bytes, this.finished);
   }
 
   get headers(): Promise<Metadata> {
@@ -145,9 +152,9 @@ class ClientCallImpl implements ClientCall {
     this.setHeaders(NO_METADATA);
     this.responses.end(status.code === Status.OK ? undefined : new RpcError(status.code, status.details, status.trailers));
     this.window.wake();
-    if (this.beginWaiters.length > 0) {
+    if (this.beginWaiters !== undefined) {
       const w = this.beginWaiters;
-      this.beginWaiters = [];
+      this.beginWaiters = undefined;
       for (const f of w) f();
     }
     this.resolveStatus(status);
@@ -194,8 +201,13 @@ class ServerCallImpl implements ServerCall {
     readonly deadline: number | undefined,
     readonly shape: CallShape,
   ) {
-    this.requests = new MessageQueue((n) => ch.consumed(this.window, callId, n, this.ended));
+    this.requests = new MessageQueue(this);
     this.window = new Window(ch.peerSettings.initialWindowBytes);
+  }
+
+  /** @internal The handler read `bytes` of request: the channel may grant the client more window. */
+  onConsumed(bytes: number): void {
+    this.ch.consumed(this.window, this.callId, bytes, this.ended);
   }
 
   get signal(): AbortSignal {
@@ -394,15 +406,15 @@ export class RpcChannel {
       this.transport.send(FrameKind.CALL, 0, call.callId, 0, encodeCallHeadTransient(fields));
     }
     const w = call.beginWaiters;
-    if (w.length > 0) {
-      call.beginWaiters = [];
+    if (w !== undefined) {
+      call.beginWaiters = undefined;
       for (const f of w) f();
     }
   }
 
   /** @internal */
   async clientWrite(call: ClientCallImpl, message: Uint8Array, last: boolean): Promise<void> {
-    if (!call.begun && !call.finished) await new Promise<void>((r) => call.beginWaiters.push(r));
+    if (!call.begun && !call.finished) await new Promise<void>((r) => (call.beginWaiters ??= []).push(r));
     if (call.finished) throw this.finishedError(call);
     if (call.halfClosed) throw new RpcError(Status.INTERNAL, `${call.method}: write after end()`);
     if (message.byteLength > this.peerSettings.maxMessageBytes) {
@@ -426,7 +438,7 @@ export class RpcChannel {
       if (!call.finished) this.transport.send(FrameKind.MESSAGE, FrameFlag.END_STREAM | FrameFlag.NO_MESSAGE, call.callId, 0);
     };
     if (call.begun) send();
-    else call.beginWaiters.push(send);
+    else (call.beginWaiters ??= []).push(send);
   }
 
   /** @internal */
@@ -525,16 +537,14 @@ export class RpcChannel {
       this.protocolError(`CALL for call id ${callId}, which is already active`);
       return;
     }
-    const reject = (code: number, details: string) =>
-      this.transport.send(FrameKind.END, 0, callId, code, encodeEndStatus(code, details));
-    if (this.draining) return reject(Status.UNAVAILABLE, "server is draining (GOAWAY sent): retry on a new connection");
+    if (this.draining) return this.rejectCall(callId, Status.UNAVAILABLE, "server is draining (GOAWAY sent): retry on a new connection");
     if (this.serverCalls.size >= this.localSettings.maxConcurrentCalls) {
-      return reject(Status.RESOURCE_EXHAUSTED, `too many concurrent calls (limit ${this.localSettings.maxConcurrentCalls})`);
+      return this.rejectCall(callId, Status.RESOURCE_EXHAUSTED, `too many concurrent calls (limit ${this.localSettings.maxConcurrentCalls})`);
     }
     let headBytes = body;
     let message: Uint8Array | undefined;
     if (flags & FrameFlag.WITH_MESSAGE) {
-      if (aux > body.byteLength) return reject(Status.INTERNAL, `malformed CALL: head length ${aux} exceeds the ${body.byteLength}-byte body`);
+      if (aux > body.byteLength) return this.rejectCall(callId, Status.INTERNAL, `malformed CALL: head length ${aux} exceeds the ${body.byteLength}-byte body`);
       headBytes = body.subarray(0, aux);
       message = body.subarray(aux);
     }
@@ -542,9 +552,9 @@ export class RpcChannel {
     try {
       head = decodeCallHead(headBytes);
     } catch (e) {
-      return reject(Status.INTERNAL, (e as WireError).message);
+      return this.rejectCall(callId, Status.INTERNAL, (e as WireError).message);
     }
-    if (!/^\/[^/]+\/[^/]+$/.test(head.method)) return reject(Status.UNIMPLEMENTED, `malformed method name ${JSON.stringify(head.method.slice(0, 200))}: expected /package.Service/Method`);
+    if (!wellFormedMethod(head.method)) return this.rejectCall(callId, Status.UNIMPLEMENTED, `malformed method name ${JSON.stringify(head.method.slice(0, 200))}: expected /package.Service/Method`);
     const deadline = head.timeoutUs > 0 ? Date.now() + head.timeoutUs / 1000 : undefined;
     const call = new ServerCallImpl(this, callId, head.method, head.metadata, deadline, {
       serverStreaming: head.serverStreaming,
@@ -584,6 +594,11 @@ export class RpcChannel {
     } else {
       // A synchronous handler that did not end the call keeps it open (it may end it later).
     }
+  }
+
+  /** Ends a call the peer started before any state was made for it. */
+  private rejectCall(callId: number, code: number, details: string): void {
+    this.transport.send(FrameKind.END, 0, callId, code, encodeEndStatus(code, details));
   }
 
   private handlerFailed(call: ServerCallImpl, e: unknown): void {
@@ -824,4 +839,15 @@ export class RpcChannel {
 function hasKeys(md: Metadata): boolean {
   for (const _ in md) return true;
   return false;
+}
+
+/** Method names already checked: a connection sees the same few on every call. */
+const checkedMethods = new Set<string>();
+const CHECKED_METHODS_LIMIT = 4096;
+
+function wellFormedMethod(method: string): boolean {
+  if (checkedMethods.has(method)) return true;
+  if (!/^\/[^/]+\/[^/]+$/.test(method)) return false;
+  if (checkedMethods.size < CHECKED_METHODS_LIMIT) checkedMethods.add(method);
+  return true;
 }

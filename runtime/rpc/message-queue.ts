@@ -3,6 +3,11 @@
 // consumer took, so the channel can grant the peer more flow-control window only as fast as the
 // consumer really reads: a slow consumer stops a fast sender instead of growing memory.
 
+/** Told how many bytes the consumer took (the call object itself: no closure per call). */
+export interface ConsumptionListener {
+  onConsumed(bytes: number): void;
+}
+
 export class MessageQueue implements AsyncIterable<Uint8Array> {
   private items: Uint8Array[] = [];
   private head = 0;
@@ -11,7 +16,7 @@ export class MessageQueue implements AsyncIterable<Uint8Array> {
   private waiter: ((r: IteratorResult<Uint8Array>) => void) | undefined;
   private failWaiter: ((e: Error) => void) | undefined;
 
-  constructor(private readonly onConsumed: (bytes: number) => void) {}
+  constructor(private readonly listener: ConsumptionListener) {}
 
   get length(): number {
     return this.items.length - this.head;
@@ -26,7 +31,7 @@ export class MessageQueue implements AsyncIterable<Uint8Array> {
     if (this.waiter) {
       const w = this.waiter;
       this.waiter = this.failWaiter = undefined;
-      this.onConsumed(message.byteLength);
+      this.listener.onConsumed(message.byteLength);
       w({ value: message, done: false });
       return;
     }
@@ -56,7 +61,7 @@ export class MessageQueue implements AsyncIterable<Uint8Array> {
       this.items = this.items.slice(this.head);
       this.head = 0;
     }
-    this.onConsumed(value.byteLength);
+    this.listener.onConsumed(value.byteLength);
     return value;
   }
 
