@@ -64,6 +64,20 @@ describe("spin policy", () => {
     expect(p.currentUs).toBeCloseTo(18.45, 5);
   });
 
+  test("auto: a miss among mostly hits only shaves the budget; misses in a row still halve it to zero", () => {
+    // A busy pipelined pair hits nearly every wait; the odd miss (the peer was preempted or worked
+    // through a long batch) must not send it to parking, a doorbell and a wake-up per wait.
+    const p = new SpinPolicy("auto");
+    for (let i = 0; i < 30; i++) p.hit(20);
+    expect(p.currentUs).toBe(41);
+    p.miss();
+    expect(p.currentUs).toBeCloseTo(36.9, 5);
+    // A peer that stopped answering within the spin: a couple more shaves, then halving to zero.
+    for (let i = 0; i < 12; i++) p.miss();
+    expect(p.currentUs).toBe(0);
+    expect(p.budgetUs(false)).toBe(0);
+  });
+
   test("auto: hits raise the budget to cover twice the wait, capped", () => {
     const p = new SpinPolicy("auto");
     p.hit(15);

@@ -4,9 +4,13 @@
 // spin; when both share one CPU, spinning just delays the peer. A fixed spin is wrong on one of the two
 // placements, so `auto` learns from outcomes:
 //   - a wait that ended while spinning after w µs ("hit") raises the budget to cover 2·w;
-//   - a spin that ended in parking ("miss") halves it; below 1 µs it is 0 (park at once). A miss right
-//     after we had to wake the peer with a doorbell says little about spinning (the peer was asleep,
-//     so its answer had to wait for its wake-up): it only shaves the budget by a tenth;
+//   - a spin that ended in parking ("miss") halves it; below 1 µs it is 0 (park at once). Two kinds of
+//     miss say little about spinning and only shave the budget by a tenth: one right after we had to
+//     wake the peer with a doorbell (the peer was asleep, so its answer had to wait for its wake-up),
+//     and one among mostly hits (recent hit rate ≥ STEADY_HIT_RATE: a steady exchange whose peer was
+//     preempted, collected garbage or worked through a long batch once). Halving on those made a busy
+//     pipelined pair collapse to parking - a doorbell and an epoll wake-up per wait - after four
+//     unlucky waits, and stay there;
 //   - at 0, one wait in PROBE_EVERY spins PROBE_US (long enough to cover an idle CPU's wake-up), so
 //     spinning comes back when it starts to pay (the peer moved to its own core, or began to spin);
 //   - if the peer last reported running on our CPU, that wait does not spin at all.
@@ -17,6 +21,9 @@ export const AUTO_MAX_US = 50;
 const AUTO_START_US = 10;
 const PROBE_US = 50;
 const PROBE_EVERY = 16;
+/** Weight of the newest outcome in the recent hit rate (an average over roughly the last 8 waits). */
+const RATE_WEIGHT = 1 / 8;
+const STEADY_HIT_RATE = 0.75;
 export const MAX_FIXED_SPIN_US = 1_000_000;
 
 /** Parses MESH_SHM_SPIN / a config value. Throws naming the source and the accepted forms. */
@@ -44,6 +51,8 @@ export function spinFromWire(n: number): SpinSetting {
 export class SpinPolicy {
   private budget: number;
   private parksAtZero = 0;
+  /** Exponentially weighted share of recent spins that were hits (0 before the first). */
+  private hitRate = 0;
   hits = 0;
   misses = 0;
 
@@ -72,6 +81,7 @@ export class SpinPolicy {
   hit(waitedUs: number): void {
     this.hits++;
     if (this.setting !== "auto") return;
+    this.hitRate += (1 - this.hitRate) * RATE_WEIGHT;
     this.budget = Math.min(AUTO_MAX_US, Math.max(this.budget, 2 * waitedUs + 1));
   }
 
@@ -79,7 +89,9 @@ export class SpinPolicy {
   miss(peerWasAsleep = false): void {
     this.misses++;
     if (this.setting !== "auto") return;
-    this.budget = peerWasAsleep ? this.budget * 0.9 : this.budget / 2;
+    const steady = this.hitRate >= STEADY_HIT_RATE;
+    this.hitRate -= this.hitRate * RATE_WEIGHT;
+    this.budget = peerWasAsleep || steady ? this.budget * 0.9 : this.budget / 2;
     if (this.budget < 1) this.budget = 0;
   }
 }
