@@ -78,6 +78,17 @@ describe("spin policy", () => {
     expect(p.budgetUs(false)).toBe(0);
   });
 
+  test("auto: never spins much longer than it worked since the last wait (low rates park instead)", () => {
+    const p = new SpinPolicy("auto");
+    p.hit(24); // budget 49 µs
+    // A few µs of work per wait (a request every 100 µs, answered in 5): spinning is cut to the floor.
+    for (let i = 0; i < 10; i++) p.budgetUs(false, 5);
+    expect(p.budgetUs(false, 5)).toBe(20);
+    // Under load the work between waits is long and the learned budget applies in full.
+    for (let i = 0; i < 10; i++) p.budgetUs(false, 500);
+    expect(p.budgetUs(false, 500)).toBe(49);
+  });
+
   test("auto: hits raise the budget to cover twice the wait, capped", () => {
     const p = new SpinPolicy("auto");
     p.hit(15);

@@ -13,7 +13,12 @@
 //     unlucky waits, and stay there;
 //   - at 0, one wait in PROBE_EVERY spins PROBE_US (long enough to cover an idle CPU's wake-up), so
 //     spinning comes back when it starts to pay (the peer moved to its own core, or began to spin);
-//   - if the peer last reported running on our CPU, that wait does not spin at all.
+//   - if the peer last reported running on our CPU, that wait does not spin at all;
+//   - a wait never spins longer than we worked since the previous wait (averaged), nor less than
+//     SPIN_FLOOR_US (about what parking and being woken costs): at a low rate - a peer that answers
+//     in 30 us, a request every 100 us - a spin that covers the wait would cost several times the
+//     work it waits for, and the doorbell it saves is cheaper. Under load, work between waits is long
+//     and this bound is far above the budget.
 
 export type SpinSetting = "off" | "auto" | number;
 
@@ -24,6 +29,9 @@ const PROBE_EVERY = 16;
 /** Weight of the newest outcome in the recent hit rate (an average over roughly the last 8 waits). */
 const RATE_WEIGHT = 1 / 8;
 const STEADY_HIT_RATE = 0.75;
+const SPIN_FLOOR_US = 20;
+/** Weight of the newest sample in the average work between waits. */
+const BUSY_WEIGHT = 1 / 4;
 export const MAX_FIXED_SPIN_US = 1_000_000;
 
 /** Parses MESH_SHM_SPIN / a config value. Throws naming the source and the accepted forms. */
@@ -53,6 +61,8 @@ export class SpinPolicy {
   private parksAtZero = 0;
   /** Exponentially weighted share of recent spins that were hits (0 before the first). */
   private hitRate = 0;
+  /** Average µs of work between two waits (-1 before the first sample). */
+  private busyUs = -1;
   hits = 0;
   misses = 0;
 
@@ -60,15 +70,23 @@ export class SpinPolicy {
     this.budget = setting === "off" ? 0 : setting === "auto" ? AUTO_START_US : setting;
   }
 
-  /** µs to spin before parking, for the wait that starts now. */
-  budgetUs(peerOnMyCpu: boolean): number {
+  /**
+   * µs to spin before parking, for the wait that starts now. `busyUs`: how long we worked since the
+   * previous wait ended (omitted: unknown, no bound from it).
+   */
+  budgetUs(peerOnMyCpu: boolean, busyUs?: number): number {
     if (this.setting === "off") return 0;
     if (this.setting !== "auto") return this.budget;
+    let cap = Infinity;
+    if (busyUs !== undefined) {
+      this.busyUs = this.busyUs < 0 ? busyUs : this.busyUs + (busyUs - this.busyUs) * BUSY_WEIGHT;
+      cap = Math.max(SPIN_FLOOR_US, this.busyUs);
+    }
     if (peerOnMyCpu) return 0;
-    if (this.budget > 0) return this.budget;
+    if (this.budget > 0) return Math.min(this.budget, cap);
     if (++this.parksAtZero >= PROBE_EVERY) {
       this.parksAtZero = 0;
-      return PROBE_US;
+      return Math.min(PROBE_US, cap);
     }
     return 0;
   }
