@@ -12,13 +12,14 @@
 //     pipelined pair collapse to parking - a doorbell and an epoll wake-up per wait - after four
 //     unlucky waits, and stay there;
 //   - at 0, one wait in PROBE_EVERY spins PROBE_US (long enough to cover an idle CPU's wake-up), so
-//     spinning comes back when it starts to pay (the peer moved to its own core, or began to spin);
-//   - if the peer last reported running on our CPU, that wait does not spin at all;
-//   - a wait never spins longer than we worked since the previous wait (averaged), nor less than
-//     SPIN_FLOOR_US (about what parking and being woken costs): at a low rate - a peer that answers
-//     in 30 us, a request every 100 us - a spin that covers the wait would cost several times the
-//     work it waits for, and the doorbell it saves is cheaper. Under load, work between waits is long
-//     and this bound is far above the budget.
+//     spinning comes back when it starts to pay (the peer moved to its own core, or began to spin).
+//     Right after the budget fell to 0 the probes come sooner - the next wait, then one in 2, 4, 8 -
+//     backing off as they miss: a busy pair whose peer was preempted for a few waits got its spin
+//     back only 16 parks (a doorbell and an epoll wake-up each) later, which was most of its parks;
+//   - if the peer last reported running on our CPU, that wait does not spin at all.
+// (Parking is dear on a VM: a doorbell, an epoll wake-up, a read and an event-loop turn, ~15-20 us of
+// CPU between the two processes. Capping the spin at the work done between waits, so that at 10k
+// calls/s both sides park instead of one spinning through the gap, cost ~10% more CPU in total.)
 
 export type SpinSetting = "off" | "auto" | number;
 
@@ -29,9 +30,6 @@ const PROBE_EVERY = 16;
 /** Weight of the newest outcome in the recent hit rate (an average over roughly the last 8 waits). */
 const RATE_WEIGHT = 1 / 8;
 const STEADY_HIT_RATE = 0.75;
-const SPIN_FLOOR_US = 20;
-/** Weight of the newest sample in the average work between waits. */
-const BUSY_WEIGHT = 1 / 4;
 export const MAX_FIXED_SPIN_US = 1_000_000;
 
 /** Parses MESH_SHM_SPIN / a config value. Throws naming the source and the accepted forms. */
@@ -59,10 +57,10 @@ export function spinFromWire(n: number): SpinSetting {
 export class SpinPolicy {
   private budget: number;
   private parksAtZero = 0;
+  /** Waits between probes at budget 0: 1 when it gets there, doubling per missed probe up to PROBE_EVERY. */
+  private probeEvery = PROBE_EVERY;
   /** Exponentially weighted share of recent spins that were hits (0 before the first). */
   private hitRate = 0;
-  /** Average µs of work between two waits (-1 before the first sample). */
-  private busyUs = -1;
   hits = 0;
   misses = 0;
 
@@ -70,23 +68,15 @@ export class SpinPolicy {
     this.budget = setting === "off" ? 0 : setting === "auto" ? AUTO_START_US : setting;
   }
 
-  /**
-   * µs to spin before parking, for the wait that starts now. `busyUs`: how long we worked since the
-   * previous wait ended (omitted: unknown, no bound from it).
-   */
-  budgetUs(peerOnMyCpu: boolean, busyUs?: number): number {
+  /** µs to spin before parking, for the wait that starts now. */
+  budgetUs(peerOnMyCpu: boolean): number {
     if (this.setting === "off") return 0;
     if (this.setting !== "auto") return this.budget;
-    let cap = Infinity;
-    if (busyUs !== undefined) {
-      this.busyUs = this.busyUs < 0 ? busyUs : this.busyUs + (busyUs - this.busyUs) * BUSY_WEIGHT;
-      cap = Math.max(SPIN_FLOOR_US, this.busyUs);
-    }
     if (peerOnMyCpu) return 0;
-    if (this.budget > 0) return Math.min(this.budget, cap);
-    if (++this.parksAtZero >= PROBE_EVERY) {
+    if (this.budget > 0) return this.budget;
+    if (++this.parksAtZero >= this.probeEvery) {
       this.parksAtZero = 0;
-      return Math.min(PROBE_US, cap);
+      return PROBE_US;
     }
     return 0;
   }
@@ -107,9 +97,14 @@ export class SpinPolicy {
   miss(peerWasAsleep = false): void {
     this.misses++;
     if (this.setting !== "auto") return;
+    const probe = this.budget === 0;
     const steady = this.hitRate >= STEADY_HIT_RATE;
     this.hitRate -= this.hitRate * RATE_WEIGHT;
     this.budget = peerWasAsleep || steady ? this.budget * 0.9 : this.budget / 2;
-    if (this.budget < 1) this.budget = 0;
+    if (this.budget < 1) {
+      this.budget = 0;
+      this.probeEvery = probe ? Math.min(PROBE_EVERY, this.probeEvery * 2) : 1;
+      if (!probe) this.parksAtZero = 0;
+    }
   }
 }

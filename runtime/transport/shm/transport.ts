@@ -120,8 +120,6 @@ export class ShmTransport implements Transport {
    */
   private waitStart = 0;
   private spinLeft = 0;
-  /** performance.now() when the last wait ended (a hit, a miss or a doorbell): our work since then. */
-  private busySince = 0;
   /** We rang the peer's doorbell since the last wait began (so the peer was asleep). */
   private rangSinceWait = false;
   private waitAfterRing = false;
@@ -184,7 +182,6 @@ export class ShmTransport implements Transport {
     // First poll on a later turn of the event loop: whoever called start() (the channel) may still be
     // wiring up its handlers, and frames the peer sent already must not reach it before that.
     this.scheduled = true;
-    this.busySince = performance.now();
     setImmediate(this.tick);
   }
 
@@ -225,7 +222,6 @@ export class ShmTransport implements Transport {
     if (this.isClosed) return;
     this.parked = false;
     this.burstStart = 0;
-    this.busySince = performance.now();
     this.run();
   }
 
@@ -389,7 +385,6 @@ export class ShmTransport implements Transport {
     }
     this.waitStart = 0;
     this.spinLeft = 0;
-    this.busySince = performance.now();
   }
 
   /**
@@ -415,7 +410,7 @@ export class ShmTransport implements Transport {
       }
       const cpu = currentCpu();
       this.segment.publishCpu(cpu);
-      const budgetUs = this.spin.budgetUs(cpu >= 0 && cpu === this.segment.peerCpu(), (now - this.busySince) * 1000);
+      const budgetUs = this.spin.budgetUs(cpu >= 0 && cpu === this.segment.peerCpu());
       this.streaming = budgetUs > 0;
       if (budgetUs <= 0) {
         this.park();
