@@ -1,0 +1,350 @@
+// A gRPC client for one endpoint on node:http2: one HTTP/2 connection (h2c, or TLS presenting our
+// certificate), made on first use and made again after GOAWAY or loss. Payloads are undecoded bytes.
+// The status of a call comes from its trailers (or a trailers-only response); without one, from what
+// ended the stream, the way grpc-js maps it: a connection that cannot be made or is lost → UNAVAILABLE,
+// RST_STREAM → its code's status, an HTTP error status → the spec's mapping. A deadline goes upstream as
+// grpc-timeout and is also kept by a local timer: when it passes the stream is reset (CANCEL) and the
+// call ends DEADLINE_EXCEEDED whatever the server does.
+import http2 from "node:http2";
+import { isIP } from "node:net";
+import type { SecureContextOptions } from "node:tls";
+import { type Metadata, Status } from "../../../runtime/rpc/status.ts";
+import { GrpcError } from "./errors.ts";
+import { fromHeaders } from "./metadata.ts";
+import { decodeGrpcMessage, parseGrpcStatus, statusFromHttp, statusFromRst } from "./status.ts";
+import { formatGrpcTimeout } from "./timeout.ts";
+import { decompress, frameMessage, MessageDecoder } from "./wire.ts";
+
+const { NGHTTP2_CANCEL } = http2.constants;
+
+export interface GrpcClientOptions {
+  /** "host:port" (IPv6 as "[addr]:port"). */
+  address: string;
+  maxMessageBytes: number;
+  /** TLS: the files' current contents, read for each new connection (so rotated certificates apply). */
+  tls?: () => SecureContextOptions;
+}
+
+export interface CallListener {
+  /** Response headers (not called for a trailers-only response). */
+  onHeaders(md: Metadata): void;
+  onMessage(message: Buffer): void;
+  /** Exactly once, last. */
+  onStatus(code: number, details: string, trailers: Metadata): void;
+}
+
+const EMPTY: Metadata = Object.freeze({}) as Metadata;
+
+/** Headers every call carries; per-call ones are added to a copy. */
+export function baseRequestHeaders(path: string): http2.OutgoingHttpHeaders {
+  return {
+    ":method": "POST",
+    ":path": path,
+    "content-type": "application/grpc",
+    te: "trailers",
+    "user-agent": "rpal-mesh-sidecar",
+  };
+}
+
+export class GrpcClientCall {
+  private done = false;
+  private httpStatus = 0;
+  private code: number | undefined;
+  private details = "";
+  private trailers: Metadata = EMPTY;
+  private error: Error | undefined;
+  private encoding: string | undefined;
+  private readonly decoder: MessageDecoder;
+  private timer: ReturnType<typeof setTimeout> | undefined;
+  private stream: http2.ClientHttp2Stream | undefined;
+
+  constructor(
+    private readonly client: GrpcClient,
+    private readonly listener: CallListener,
+    private readonly maxBytes: number,
+  ) {
+    this.decoder = new MessageDecoder(maxBytes);
+  }
+
+  /** @internal */
+  attach(stream: http2.ClientHttp2Stream, session: http2.ClientHttp2Session, deadline: number | undefined): void {
+    this.stream = stream;
+    if (deadline !== undefined) {
+      this.timer = setTimeout(() => this.abort(Status.DEADLINE_EXCEEDED, `deadline exceeded waiting for ${this.client.address}`), Math.max(0, deadline - Date.now()));
+    }
+    stream.on("response", (headers: http2.IncomingHttpHeaders) => {
+      if (this.done) return;
+      this.httpStatus = Number(headers[":status"]) || 0;
+      if (headers["grpc-status"] !== undefined) {
+        this.takeStatus(headers); // trailers-only
+        return;
+      }
+      if (this.httpStatus !== 200) return; // the end of the stream maps the HTTP status
+      const enc = headers["grpc-encoding"];
+      this.encoding = typeof enc === "string" ? enc : undefined;
+      let md: Metadata;
+      try {
+        md = fromHeaders(headers);
+      } catch (e) {
+        this.abort(Status.INTERNAL, `bad response headers from ${this.client.address}: ${(e as Error).message}`);
+        return;
+      }
+      this.listener.onHeaders(md);
+    });
+    stream.on("data", (chunk: Buffer) => {
+      if (this.done || this.code !== undefined) return;
+      if (this.httpStatus !== 200) return;
+      try {
+        this.decoder.push(chunk, (m, compressed) => this.listener.onMessage(compressed ? decompress(m, this.encoding, this.maxBytes) : m));
+      } catch (e) {
+        const err = e instanceof GrpcError ? e : new GrpcError(Status.INTERNAL, (e as Error).message);
+        this.abort(err.code, `response from ${this.client.address}: ${err.details}`);
+      }
+    });
+    stream.on("trailers", (headers: http2.IncomingHttpHeaders) => {
+      if (!this.done) this.takeStatus(headers);
+    });
+    stream.on("error", (e: Error) => (this.error ??= e));
+    stream.on("end", () => {
+      if (this.code !== undefined) this.finish();
+    });
+    stream.on("close", () => this.finish(session));
+  }
+
+  private takeStatus(headers: http2.IncomingHttpHeaders): void {
+    const code = parseGrpcStatus(headers["grpc-status"]);
+    const msg = headers["grpc-message"];
+    try {
+      this.trailers = fromHeaders(headers);
+    } catch (e) {
+      this.trailers = {};
+      this.code = Status.INTERNAL;
+      this.details = `bad trailers from ${this.client.address}: ${(e as Error).message}`;
+      return;
+    }
+    if (code === undefined) {
+      this.code = Status.UNKNOWN;
+      this.details = `malformed grpc-status ${JSON.stringify(headers["grpc-status"])} from ${this.client.address}`;
+      return;
+    }
+    this.code = code;
+    this.details = typeof msg === "string" ? decodeGrpcMessage(msg) : "";
+  }
+
+  /** @internal The outcome, once: from the status received, else from how the stream ended. */
+  finish(session?: http2.ClientHttp2Session): void {
+    if (this.done) return;
+    let code = this.code;
+    let details = this.details;
+    const stream = this.stream;
+    if (code !== undefined) {
+      if (code === Status.OK && this.decoder.midMessage) {
+        code = Status.INTERNAL;
+        details = `the response from ${this.client.address} ended in the middle of a message`;
+      }
+    } else if (this.error && (this.error as { code?: string }).code !== "ERR_HTTP2_STREAM_ERROR") {
+      // The connection could not be made (refused, TLS) or broke: the endpoint is unavailable.
+      code = Status.UNAVAILABLE;
+      details = `${this.client.address}: ${this.error.message}`;
+    } else if (stream?.rstCode) {
+      const gone = session !== undefined && (session.destroyed || session.closed);
+      // A dropped connection shows up as CANCEL on its streams (grpc-js reports it UNAVAILABLE too).
+      if (stream.rstCode === NGHTTP2_CANCEL && gone) {
+        code = Status.UNAVAILABLE;
+        details = `connection to ${this.client.address} lost`;
+      } else {
+        ({ code, details } = statusFromRst(stream.rstCode));
+      }
+    } else if (this.httpStatus && this.httpStatus !== 200) {
+      ({ code, details } = statusFromHttp(this.httpStatus));
+    } else if (session && (session.destroyed || session.closed)) {
+      code = Status.UNAVAILABLE;
+      details = `connection to ${this.client.address} lost before the call's status`;
+    } else {
+      code = Status.INTERNAL;
+      details = `${this.client.address} ended the stream without a gRPC status`;
+    }
+    this.settle(code, details, this.trailers);
+  }
+
+  private settle(code: number, details: string, trailers: Metadata): void {
+    if (this.done) return;
+    this.done = true;
+    if (this.timer) clearTimeout(this.timer);
+    this.listener.onStatus(code, details, trailers);
+  }
+
+  /** Ends the call here with `code` and resets the stream (CANCEL). */
+  abort(code: number, details: string): void {
+    if (this.done) return;
+    const s = this.stream;
+    if (s && !s.destroyed && !s.closed) {
+      try {
+        s.close(NGHTTP2_CANCEL);
+      } catch {
+        // gone
+      }
+    }
+    this.settle(code, details, EMPTY);
+  }
+
+  /** Cancels the call (the caller gave up): RST_STREAM CANCEL, status CANCELLED. */
+  cancel(details = "cancelled by the caller"): void {
+    this.abort(Status.CANCELLED, details);
+  }
+
+  /** @internal */
+  fail(code: number, details: string): void {
+    this.settle(code, details, EMPTY);
+  }
+
+  get finished(): boolean {
+    return this.done;
+  }
+
+  /** Sends one request message; false when the window is full (wait with drained()) or the call is over. */
+  write(message: Uint8Array): boolean {
+    const s = this.stream;
+    if (this.done || !s || s.destroyed || s.closed) return false;
+    if (message.byteLength > this.maxBytes) {
+      this.abort(Status.RESOURCE_EXHAUSTED, `request message larger than max (${message.byteLength} vs. ${this.maxBytes})`);
+      return false;
+    }
+    try {
+      return s.write(frameMessage(message));
+    } catch {
+      return false;
+    }
+  }
+
+  /** Stops taking response messages until resume() (HTTP/2 flow control then holds the server back). */
+  pause(): void {
+    this.stream?.pause();
+  }
+
+  resume(): void {
+    this.stream?.resume();
+  }
+
+  /** Half-close: no more request messages. */
+  end(): void {
+    const s = this.stream;
+    if (this.done || !s || s.destroyed || s.writableEnded) return;
+    try {
+      s.end();
+    } catch {
+      // gone
+    }
+  }
+
+  /** Resolves when the stream can take more or the call is over. */
+  drained(): Promise<void> {
+    const s = this.stream;
+    if (this.done || !s || s.destroyed || s.closed) return Promise.resolve();
+    return new Promise((resolve) => {
+      const wake = () => {
+        s.off("drain", wake);
+        s.off("close", wake);
+        resolve();
+      };
+      s.on("drain", wake);
+      s.on("close", wake);
+    });
+  }
+}
+
+export class GrpcClient {
+  readonly address: string;
+  private session: http2.ClientHttp2Session | undefined;
+  private closed = false;
+  private readonly servername: string | undefined;
+
+  constructor(private readonly opts: GrpcClientOptions) {
+    this.address = opts.address;
+    const host = opts.address.slice(0, opts.address.lastIndexOf(":")).replace(/^\[|\]$/g, "");
+    // Bun's TLS refuses an IP address as SNI server name, so for IP endpoints we send "localhost": the
+    // server certificate is still verified against the mesh CA (every pod certificate `mesh certs` makes
+    // carries localhost and 127.0.0.1), which is the identity that matters inside the mesh.
+    this.servername = isIP(host) ? "localhost" : host;
+  }
+
+  private connect(): http2.ClientHttp2Session {
+    const o = this.opts;
+    const s = o.tls
+      ? http2.connect(`https://${o.address}`, { ...o.tls(), servername: this.servername, ALPNProtocols: ["h2"], settings: { enablePush: false } })
+      : http2.connect(`http://${o.address}`, { settings: { enablePush: false } });
+    const drop = () => {
+      if (this.session === s) this.session = undefined;
+    };
+    // Errors reach the streams too (each call fails UNAVAILABLE); the session is only replaced.
+    s.on("error", drop);
+    s.on("goaway", drop);
+    s.on("close", drop);
+    return s;
+  }
+
+  private currentSession(): http2.ClientHttp2Session {
+    const s = this.session;
+    if (s && !s.closed && !s.destroyed) return s;
+    return (this.session = this.connect());
+  }
+
+  /**
+   * Starts a call. `headers` are the request headers (see baseRequestHeaders) with the metadata; the
+   * deadline adds grpc-timeout. With `request` the call sends that one message and half-closes
+   * (unary, server streaming); without, write()/end() stream the requests.
+   */
+  start(headers: http2.OutgoingHttpHeaders, deadline: number | undefined, listener: CallListener, request?: Uint8Array): GrpcClientCall {
+    const call = new GrpcClientCall(this, listener, this.opts.maxMessageBytes);
+    if (this.closed) {
+      call.fail(Status.UNAVAILABLE, `the client for ${this.address} is closed`);
+      return call;
+    }
+    if (request && request.byteLength > this.opts.maxMessageBytes) {
+      call.fail(Status.RESOURCE_EXHAUSTED, `request message larger than max (${request.byteLength} vs. ${this.opts.maxMessageBytes})`);
+      return call;
+    }
+    let h = headers;
+    if (deadline !== undefined && Number.isFinite(deadline)) {
+      const left = deadline - Date.now();
+      if (left <= 0) {
+        call.fail(Status.DEADLINE_EXCEEDED, `deadline exceeded before the call to ${this.address} started`);
+        return call;
+      }
+      h = { ...headers, "grpc-timeout": formatGrpcTimeout(left) };
+    } else {
+      deadline = undefined;
+    }
+    let session = this.currentSession();
+    let stream: http2.ClientHttp2Stream;
+    try {
+      stream = session.request(h, { endStream: false });
+    } catch {
+      // The connection received GOAWAY or closed between our look and the request: one new connection.
+      if (this.session === session) this.session = undefined;
+      session = this.currentSession();
+      try {
+        stream = session.request(h, { endStream: false });
+      } catch (e) {
+        call.fail(Status.UNAVAILABLE, `cannot start a call to ${this.address}: ${(e as Error).message}`);
+        return call;
+      }
+    }
+    call.attach(stream, session, deadline);
+    if (request) {
+      try {
+        stream.end(frameMessage(request));
+      } catch {
+        // the stream's close handler reports why
+      }
+    }
+    return call;
+  }
+
+  close(): void {
+    this.closed = true;
+    const s = this.session;
+    this.session = undefined;
+    s?.close();
+  }
+}
