@@ -5,8 +5,10 @@ import { afterAll, beforeAll, describe, expect, test, setDefaultTimeout } from "
 import * as grpc from "@grpc/grpc-js";
 import http2 from "node:http2";
 import { join } from "node:path";
+import { gzipSync } from "node:zlib";
+import protobuf from "protobufjs";
 import { TestResources, waitFor } from "./helpers.ts";
-import { callUnary, echoClient, metric, type RunningSidecar, scrape, startEchoApp, startSidecar, writeMeshYaml } from "../mesh/sidecar/testdata/harness.ts";
+import { callUnary, ECHO_PROTO, echoClient, metric, type RunningSidecar, scrape, startEchoApp, startSidecar, writeMeshYaml } from "../mesh/sidecar/testdata/harness.ts";
 
 // Real processes on a shared 2-vCPU machine: room for start-up (the waits inside have their own deadlines).
 setDefaultTimeout(60_000);
@@ -136,56 +138,89 @@ describe("sidecar inbound", () => {
     expect((await callUnary(client, "Unary", { text: "still" })).reply.text).toBe("still");
   });
 
-  test("malformed HTTP/2 requests: wrong content-type → 415, broken gRPC frames → error status; sidecar keeps serving", async () => {
+  test("malformed HTTP/2 requests each get the right status on their own stream; the connection and the sidecar keep serving", async () => {
+    // One connection for every hostile request: a protocol error must end its stream, never the connection.
     const session = http2.connect(`http://${sc.ready.inbound}`);
     const send = (headers: http2.OutgoingHttpHeaders, body: Buffer) =>
-      new Promise<{ headers: http2.IncomingHttpHeaders; trailers: http2.IncomingHttpHeaders }>((resolve) => {
+      new Promise<{ status: number; code: number; message: string }>((resolve) => {
         const out = { headers: {} as http2.IncomingHttpHeaders, trailers: {} as http2.IncomingHttpHeaders };
-        const req = session.request({ ":method": "POST", ...headers } as http2.OutgoingHttpHeaders);
+        const req = session.request({ ":method": "POST", "content-type": "application/grpc", te: "trailers", ...headers } as http2.OutgoingHttpHeaders);
         req.on("response", (h) => (out.headers = h));
         req.on("trailers", (t) => (out.trailers = t));
         req.on("data", () => {});
-        req.on("close", () => resolve(out));
+        req.on("close", () => {
+          const t = { ...out.headers, ...out.trailers };
+          resolve({ status: Number(out.headers[":status"]), code: Number(t["grpc-status"]), message: String(t["grpc-message"] ?? "") });
+        });
         req.end(body);
       });
+    const unary = { ":path": "/meshtest.Echo/Unary" };
+    const msg = (payload: number[], flag = 0) => Buffer.from([flag, 0, 0, 0, payload.length, ...payload]);
     try {
-      const wrongType = await send({ ":path": "/meshtest.Echo/Unary", "content-type": "text/plain" }, Buffer.from("hello"));
-      expect(Number(wrongType.headers[":status"])).toBe(415);
+      expect((await send({ ...unary, "content-type": "text/plain" }, Buffer.from("hello"))).status).toBe(415);
+      expect((await send({ ...unary, ":method": "GET" }, Buffer.alloc(0))).status).toBe(405);
 
-      // Length prefix says 100 bytes, 2 follow: a truncated message.
-      const truncated = await send({ ":path": "/meshtest.Echo/Unary", "content-type": "application/grpc", te: "trailers" }, Buffer.from([0, 0, 0, 0, 100, 1, 2]));
-      const tCode = Number(truncated.trailers["grpc-status"] ?? truncated.headers["grpc-status"]);
-      expect(tCode).toBe(grpc.status.UNIMPLEMENTED); // grpc-js's code for "no complete request message"
-
-      // No message at all for a unary method.
-      const empty = await send({ ":path": "/meshtest.Echo/Unary", "content-type": "application/grpc", te: "trailers" }, Buffer.alloc(0));
-      expect(Number(empty.trailers["grpc-status"] ?? empty.headers["grpc-status"])).toBe(grpc.status.UNIMPLEMENTED);
-
-      // A compression the server does not support.
-      const br = await send(
-        { ":path": "/meshtest.Echo/Unary", "content-type": "application/grpc", te: "trailers", "grpc-encoding": "br" },
-        Buffer.from([1, 0, 0, 0, 1, 1]),
-      );
-      expect(Number(br.trailers["grpc-status"] ?? br.headers["grpc-status"])).toBe(grpc.status.UNIMPLEMENTED);
-
-      // Two messages for a unary method.
-      const two = await send({ ":path": "/meshtest.Echo/Unary", "content-type": "application/grpc", te: "trailers" }, Buffer.from([0, 0, 0, 0, 0, 0, 0, 0, 0, 0]));
-      const twoCode = Number(two.trailers["grpc-status"] ?? two.headers["grpc-status"]);
-      expect(twoCode).toBe(grpc.status.UNIMPLEMENTED);
-
-      // A message longer than max_message_bytes announced in the prefix.
-      const huge = await send({ ":path": "/meshtest.Echo/Unary", "content-type": "application/grpc", te: "trailers" }, Buffer.from([0, 0x7f, 0xff, 0xff, 0xff]));
-      const hugeCode = Number(huge.trailers["grpc-status"] ?? huge.headers["grpc-status"]);
-      expect(hugeCode).toBe(grpc.status.RESOURCE_EXHAUSTED);
+      // Length prefix says 100 bytes, 2 follow, then the stream ends: a truncated message (protocol error).
+      expect((await send(unary, Buffer.from([0, 0, 0, 0, 100, 1, 2]))).code).toBe(grpc.status.INTERNAL);
+      // Half a prefix.
+      expect((await send(unary, Buffer.from([0, 0, 0]))).code).toBe(grpc.status.INTERNAL);
+      // A flag byte that is neither 0 nor 1.
+      expect((await send(unary, msg([1], 7))).code).toBe(grpc.status.INTERNAL);
+      // No message at all for a unary method, and two: request cardinality violations.
+      expect((await send(unary, Buffer.alloc(0))).code).toBe(grpc.status.UNIMPLEMENTED);
+      expect((await send(unary, Buffer.concat([msg([]), msg([])]))).code).toBe(grpc.status.UNIMPLEMENTED);
+      // An absurd length prefix (2 GiB): refused from the prefix alone, nothing buffered.
+      const huge = await send(unary, Buffer.from([0, 0x7f, 0xff, 0xff, 0xff]));
+      expect(huge.code).toBe(grpc.status.RESOURCE_EXHAUSTED);
+      expect(huge.message).toContain("larger than max");
+      // Compressed flag with no grpc-encoding, or identity: INTERNAL; a compression we do not read: UNIMPLEMENTED.
+      expect((await send(unary, msg([1], 1))).code).toBe(grpc.status.INTERNAL);
+      expect((await send({ ...unary, "grpc-encoding": "identity" }, msg([1], 1))).code).toBe(grpc.status.INTERNAL);
+      expect((await send({ ...unary, "grpc-encoding": "br" }, msg([1], 1))).code).toBe(grpc.status.UNIMPLEMENTED);
+      // gzip that is not gzip.
+      expect((await send({ ...unary, "grpc-encoding": "gzip" }, msg([1, 2, 3], 1))).code).toBe(grpc.status.INTERNAL);
+      // A malformed grpc-timeout, and a -bin header that is not base64.
+      expect((await send({ ...unary, "grpc-timeout": "soon" }, msg([]))).code).toBe(grpc.status.INTERNAL);
+      expect((await send({ ...unary, "grpc-timeout": "123456789S" }, msg([]))).code).toBe(grpc.status.INTERNAL);
+      expect((await send({ ...unary, "x-trace-bin": "not base64!" }, msg([]))).code).toBe(grpc.status.INTERNAL);
+      // An unknown method.
+      expect((await send({ ":path": "/meshtest.Echo/Nope" }, msg([]))).code).toBe(grpc.status.UNIMPLEMENTED);
 
       // Undecodable payload bytes are the app's business (the sidecar never decodes): the app answers.
-      const garbage = await send({ ":path": "/meshtest.Echo/Unary", "content-type": "application/grpc", te: "trailers" }, Buffer.from([0, 0, 0, 0, 3, 0xff, 0xff, 0xff]));
-      const gCode = Number(garbage.trailers["grpc-status"] ?? garbage.headers["grpc-status"]);
-      expect(gCode).toBe(grpc.status.INVALID_ARGUMENT);
+      expect((await send(unary, msg([0xff, 0xff, 0xff]))).code).toBe(grpc.status.INVALID_ARGUMENT);
+      // A gzip-compressed request is decompressed before it reaches the app.
+      const Req = protobuf.loadSync(ECHO_PROTO).lookupType("meshtest.EchoRequest");
+      const gz = gzipSync(Req.encode(Req.fromObject({ text: "zipped" })).finish());
+      const zipped = await send({ ...unary, "grpc-encoding": "gzip" }, Buffer.concat([Buffer.from([1, 0, 0, 0, gz.length]), gz]));
+      expect(zipped.code).toBe(grpc.status.OK);
     } finally {
       session.close();
     }
     expect((await callUnary(client, "Unary", { text: "alive" })).reply.text).toBe("alive");
+  });
+
+  test("a grpc-js client that compresses its requests (gzip) is served", async () => {
+    const gz = echoClient(sc.ready.inbound!, grpc.credentials.createInsecure(), { "grpc.default_compression_algorithm": 2, "grpc.use_local_subchannel_pool": 1 });
+    try {
+      const r = await callUnary(gz, "Unary", { text: "compressed ".repeat(50) });
+      expect(r.err).toBeNull();
+      expect(r.reply.text).toBe("compressed ".repeat(50));
+    } finally {
+      gz.close();
+    }
+  });
+
+  test("a client that resets its stream cancels the app's call", async () => {
+    // The app would take 5 s; the client gives up once the call is in flight (grpc-js sends RST_STREAM CANCEL).
+    const call = client.Unary({ text: "slow", delayMs: 5000 }, () => {});
+    await waitFor(async () => metric(await scrape(sc.admin), "mesh_requests_in_flight") === 1, { what: "the call to reach the app" });
+    call.cancel();
+    // The app's call is cancelled (it stops waiting) and the sidecar records CANCELLED long before 5 s.
+    await waitFor(async () => metric(await scrape(sc.admin), "mesh_requests_total", { direction: "inbound", method: "/meshtest.Echo/Unary", code: "CANCELLED" }) === 1, {
+      what: "the cancelled call to be counted as CANCELLED",
+      timeoutMs: 4000,
+    });
+    expect(metric(await scrape(sc.admin), "mesh_requests_in_flight")).toBe(0);
   });
 
   test("/metrics counts inbound calls by method and code, with latency histograms and process figures", async () => {

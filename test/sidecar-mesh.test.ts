@@ -158,6 +158,11 @@ describe("two sidecars with mTLS", () => {
       timeoutMs: 10_000,
     });
     expect(after.text).toBe("after rotation");
+    // The rotated server still asks for a client certificate: without one, still refused.
+    const noCert = clientWith({ ca: tls("tester").ca });
+    const refused = await callUnary(noCert, "Unary", { text: "x" }, new grpc.Metadata(), { deadline: Date.now() + 2000 });
+    noCert.close();
+    expect(refused.err?.code).toBe(grpc.status.UNAVAILABLE);
     expect(back.proc.proc.exitCode).toBeNull();
     expect(front.proc.proc.exitCode).toBeNull();
   }, 60_000);

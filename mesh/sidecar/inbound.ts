@@ -1,16 +1,16 @@
-// Inbound: a gRPC server (grpc-js over HTTP/2, h2c or mTLS) for the services of the pod's protos. Each
-// call is handed to the app over its session (RpcChannel) untouched: method, metadata, deadline, every
-// request and response message as bytes, headers, status and trailers. grpc-js itself answers unknown
-// methods (UNIMPLEMENTED), a wrong content-type (HTTP 415) and broken gRPC framing.
-import * as grpc from "@grpc/grpc-js";
+// Inbound: a gRPC server (grpc/server.ts on node:http2, h2c or mTLS) for the services of the pod's protos.
+// Each call is handed to the app over its session (RpcChannel) untouched: method, metadata, deadline,
+// every request and response message as bytes, headers, status and trailers. The gRPC layer itself
+// answers unknown methods (UNIMPLEMENTED), a wrong content-type (HTTP 415) and broken gRPC framing.
 import type { RpcChannel } from "../../runtime/rpc/channel.ts";
 import { type Metadata, Status } from "../../runtime/rpc/status.ts";
 import type { ClientCall } from "../../runtime/rpc/types.ts";
 import { logAccess } from "./access-log.ts";
+import { GrpcServer, type GrpcServerCall } from "./grpc/server.ts";
 import type { InflightTracker } from "./inflight.ts";
-import { fromGrpcMetadata, toGrpcMetadata } from "./metadata.ts";
 import type { SidecarMetrics } from "./metrics.ts";
-import { type MethodInfo, passThroughServices } from "./protos.ts";
+import type { MethodInfo } from "./protos.ts";
+import type { MeshTls } from "./tls.ts";
 import { nextHop } from "./trace.ts";
 
 export interface InboundDeps {
@@ -23,13 +23,8 @@ export interface InboundDeps {
   maxMessageBytes: number;
   /** HTTP/2 streams one network client may have open at once. */
   maxConcurrentCalls: number;
-}
-
-type AnyServerCall = grpc.ServerUnaryCall<Buffer, Buffer> & grpc.ServerWritableStream<Buffer, Buffer> & grpc.ServerReadableStream<Buffer, Buffer>;
-type UnaryCallback = grpc.sendUnaryData<Buffer>;
-
-function asBuffer(u: Uint8Array): Buffer {
-  return Buffer.isBuffer(u) ? u : Buffer.from(u.buffer, u.byteOffset, u.byteLength);
+  /** mTLS (client certificates required); h2c without. */
+  tls?: MeshTls;
 }
 
 function hasKeys(md: Metadata): boolean {
@@ -37,138 +32,123 @@ function hasKeys(md: Metadata): boolean {
   return false;
 }
 
-function grpcDeadline(call: AnyServerCall): number | undefined {
-  const d = call.getDeadline();
-  const ms = d instanceof Date ? d.getTime() : d;
-  return Number.isFinite(ms) ? ms : undefined;
-}
+/** The runtime's client call can send the last request and the half-close in one frame; use it when there. */
+type WithWriteLast = ClientCall & { writeLast?: (m: Uint8Array) => Promise<void> };
+
+const noop = () => {};
 
 export class InboundServer {
-  readonly server: grpc.Server;
+  readonly server: GrpcServer;
 
   constructor(private readonly deps: InboundDeps) {
-    this.server = new grpc.Server({
-      "grpc.max_receive_message_length": deps.maxMessageBytes,
-      "grpc.max_send_message_length": deps.maxMessageBytes,
-      // channelz bookkeeping runs on every call (~3% of the sidecar's CPU in profiles) and nothing reads it.
-      "grpc.enable_channelz": 0,
+    this.server = new GrpcServer({
+      maxMessageBytes: deps.maxMessageBytes,
       // One client connection cannot open more calls than the app session serves at once.
-      "grpc.max_concurrent_streams": deps.maxConcurrentCalls,
+      maxConcurrentStreams: deps.maxConcurrentCalls,
+      lookup: (path) => deps.methods.get(path)?.shape,
+      onCall: (call) => void this.handle(deps.methods.get(call.path)!, call),
+      tls: deps.tls?.context(),
     });
-    for (const def of passThroughServices(deps.methods).values()) {
-      const impl: grpc.UntypedServiceImplementation = {};
-      for (const name of Object.keys(def)) {
-        const m = deps.methods.get(def[name]!.path)!;
-        impl[name] = ((call: AnyServerCall, callback?: UnaryCallback) => void this.handle(m, call, callback)) as grpc.UntypedHandleCall;
-      }
-      this.server.addService(def, impl);
-    }
+    deps.tls?.onChange((ctx) => this.server.setSecureContext(ctx));
   }
 
   /** Binds and starts serving; resolves with the bound port. */
-  listen(host: string, port: number, credentials: grpc.ServerCredentials): Promise<number> {
-    const target = host.includes(":") ? `[${host}]:${port}` : `${host}:${port}`;
-    return new Promise((resolve, reject) => {
-      this.server.bindAsync(target, credentials, (err, bound) => {
-        if (err) reject(new Error(`cannot listen for inbound gRPC on ${target}: ${err.message} — pick a free port in sidecar.inbound.port`));
-        else resolve(bound);
-      });
-    });
+  listen(host: string, port: number): Promise<number> {
+    return this.server.listen(host, port);
   }
 
-  /** Stops accepting new calls (GOAWAY to clients); resolves when every call has finished. */
+  /** Stops accepting new calls (GOAWAY to clients); resolves when every connection has finished. */
   drain(): Promise<void> {
-    return new Promise((resolve) => this.server.tryShutdown(() => resolve()));
+    return this.server.drain();
   }
 
   forceStop(): void {
-    this.server.forceShutdown();
+    this.server.forceStop();
   }
 
-  private async handle(m: MethodInfo, call: AnyServerCall, callback: UnaryCallback | undefined): Promise<void> {
+  private async handle(m: MethodInfo, call: GrpcServerCall): Promise<void> {
     const { metrics, inflight, pod } = this.deps;
     const started = performance.now();
     inflight.begin();
-    const incoming = call.metadata.get("traceparent")[0];
+    const incoming = call.metadata.traceparent;
     const trace = nextHop(typeof incoming === "string" ? incoming : undefined);
     let done = false;
-    const finish = (code: number, details: string, trailers: Metadata) => {
+    const finish = (code: number, details: string, trailers: Metadata | undefined) => {
       if (done) return;
       done = true;
-      const md = toGrpcMetadata(trailers);
-      if (callback) {
-        if (code === Status.OK && response === undefined) {
-          // Sending an empty message instead would hand the client a default-valued reply it never got.
-          code = Status.INTERNAL;
-          details = `the app ended ${m.path} OK without sending a response message`;
-        }
-        if (code === Status.OK) callback(null, response, md);
-        else callback({ code, details, metadata: md });
-      } else if (code === Status.OK) {
-        call.end(md);
+      if (call.ended) {
+        // The gRPC layer ended it first (a protocol error in the request stream): record what the client got.
+        code = call.endedCode!;
       } else {
-        call.emit("error", { code, details, metadata: md });
+        call.end(code, details, trailers);
       }
       const ms = performance.now() - started;
       metrics.observe("inbound", m.path, code, ms / 1000);
       logAccess({ direction: "inbound", method: m.path, code, details, durationMs: ms, upstream: "app", attempts: 1, traceId: trace.traceId, spanId: trace.spanId });
       inflight.end();
     };
-    let response: Buffer | undefined;
     const app = this.deps.pickApp();
     if (!app) {
       finish(
         Status.UNAVAILABLE,
         `no app is connected to the sidecar of pod ${pod} (the app is not running, restarting, or not connected to its MESH_SOCKET)`,
-        {},
+        undefined,
       );
       return;
     }
-    const metadata = fromGrpcMetadata(call.metadata);
+    const metadata = call.metadata;
     metadata.traceparent = trace.traceparent;
-    let appCall: ClientCall;
+    let appCall: WithWriteLast;
     try {
-      appCall = app.startCall(m.path, m.shape, { metadata, deadline: grpcDeadline(call) });
+      appCall = app.startCall(m.path, m.shape, { metadata, deadline: call.deadline });
     } catch (e) {
-      finish(Status.UNAVAILABLE, `cannot reach the app of pod ${pod}: ${(e as Error).message}`, {});
+      finish(Status.UNAVAILABLE, `cannot reach the app of pod ${pod}: ${(e as Error).message}`, undefined);
       return;
     }
-    call.on("cancelled", () => appCall.cancel("the network client cancelled the call"));
-    void this.pumpRequests(m, call, appCall);
+    call.onCancel = (reason) => appCall.cancel(`the network client cancelled the call: ${reason}`);
+    if (!m.shape.clientStreaming) {
+      const req = call.request!;
+      if (appCall.writeLast) appCall.writeLast(req).catch(noop);
+      else appCall.write(req).then(() => appCall.end(), noop);
+    } else {
+      void this.pumpRequests(call, appCall);
+    }
     // Not awaited: the app may stream messages without sending headers first. A HEADERS frame arrives
     // before any message, so this runs before the first message is forwarded.
     void appCall.headers.then((headers) => {
-      if (!done && hasKeys(headers)) call.sendMetadata(toGrpcMetadata(headers));
+      if (!done && hasKeys(headers)) call.sendHeaders(headers);
     });
+    let response: Uint8Array | undefined;
     try {
-      for await (const msg of appCall) {
-        if (callback) {
-          response = asBuffer(msg);
-        } else if (!call.write(asBuffer(msg)) && !call.cancelled) {
-          // Backpressure from the network client: stop reading the app's messages until it drains (or
-          // goes away: a cancelled call never drains, and the app call is cancelled with it).
-          await new Promise<void>((r) => {
-            call.once("drain", r);
-            call.once("cancelled", r);
-          });
+      if (!m.shape.serverStreaming) {
+        for await (const msg of appCall) response = msg;
+      } else {
+        for await (const msg of appCall) {
+          // Backpressure from the network client: stop reading the app's messages until it drains (or goes
+          // away: a cancelled call never drains, and the app call is cancelled with it).
+          if (!call.write(msg) && !call.cancelled && !call.ended) await call.drained();
         }
       }
     } catch {
       // A non-OK end surfaces through appCall.status below.
     }
     const status = await appCall.status;
-    finish(status.code, status.details, status.trailers);
+    let { code, details } = status;
+    if (!m.shape.serverStreaming && code === Status.OK) {
+      if (response === undefined) {
+        // Sending an empty message instead would hand the client a default-valued reply it never got.
+        code = Status.INTERNAL;
+        details = `the app ended ${m.path} OK without sending a response message`;
+      } else {
+        call.write(response);
+      }
+    }
+    finish(code, details, status.trailers);
   }
 
-  private async pumpRequests(m: MethodInfo, call: AnyServerCall, appCall: ClientCall): Promise<void> {
+  private async pumpRequests(call: GrpcServerCall, appCall: ClientCall): Promise<void> {
     try {
-      if (!m.shape.clientStreaming) {
-        await appCall.write(call.request);
-      } else {
-        // destroyOnReturn false: the default async iterator destroys the whole duplex when the request
-        // side ends, which would kill the response side of a bidi call.
-        for await (const msg of call.iterator({ destroyOnReturn: false }) as AsyncIterable<Buffer>) await appCall.write(msg);
-      }
+      for await (const msg of call.messages()) await appCall.write(msg);
       appCall.end();
     } catch (e) {
       appCall.cancel(`reading the request from the network failed: ${(e as Error).message}`);

@@ -1,12 +1,13 @@
 // Outbound: the app's calls (ServerCalls on its session) routed by service to the upstream in mesh.yaml,
 // with the per-route timeout, retries (backoff with jitter, retryable codes only, retry budget, deadline
 // kept), circuit breaker and outlier ejection, spoken as gRPC to the remote sidecar. Payloads are bytes.
-import type * as grpc from "@grpc/grpc-js";
+import type { OutgoingHttpHeaders } from "node:http2";
 import { type Metadata, RpcError, Status, statusName } from "../../runtime/rpc/status.ts";
-import type { CallShape, ServerCall, ServerHandler } from "../../runtime/rpc/types.ts";
+import type { ServerCall, ServerHandler } from "../../runtime/rpc/types.ts";
 import { logAccess } from "./access-log.ts";
+import { baseRequestHeaders, type CallListener, type GrpcClientCall } from "./grpc/client.ts";
+import { toHeaders } from "./grpc/metadata.ts";
 import type { InflightTracker } from "./inflight.ts";
-import { fromGrpcMetadata, toGrpcMetadata } from "./metadata.ts";
 import type { SidecarMetrics } from "./metrics.ts";
 import type { MethodInfo } from "./protos.ts";
 import { backoffMs } from "./retry.ts";
@@ -30,8 +31,6 @@ interface AttemptResult {
   response: Buffer | undefined;
   headers: Metadata | undefined;
 }
-
-const passThrough = (b: Buffer): Buffer => b;
 
 function asBuffer(u: Uint8Array): Buffer {
   return Buffer.isBuffer(u) ? u : Buffer.from(u.buffer, u.byteOffset, u.byteLength);
@@ -62,24 +61,6 @@ function sleep(ms: number, signal: AbortSignal): Promise<boolean> {
     }, ms);
     signal.addEventListener("abort", onAbort, { once: true });
   });
-}
-
-/** Waits for the status event of a grpc-js call and drains its messages into `onMessage`. */
-async function collect(
-  call: grpc.ClientDuplexStream<Buffer, Buffer> | grpc.ClientReadableStream<Buffer>,
-  onMessage: (b: Buffer) => Promise<void> | void,
-  onHeaders: (md: grpc.Metadata) => void,
-): Promise<grpc.StatusObject> {
-  const status = new Promise<grpc.StatusObject>((resolve) => call.on("status", resolve));
-  call.on("metadata", onHeaders);
-  try {
-    for await (const msg of call as AsyncIterable<Buffer>) await onMessage(msg);
-  } catch {
-    // A non-OK status also surfaces as a stream error (the status event carries the details). If instead
-    // forwarding to the app failed, cancel so that grpc-js still ends the call with a status.
-    call.cancel();
-  }
-  return await status;
 }
 
 export function makeOutboundHandler(deps: OutboundDeps): ServerHandler {
@@ -123,7 +104,8 @@ async function handleOutbound(deps: OutboundDeps, sc: ServerCall): Promise<void>
       return;
     }
     const deadline = Math.min(sc.deadline ?? Infinity, Date.now() + cluster.timeoutMs);
-    const metadata = toGrpcMetadata(sc.metadata, { traceparent: trace.traceparent });
+    const headers = toHeaders(sc.metadata, baseRequestHeaders(sc.method));
+    headers.traceparent = trace.traceparent;
     cluster.budget.recordRequest();
 
     if (sc.shape.clientStreaming) {
@@ -137,7 +119,7 @@ async function handleOutbound(deps: OutboundDeps, sc: ServerCall): Promise<void>
       }
       attempts = 1;
       upstream = ep.address;
-      const r = await attemptStreaming(cluster, ep, sc, metadata, deadline);
+      const r = await attempt(cluster, ep, sc, headers, undefined, deadline);
       finish(r.code, r.details, r.trailers);
       return;
     }
@@ -168,7 +150,7 @@ async function handleOutbound(deps: OutboundDeps, sc: ServerCall): Promise<void>
         r = { code: Status.UNAVAILABLE, details: `no endpoints resolved for upstream ${service}`, trailers: {}, committed: false, response: undefined, headers: undefined };
       } else {
         upstream = ep.address;
-        r = await attemptOne(cluster, ep, sc, sc.shape, metadata, req, deadline);
+        r = await attempt(cluster, ep, sc, headers, req, deadline);
       }
       const retryable =
         r.code !== Status.OK && !r.committed && cluster.retry.retryOn.has(r.code) && attempts < cluster.retry.maxAttempts && !sc.signal.aborted;
@@ -225,118 +207,99 @@ function settleAttempt(cluster: UpstreamCluster, ep: EndpointConn, code: number)
   cluster.metrics.attempts.inc({ service: cluster.service, endpoint: ep.address, code: statusName(code) });
 }
 
-/** One attempt of a unary or server-streaming call. Holds a breaker slot, which it releases. */
-async function attemptOne(
+/**
+ * One attempt on `ep`. Holds a breaker slot, which it releases. With `req` (unary, server streaming) the
+ * request goes in one write with the half-close; without (client, bidi streaming) the app's requests
+ * are pumped up as they come. Responses of streaming shapes go to the app as they arrive (the call is
+ * then committed: no retry); a unary response is kept for the caller to send once the attempt is OK.
+ */
+function attempt(
   cluster: UpstreamCluster,
   ep: EndpointConn,
   sc: ServerCall,
-  shape: CallShape,
-  metadata: grpc.Metadata,
-  req: Buffer,
+  headers: OutgoingHttpHeaders,
+  req: Buffer | undefined,
   deadline: number,
 ): Promise<AttemptResult> {
   ep.active++;
-  const options: grpc.CallOptions = Number.isFinite(deadline) ? { deadline } : {};
-  const result: AttemptResult = { code: Status.UNKNOWN, details: "", trailers: {}, committed: false, response: undefined, headers: undefined };
-  let cancel: (() => void) | undefined;
-  try {
-    if (!shape.serverStreaming) {
-      const status = await new Promise<grpc.StatusObject>((resolve) => {
-        const call = ep.client.makeUnaryRequest(sc.method, passThrough, passThrough, req, metadata.clone(), options, (_err, value) => {
-          result.response = value;
-        });
-        call.on("metadata", (md) => (result.headers = fromGrpcMetadata(md)));
-        call.on("status", resolve);
-        cancel = () => call.cancel();
-        sc.signal.addEventListener("abort", cancel, { once: true });
-      });
-      result.code = status.code;
-      result.details = status.details;
-      result.trailers = fromGrpcMetadata(status.metadata);
-    } else {
-      const call = ep.client.makeServerStreamRequest(sc.method, passThrough, passThrough, req, metadata.clone(), options);
-      cancel = () => call.cancel();
-      sc.signal.addEventListener("abort", cancel, { once: true });
-      let headers: Metadata | undefined;
-      const status = await collect(
-        call,
-        async (msg) => {
-          if (!result.committed) {
-            result.committed = true;
-            if (hasKeys(headers)) sc.sendHeaders(headers);
+  const streamingIn = req === undefined;
+  const result: AttemptResult = { code: Status.UNKNOWN, details: "", trailers: {}, committed: streamingIn, response: undefined, headers: undefined };
+  const serverStreaming = sc.shape.serverStreaming;
+  // Unary: the one response is held (the attempt may still fail and be retried). Otherwise forwarded.
+  const forward = serverStreaming || streamingIn;
+  return new Promise<AttemptResult>((resolve) => {
+    let call: GrpcClientCall | undefined;
+    let onAbort: (() => void) | undefined;
+    // Streaming responses: forwarded in order, one sc.write at a time; the upstream stream pauses while
+    // the app is slow to take them.
+    let chain: Promise<void> | undefined;
+    let queued = 0;
+    let headersSent = false;
+    const sendHeadersOnce = () => {
+      if (headersSent) return;
+      headersSent = true;
+      result.committed = true;
+      if (hasKeys(result.headers)) sc.sendHeaders(result.headers);
+    };
+    const listener: CallListener = {
+      onHeaders: (md) => (result.headers = md),
+      onMessage: (m) => {
+        if (!forward) {
+          if (result.response !== undefined) {
+            call?.abort(Status.UNIMPLEMENTED, `${ep.address} sent a second response message for ${sc.method}`);
+            return;
           }
-          await sc.write(msg);
-        },
-        (md) => (headers = fromGrpcMetadata(md)),
-      );
-      if (status.code === Status.OK && !result.committed && hasKeys(headers)) sc.sendHeaders(headers);
-      result.code = status.code;
-      result.details = status.details;
-      result.trailers = fromGrpcMetadata(status.metadata);
-    }
-  } finally {
-    if (cancel) sc.signal.removeEventListener("abort", cancel);
-    settleAttempt(cluster, ep, result.code);
-  }
-  return result;
+          result.response = m;
+          return;
+        }
+        sendHeadersOnce();
+        queued++;
+        if (queued > 8) call?.pause();
+        chain = (chain ?? Promise.resolve()).then(
+          () => sc.write(m),
+        ).then(
+          () => {
+            if (--queued <= 2) call?.resume();
+          },
+          () => call?.cancel("forwarding a response to the app failed (the app's call is over)"),
+        );
+      },
+      onStatus: (code, details, trailers) => {
+        if (onAbort) sc.signal.removeEventListener("abort", onAbort);
+        if (code === Status.OK && !forward && result.response === undefined) {
+          code = Status.UNIMPLEMENTED;
+          details = `${ep.address} ended ${sc.method} OK without a response message`;
+        }
+        result.code = code;
+        result.details = details;
+        result.trailers = trailers;
+        settleAttempt(cluster, ep, code);
+        const done = () => {
+          if (forward && code === Status.OK) sendHeadersOnce();
+          resolve(result);
+        };
+        if (chain) chain.then(done, done);
+        else done();
+      },
+    };
+    call = ep.client.start(headers, Number.isFinite(deadline) ? deadline : undefined, listener, req);
+    if (call.finished) return;
+    const c = call;
+    onAbort = () => c.cancel("the app cancelled the call");
+    sc.signal.addEventListener("abort", onAbort, { once: true });
+    if (streamingIn) void pumpRequests(sc, c);
+  });
 }
 
-/** The single attempt of a client- or bidi-streaming call: requests and responses flow both ways. */
-async function attemptStreaming(
-  cluster: UpstreamCluster,
-  ep: EndpointConn,
-  sc: ServerCall,
-  metadata: grpc.Metadata,
-  deadline: number,
-): Promise<AttemptResult> {
-  ep.active++;
-  const result: AttemptResult = { code: Status.UNKNOWN, details: "", trailers: {}, committed: true, response: undefined, headers: undefined };
-  const options: grpc.CallOptions = Number.isFinite(deadline) ? { deadline } : {};
-  // Bidi on the wire also carries client streaming: gRPC framing is the same for every shape.
-  const call = ep.client.makeBidiStreamRequest(sc.method, passThrough, passThrough, metadata.clone(), options);
-  let ended = false;
-  call.once("status", () => (ended = true));
-  const cancel = () => call.cancel();
-  sc.signal.addEventListener("abort", cancel, { once: true });
-  const pump = (async () => {
-    try {
-      for await (const m of sc) {
-        if (ended) break;
-        if (!call.write(asBuffer(m))) {
-          // Wait for the upstream to take more, or for the call to end (a finished call never drains).
-          await new Promise<void>((r) => {
-            call.once("drain", r);
-            call.once("status", r);
-          });
-        }
-      }
-      if (!ended) call.end();
-    } catch {
-      call.cancel();
-    }
-  })();
-  let headersSent = false;
-  let headers: Metadata | undefined;
+/** Client and bidi streaming: the app's request messages go up as they come, then the half-close. */
+async function pumpRequests(sc: ServerCall, call: GrpcClientCall): Promise<void> {
   try {
-    const status = await collect(
-      call,
-      async (msg) => {
-        if (!headersSent) {
-          headersSent = true;
-          if (hasKeys(headers)) sc.sendHeaders(headers);
-        }
-        await sc.write(msg);
-      },
-      (md) => (headers = fromGrpcMetadata(md)),
-    );
-    if (!headersSent && hasKeys(headers)) sc.sendHeaders(headers);
-    result.code = status.code;
-    result.details = status.details;
-    result.trailers = fromGrpcMetadata(status.metadata);
-  } finally {
-    sc.signal.removeEventListener("abort", cancel);
-    void pump;
-    settleAttempt(cluster, ep, result.code);
+    for await (const m of sc) {
+      if (call.finished) return;
+      if (!call.write(m)) await call.drained();
+    }
+    call.end();
+  } catch {
+    call.cancel("reading the app's request stream failed");
   }
-  return result;
 }

@@ -1,8 +1,9 @@
-// Method paths and streaming shapes from the pod's .proto files. The sidecar needs nothing else from
-// them: payloads pass through as bytes (identity serializers), never decoded.
-import * as grpc from "@grpc/grpc-js";
-import { loadSync } from "@grpc/proto-loader";
-import { dirname, resolve } from "node:path";
+// Method paths and streaming shapes from the pod's .proto files, parsed with protobufjs. The sidecar
+// needs nothing else from them: payloads pass through as bytes, never decoded. (Imports resolve
+// against the proto's own directory and mesh.yaml's, as @grpc/proto-loader's includeDirs did.)
+import { accessSync, constants } from "node:fs";
+import { dirname, isAbsolute, join, resolve } from "node:path";
+import protobuf from "protobufjs";
 import type { CallShape } from "../../runtime/rpc/types.ts";
 
 export interface MethodInfo {
@@ -19,52 +20,53 @@ export class ProtoError extends Error {
   override name = "ProtoError";
 }
 
-const passThrough = (b: Buffer): Buffer => b;
+function loadRoot(file: string, includeDirs: string[]): protobuf.Root {
+  const root = new protobuf.Root();
+  const original = root.resolvePath.bind(root);
+  root.resolvePath = (origin, target) => {
+    if (isAbsolute(target)) return target;
+    for (const dir of includeDirs) {
+      const full = join(dir, target);
+      try {
+        accessSync(full, constants.R_OK);
+        return full;
+      } catch {
+        // not in this directory
+      }
+    }
+    return original(origin, target);
+  };
+  root.loadSync(file, { keepCase: true });
+  root.resolveAll();
+  return root;
+}
+
+function collect(ns: protobuf.NamespaceBase, methods: Map<string, MethodInfo>): void {
+  for (const obj of ns.nestedArray) {
+    if (obj instanceof protobuf.Service) {
+      const service = obj.fullName.replace(/^\./, "");
+      for (const m of obj.methodsArray) {
+        const path = `/${service}/${m.name}`;
+        if (methods.has(path)) continue;
+        methods.set(path, { service, name: m.name, path, shape: { clientStreaming: !!m.requestStream, serverStreaming: !!m.responseStream } });
+      }
+    }
+    if (obj instanceof protobuf.Namespace) collect(obj, methods);
+  }
+}
 
 /** Loads every proto (paths relative to `baseDir`) and returns its methods by path. */
 export function loadMethods(protoPaths: readonly string[], baseDir: string): Map<string, MethodInfo> {
   const methods = new Map<string, MethodInfo>();
   for (const p of protoPaths) {
     const file = resolve(baseDir, p);
-    let pkg: ReturnType<typeof loadSync>;
+    let root: protobuf.Root;
     try {
-      pkg = loadSync(file, { includeDirs: [dirname(file), baseDir], keepCase: true });
+      root = loadRoot(file, [dirname(file), baseDir]);
     } catch (e) {
       throw new ProtoError(`cannot load proto ${file} (from sidecar.protos): ${(e as Error).message}`);
     }
-    for (const [service, def] of Object.entries(pkg)) {
-      if (!def || typeof def !== "object" || "format" in def) continue; // messages and enums
-      for (const m of Object.values(def as grpc.ServiceDefinition)) {
-        const path = (m as grpc.MethodDefinition<unknown, unknown>).path;
-        // proto-loader lists a method under its proto name and its camelCase alias: keep one.
-        if (typeof path !== "string" || methods.has(path)) continue;
-        methods.set(path, {
-          service,
-          name: path.slice(path.lastIndexOf("/") + 1),
-          path,
-          shape: { clientStreaming: m.requestStream, serverStreaming: m.responseStream },
-        });
-      }
-    }
+    collect(root, methods);
   }
   return methods;
-}
-
-/** grpc-js service definitions (one per service) whose serializers hand bytes through untouched. */
-export function passThroughServices(methods: Map<string, MethodInfo>): Map<string, grpc.ServiceDefinition> {
-  const services = new Map<string, grpc.ServiceDefinition>();
-  for (const m of methods.values()) {
-    let def = services.get(m.service) as Record<string, grpc.MethodDefinition<Buffer, Buffer>> | undefined;
-    if (!def) services.set(m.service, (def = {}));
-    def[m.name] = {
-      path: m.path,
-      requestStream: m.shape.clientStreaming,
-      responseStream: m.shape.serverStreaming,
-      requestSerialize: passThrough,
-      requestDeserialize: passThrough,
-      responseSerialize: passThrough,
-      responseDeserialize: passThrough,
-    };
-  }
-  return services;
 }

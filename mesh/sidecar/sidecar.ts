@@ -1,7 +1,6 @@
 // The sidecar of one pod, composed: app sessions on the Unix socket, the inbound gRPC server, the
 // outbound router with its upstream clusters, and the admin port. main.ts runs it as a process; tests
 // can run it in-process too.
-import * as grpc from "@grpc/grpc-js";
 import type { Server } from "bun";
 import type { PodConfig } from "../config/index.ts";
 import { logger } from "../../runtime/log.ts";
@@ -104,9 +103,9 @@ export class Sidecar {
         inflight: this.inflight,
         maxMessageBytes: sc.max_message_bytes,
         maxConcurrentCalls: this.settings.maxConcurrentCalls,
+        tls: this.tls,
       });
-      const creds = this.tls ? this.tls.serverCredentials() : grpc.ServerCredentials.createInsecure();
-      const port = await this.inbound.listen(sc.inbound.host, sc.inbound.port, creds);
+      const port = await this.inbound.listen(sc.inbound.host, sc.inbound.port);
       inboundAddr = `${sc.inbound.host}:${port}`;
     }
     this.admin = startAdmin(sc.admin.host, sc.admin.port, {
@@ -193,6 +192,7 @@ export class Sidecar {
     this.inbound?.forceStop();
     for (const s of [...this.sessions]) s.close("sidecar stopping");
     for (const c of this.clusters.values()) c.close();
+    this.tls?.close();
     void this.admin?.stop(true);
   }
 }

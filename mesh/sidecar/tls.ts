@@ -1,11 +1,14 @@
-// mTLS credentials for the inbound server and the upstream clients, built on grpc-js's file-watching
-// certificate provider: it re-reads the files every refresh interval and grpc-js rebuilds the secure
-// context, so certificates rotated by `mesh certs` take effect without a restart.
-import * as grpc from "@grpc/grpc-js";
+// mTLS material for the inbound server and the upstream clients. The files are re-read every refresh
+// interval; a set that changed and is consistent (the key matches the certificate, the certificate is
+// signed by the CA) replaces the current one, and the inbound server takes it with setSecureContext —
+// so certificates rotated by `mesh certs` take effect without a restart. New upstream connections use
+// the current set; established connections keep theirs. A half-written set (a refresh that lands
+// between `mesh certs`' file writes) is skipped until the next refresh sees it whole.
 import { X509Certificate } from "node:crypto";
 import { accessSync, constants, readFileSync } from "node:fs";
 import { resolve } from "node:path";
-import { isIP } from "node:net";
+import { createSecureContext, type SecureContextOptions } from "node:tls";
+import { logger } from "../../runtime/log.ts";
 
 export interface TlsFiles {
   ca: string;
@@ -37,36 +40,74 @@ export function checkTlsFiles(tls: TlsFiles, baseDir: string): TlsFiles {
   return out;
 }
 
+interface Material {
+  ca: Buffer;
+  cert: Buffer;
+  key: Buffer;
+}
+
+function readMaterial(files: TlsFiles): Material {
+  return { ca: readFileSync(files.ca), cert: readFileSync(files.cert), key: readFileSync(files.key) };
+}
+
+/** Throws unless key and certificate match and the certificate is signed by the CA. */
+function checkConsistent(m: Material): void {
+  createSecureContext({ ca: m.ca, cert: m.cert, key: m.key }); // throws on a key that does not match
+  const cert = new X509Certificate(m.cert);
+  const ca = new X509Certificate(m.ca);
+  if (!cert.verify(ca.publicKey)) throw new Error("the certificate is not signed by the CA");
+}
+
 export class MeshTls {
-  private readonly provider: grpc.experimental.FileWatcherCertificateProvider;
+  private material: Material;
+  private readonly listeners: ((ctx: SecureContextOptions) => void)[] = [];
+  private readonly timer: ReturnType<typeof setInterval>;
 
   constructor(readonly files: TlsFiles) {
-    this.provider = new grpc.experimental.FileWatcherCertificateProvider({
-      certificateFile: files.cert,
-      privateKeyFile: files.key,
-      caCertificateFile: files.ca,
-      refreshIntervalMs: certRefreshMs(),
-    });
+    this.material = readMaterial(files);
+    this.timer = setInterval(() => this.refresh(), certRefreshMs());
+    this.timer.unref?.();
   }
 
-  /** Inbound: a client must present a certificate signed by the mesh CA. */
-  serverCredentials(): grpc.ServerCredentials {
-    return grpc.experimental.createCertificateProviderServerCredentials(this.provider, this.provider, true);
+  /** The current CA, certificate and key. */
+  context(): SecureContextOptions {
+    const m = this.material;
+    return { ca: m.ca, cert: m.cert, key: m.key };
   }
 
-  /** Upstream: present our certificate; accept a server certificate signed by the mesh CA. */
-  channelCredentials(): grpc.ChannelCredentials {
-    return grpc.experimental.createCertificateProviderChannelCredentials(this.provider, this.provider);
+  /** Calls `f` with the new material after each rotation. */
+  onChange(f: (ctx: SecureContextOptions) => void): void {
+    this.listeners.push(f);
   }
 
-  /**
-   * Channel options for an endpoint. Bun's TLS refuses an IP address as SNI server name, so for IP
-   * endpoints we send "localhost" as SNI: the server certificate is still verified against the mesh CA
-   * (every pod certificate `mesh certs` makes carries localhost and 127.0.0.1), which is the identity
-   * that matters inside the mesh.
-   */
-  channelOptions(address: string): grpc.ChannelOptions {
-    const host = address.slice(0, address.lastIndexOf(":")).replace(/^\[|\]$/g, "");
-    return isIP(host) ? { "grpc.ssl_target_name_override": "localhost" } : {};
+  /** Re-reads the files; applies them if they changed and are consistent. Returns true if applied. */
+  refresh(): boolean {
+    let next: Material;
+    try {
+      next = readMaterial(this.files);
+    } catch {
+      return false; // mid-rotation (a file briefly missing): try again next time
+    }
+    const cur = this.material;
+    if (next.ca.equals(cur.ca) && next.cert.equals(cur.cert) && next.key.equals(cur.key)) return false;
+    try {
+      checkConsistent(next);
+    } catch {
+      return false;
+    }
+    this.material = next;
+    logger("sidecar").info({ cert: this.files.cert }, "TLS certificates changed on disk: using the new ones");
+    for (const f of this.listeners) {
+      try {
+        f(this.context());
+      } catch (e) {
+        logger("sidecar").warn({ err: (e as Error).message }, "applying rotated certificates failed");
+      }
+    }
+    return true;
+  }
+
+  close(): void {
+    clearInterval(this.timer);
   }
 }

@@ -1,11 +1,12 @@
 // One upstream service from mesh.yaml: its endpoints (kept current by a Resolver), a gRPC client per
-// endpoint (pass-through bytes, mTLS when configured) and the policies that decide where a call goes.
-import * as grpc from "@grpc/grpc-js";
+// endpoint (grpc/client.ts: one HTTP/2 connection, pass-through bytes, mTLS when configured) and the
+// policies that decide where a call goes.
 import type { UpstreamConfig } from "../config/index.ts";
 import { logger } from "../../runtime/log.ts";
 import { type Balancer, makeBalancer } from "./balancer.ts";
 import { CircuitBreaker } from "./breaker.ts";
 import { type Endpoint, newEndpoint } from "./endpoint.ts";
+import { GrpcClient } from "./grpc/client.ts";
 import type { SidecarMetrics } from "./metrics.ts";
 import { OutlierDetector } from "./outlier.ts";
 import { makeResolver, type Resolver } from "./resolver.ts";
@@ -15,7 +16,7 @@ import type { MeshTls } from "./tls.ts";
 const log = logger("upstream");
 
 export interface EndpointConn extends Endpoint {
-  client: grpc.Client;
+  client: GrpcClient;
 }
 
 export interface UpstreamDeps {
@@ -38,7 +39,6 @@ export class UpstreamCluster {
   private readonly balancer: Balancer;
   private readonly resolver: Resolver;
   private readonly scratch: Endpoint[] = [];
-  private readonly credentials: grpc.ChannelCredentials;
 
   constructor(
     readonly config: UpstreamConfig,
@@ -63,7 +63,6 @@ export class UpstreamCluster {
         log.warn({ service: this.service, endpoint: e.address, ejected_ms: forMs }, `ejected ${e.address} from ${this.service} for ${forMs} ms after consecutive failures`);
       },
     );
-    this.credentials = deps.tls ? deps.tls.channelCredentials() : grpc.credentials.createInsecure();
     this.resolver = (deps.resolverFor ?? ((u) => makeResolver(u)))(config);
   }
 
@@ -82,12 +81,8 @@ export class UpstreamCluster {
         next.push(existing);
         continue;
       }
-      const client = new grpc.Client(address, this.credentials, {
-        "grpc.max_receive_message_length": this.deps.maxMessageBytes,
-        "grpc.max_send_message_length": this.deps.maxMessageBytes,
-        "grpc.enable_channelz": 0,
-        ...(this.deps.tls?.channelOptions(address) ?? {}),
-      });
+      const tls = this.deps.tls;
+      const client = new GrpcClient({ address, maxMessageBytes: this.deps.maxMessageBytes, tls: tls ? () => tls.context() : undefined });
       next.push(Object.assign(newEndpoint(address), { client }));
     }
     for (const gone of keep.values()) {
