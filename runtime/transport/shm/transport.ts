@@ -38,7 +38,7 @@ const STREAM_DELIVERY_HOPS = 8;
  * that one busy peer cannot starve us.
  */
 const BATCH_POLL_BUDGET = 256;
-/** Polls through microtasks, without spinning, at the start of a wait (see idle). */
+/** Microtask hops, without spinning, at the start of a wait and after each send during it (see idle). */
 const YIELD_HOPS = 4;
 /** First and longest synchronous spin slice between two polls, in ms (see idle). */
 const SPIN_SLICE_MIN_MS = 0.001;
@@ -123,8 +123,8 @@ export class ShmTransport implements Transport {
   /** We rang the peer's doorbell since the last wait began (so the peer was asleep). */
   private rangSinceWait = false;
   private waitAfterRing = false;
-  /** Polls so far in the current wait since we last sent something, and framesSent at that poll. */
-  private hop = 0;
+  /** Spin slices so far in the current wait since we last sent something, and framesSent then. */
+  private slices = 0;
   private sentMark = 0;
   private backlog: Pending[] = [];
   private backlogHead = 0;
@@ -324,10 +324,9 @@ export class ShmTransport implements Transport {
    * After MAX_BURST_MS of chained polls we go through the event loop once, so sockets and timers
    * of the rest of the process are served.
    */
-  private schedule(hops = 1): void {
+  private schedule(hops = 1, now = performance.now()): void {
     if (this.scheduled || this.isClosed) return;
     this.scheduled = true;
-    const now = performance.now();
     if (this.burstStart === 0) this.burstStart = now;
     if (now - this.burstStart < MAX_BURST_MS) {
       this.hopsLeft = hops;
@@ -365,8 +364,9 @@ export class ShmTransport implements Transport {
       if (this.isClosed) return;
       if (n > 0) {
         // Let the frames' handlers (queued microtasks) run, then poll again.
-        if (this.waitStart !== 0) this.endWait(true);
-        this.schedule(this.streaming ? STREAM_DELIVERY_HOPS : 1);
+        const now = performance.now();
+        if (this.waitStart !== 0) this.endWait(true, now);
+        this.schedule(this.streaming ? STREAM_DELIVERY_HOPS : 1, now);
         return;
       }
       this.idle();
@@ -375,10 +375,10 @@ export class ShmTransport implements Transport {
     }
   }
 
-  private endWait(hit: boolean): void {
+  private endWait(hit: boolean, now: number): void {
     if (hit) {
       this.stats.spinHits++;
-      this.spin.hit((performance.now() - this.waitStart) * 1000);
+      this.spin.hit((now - this.waitStart) * 1000);
     } else {
       this.stats.spinMisses++;
       this.spin.miss(this.waitAfterRing);
@@ -391,11 +391,11 @@ export class ShmTransport implements Transport {
    * The ring is empty: yield, spin a slice (if the policy says so) or park.
    *
    * A wait runs as a chain of polls through microtasks, never through the event loop (each turn of
-   * which is an epoll_wait): first YIELD_HOPS polls that do not spin at all, so the handlers of what
-   * we just delivered (queued microtasks, a few `await`s deep) run and send before we hold the thread;
-   * then spin slices that start at SPIN_SLICE_MIN_MS and double up to SPIN_SLICE_MAX_MS, so work of
-   * our own that is still queued waits at most about as long as it has already been quiet. Whenever
-   * we sent something since the previous poll, our own work is still flowing: back to plain yields.
+   * which is an epoll_wait): first YIELD_HOPS microtask hops, so the handlers of what we just
+   * delivered (queued microtasks, a few `await`s deep) run and send before we hold the thread; then
+   * spin slices that start at SPIN_SLICE_MIN_MS and double up to SPIN_SLICE_MAX_MS, so work of our
+   * own that is still queued waits at most about as long as it has already been quiet. Whenever we
+   * sent something since the previous poll, our own work is still flowing: back to plain hops.
    * (spin → yield → park of Aeron/LMAX idle strategies, where "yield" is to our own microtasks.)
    */
   private idle(): void {
@@ -408,36 +408,41 @@ export class ShmTransport implements Transport {
         this.park();
         return;
       }
+      // The spin budget is decided after the first hops, not here: in a closed loop our caller's
+      // next request is still a few microtasks from being sent, and getcpu and the policy would
+      // delay it.
+      this.waitStart = now;
+      this.spinLeft = -1;
+      this.slices = 0;
+      this.sentMark = this.stats.framesSent;
+      this.schedule(YIELD_HOPS, now);
+      return;
+    }
+    if (this.stats.framesSent !== this.sentMark) {
+      this.sentMark = this.stats.framesSent;
+      this.slices = 0;
+      this.schedule(YIELD_HOPS, now);
+      return;
+    }
+    if (this.spinLeft < 0) {
       const cpu = currentCpu();
       this.segment.publishCpu(cpu);
       const budgetUs = this.spin.budgetUs(cpu >= 0 && cpu === this.segment.peerCpu());
       this.streaming = budgetUs > 0;
       if (budgetUs <= 0) {
+        this.waitStart = 0;
+        this.spinLeft = 0;
         this.park();
         return;
       }
-      this.waitStart = now;
       this.spinLeft = budgetUs / 1000;
-      this.hop = 0;
-      this.sentMark = this.stats.framesSent;
-      this.schedule();
-      return;
-    }
-    if (this.stats.framesSent !== this.sentMark) {
-      this.sentMark = this.stats.framesSent;
-      this.hop = 0;
-    }
-    const hop = this.hop++;
-    if (hop < YIELD_HOPS) {
-      this.schedule();
-      return;
     }
     // A doorbell we rang waits in the control socket's buffer for the end of this event-loop turn
     // (so a burst of frames costs one write). Spinning holds that turn, and the peer we rang sleeps
     // until the doorbell arrives: write it out first. (Without this, every wait of a spinning pair
     // became a miss: 255 us instead of 4 us per round trip.)
     if (this.control.bufferedBytes > 0) this.control.flushNow?.();
-    const slice = Math.min(SPIN_SLICE_MAX_MS, SPIN_SLICE_MIN_MS * 2 ** (hop - YIELD_HOPS), this.spinLeft);
+    const slice = Math.min(SPIN_SLICE_MAX_MS, SPIN_SLICE_MIN_MS * 2 ** this.slices++, this.spinLeft);
     const reader = this.reader;
     const start = now;
     let end = start + slice;
@@ -460,13 +465,13 @@ export class ShmTransport implements Transport {
       if (t >= end) break;
     }
     this.spinLeft -= t - start - stolen;
-    if (this.spinLeft <= 0) this.giveUp();
-    else this.schedule();
+    if (this.spinLeft <= 0) this.giveUp(t);
+    else this.schedule(1, t);
   }
 
   /** The spin budget ran out with the ring still empty: a miss; park. */
-  private giveUp(): void {
-    this.endWait(false);
+  private giveUp(now: number): void {
+    this.endWait(false, now);
     this.park();
   }
 
