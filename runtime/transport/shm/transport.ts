@@ -455,9 +455,10 @@ export class ShmTransport implements Transport {
         return;
       }
       const t2 = performance.now();
-      if (t2 - t > PREEMPTED_MS) {
+      if (t2 - t > PREEMPTED_MS && stolen < MAX_BURST_MS) {
         // The kernel ran something else meanwhile: that time was not spent spinning, and the peer may
         // have answered during it, so it neither uses up the budget nor ends the slice unchecked.
+        // (Bounded: a throttled process must still get back to its event loop.)
         stolen += t2 - t;
         end += t2 - t;
       }
