@@ -1,4 +1,7 @@
-import { describe, expect, test } from "bun:test";
+import { afterEach, describe, expect, test } from "bun:test";
+import { FrameKind } from "../../rpc/frame.ts";
+import { TestResources, waitFor } from "../../../test/helpers.ts";
+import { connectedShmPair, type ShmPair } from "./pair.ts";
 import { AUTO_MAX_US, parseSpinSetting, SpinPolicy, spinFromWire, spinToWire } from "./spin.ts";
 
 describe("spin setting", () => {
@@ -106,5 +109,41 @@ describe("spin policy", () => {
     p.hit(10);
     expect(p.budgetUs(true)).toBe(0);
     expect(p.budgetUs(false)).toBeGreaterThan(0);
+  });
+});
+
+describe("a spinning ShmTransport (in one process, so every spin ends parked)", () => {
+  const res = new TestResources();
+  let pair: ShmPair | undefined;
+  afterEach(async () => {
+    pair?.close();
+    pair = undefined;
+    await res.cleanup();
+  });
+
+  test("frames delivered a few per poll, with handlers answering in between, stay in order both ways; then it parks", async () => {
+    pair = await connectedShmPair({ dir: res.scratchDir(), spin: 30 });
+    const got: number[] = [];
+    const echoed: number[] = [];
+    const sidecar = pair.sidecar;
+    pair.app.start({ onFrame: (_k, _f, callId) => void echoed.push(callId), onClose() {} });
+    sidecar.start({
+      // Answers a couple of microtasks later, like an async handler.
+      onFrame: (_k, _f, callId) => {
+        got.push(callId);
+        void Promise.resolve()
+          .then(() => undefined)
+          .then(() => sidecar.send(FrameKind.END, 0, callId, 0));
+      },
+      onClose() {},
+    });
+    for (let i = 1; i <= 300; i++) pair.app.send(FrameKind.CALL, 0, i, 0, new Uint8Array([i & 0xff]));
+    await waitFor(() => echoed.length === 300, { what: "300 answers" });
+    const inOrder = Array.from({ length: 300 }, (_, i) => i + 1);
+    expect(got).toEqual(inOrder);
+    expect(echoed).toEqual(inOrder);
+    await waitFor(() => pair!.app.isParked && pair!.sidecar.isParked, { what: "both readers parked" });
+    // Its peer shares its thread, so no spin could end any other way than parked.
+    expect(pair.app.stats.spinMisses + pair.sidecar.stats.spinMisses).toBeGreaterThan(0);
   });
 });
