@@ -1,11 +1,12 @@
 // ShmTransport: frames through two shared-memory rings, a doorbell on the uds control connection only
 // when the reader sleeps. Implements Transport, so the RPC channel runs over it unchanged.
 //
-// The reader runs in the JS event loop. A poll delivers a few records; the next poll is a chain of
-// microtasks later, so the handlers of what was delivered run (and answer) first and no epoll_wait is
-// paid per poll (one trip through the event loop every MAX_BURST_MS keeps the process's other I/O and
-// timers served). When the ring is empty the SpinPolicy decides: spin (after a few polls that only
-// yield to our own microtasks, in short synchronous slices between them, never through the event
+// The reader runs in the JS event loop. A poll delivers a bounded number of records (a few while the
+// peer runs beside us, see STREAM_POLL_BUDGET); the next poll is one or more microtasks later, so the
+// handlers of what was delivered run (and answer) first and no epoll_wait is paid per poll (one trip
+// through the event loop every MAX_BURST_MS keeps the process's other I/O and timers served). When
+// the ring is empty the SpinPolicy decides: spin (after a few microtask hops that let our own
+// handlers finish, in short synchronous slices with polls between them, never through the event
 // loop) or park: announce "parked" in shared memory, re-check the ring, and sleep until a DOORBELL
 // frame arrives on the control connection. A producer rings only when it finds
 // the reader parked, so under load no syscall is made per message. When the ring is full, frames wait
