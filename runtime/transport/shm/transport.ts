@@ -354,7 +354,8 @@ export class ShmTransport implements Transport {
   };
 
   /** One poll: drain, serve a waiting producer, flush our backlog, then yield, spin or park. */
-  private run(): void {
+  /** `seen`: performance.now() when a spin saw the records arrive (saves a clock read on the way). */
+  private run(seen = 0): void {
     if (this.isClosed || !this.sink) return;
     try {
       if (this.segment.fdOpen && this.segment.appAttached()) this.segment.closeFd();
@@ -365,7 +366,7 @@ export class ShmTransport implements Transport {
       if (this.isClosed) return;
       if (n > 0) {
         // Let the frames' handlers (queued microtasks) run, then poll again.
-        const now = performance.now();
+        const now = seen || performance.now();
         if (this.waitStart !== 0) this.endWait(true, now);
         this.schedule(this.streaming ? STREAM_DELIVERY_HOPS : 1, now);
         return;
@@ -450,9 +451,10 @@ export class ShmTransport implements Transport {
     let t = start;
     let stolen = 0;
     for (;;) {
-      if (reader.hasData()) {
+      // Several looks per clock read (one read costs ~10 of them): the records are seen sooner.
+      if (reader.hasData() || reader.hasData() || reader.hasData() || reader.hasData()) {
         this.spinLeft -= t - start - stolen;
-        this.run(); // that poll finds the records and ends the wait as a hit
+        this.run(t); // that poll finds the records and ends the wait as a hit
         return;
       }
       const t2 = performance.now();
