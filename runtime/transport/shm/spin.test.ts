@@ -2,7 +2,7 @@ import { afterEach, describe, expect, test } from "bun:test";
 import { FrameKind } from "../../rpc/frame.ts";
 import { TestResources, waitFor } from "../../../test/helpers.ts";
 import { connectedShmPair, type ShmPair } from "./pair.ts";
-import { AUTO_MAX_US, parseSpinSetting, SpinPolicy, spinFromWire, spinToWire } from "./spin.ts";
+import { AUTO_MAX_LOADED_US, AUTO_MAX_US, parseSpinSetting, SpinPolicy, spinFromWire, spinToWire } from "./spin.ts";
 
 describe("spin setting", () => {
   test("parses off, auto and microseconds; rejects anything else naming the source", () => {
@@ -101,7 +101,14 @@ describe("spin policy", () => {
     p.hit(15);
     expect(p.currentUs).toBe(31);
     p.hit(1000);
-    expect(p.currentUs).toBe(AUTO_MAX_US);
+    expect(p.currentUs).toBe(AUTO_MAX_LOADED_US);
+    // Spinning that long only pays under load, when we work at least as long between two waits;
+    // at low rates (short work between waits) the spin stays at AUTO_MAX_US.
+    expect(p.budgetUs(false)).toBe(AUTO_MAX_US);
+    for (let i = 0; i < 40; i++) p.budgetUs(false, 5);
+    expect(p.budgetUs(false, 5)).toBe(AUTO_MAX_US);
+    for (let i = 0; i < 40; i++) p.budgetUs(false, 500);
+    expect(p.budgetUs(false, 500)).toBe(AUTO_MAX_LOADED_US);
   });
 
   test("auto: no spinning while the peer runs on our CPU (it could not answer while we spin)", () => {

@@ -16,7 +16,11 @@
 //     Right after the budget fell to 0 the probes come sooner - the next wait, then one in 2, 4, 8 -
 //     backing off as they miss: a busy pair whose peer was preempted for a few waits got its spin
 //     back only 16 parks (a doorbell and an epoll wake-up each) later, which was most of its parks;
-//   - if the peer last reported running on our CPU, that wait does not spin at all.
+//   - if the peer last reported running on our CPU, that wait does not spin at all;
+//   - the budget is at most AUTO_MAX_US, or up to AUTO_MAX_LOADED_US while we work at least as long
+//     between two waits (a loaded pipeline: the peer is working through a batch or was preempted for
+//     a moment, and the extra spin is a small share of our time); at low rates, where every call
+//     waits and the work between waits is short, the longer spin would be most of our CPU.
 // (Parking is dear on a VM: a doorbell, an epoll wake-up, a read and an event-loop turn, ~15-20 us of
 // CPU between the two processes. Capping the spin at the work done between waits, so that at 10k
 // calls/s both sides park instead of one spinning through the gap, cost ~10% more CPU in total.)
@@ -24,12 +28,15 @@
 export type SpinSetting = "off" | "auto" | number;
 
 export const AUTO_MAX_US = 50;
+export const AUTO_MAX_LOADED_US = 100;
 const AUTO_START_US = 10;
 const PROBE_US = 50;
 const PROBE_EVERY = 16;
 /** Weight of the newest outcome in the recent hit rate (an average over roughly the last 8 waits). */
 const RATE_WEIGHT = 1 / 8;
 const STEADY_HIT_RATE = 0.75;
+/** Weight of the newest sample in the average work between waits. */
+const BUSY_WEIGHT = 1 / 8;
 export const MAX_FIXED_SPIN_US = 1_000_000;
 
 /** Parses MESH_SHM_SPIN / a config value. Throws naming the source and the accepted forms. */
@@ -61,6 +68,8 @@ export class SpinPolicy {
   private probeEvery = PROBE_EVERY;
   /** Exponentially weighted share of recent spins that were hits (0 before the first). */
   private hitRate = 0;
+  /** Average µs of work between two waits (0 until told). */
+  private busyUs = 0;
   hits = 0;
   misses = 0;
 
@@ -68,12 +77,16 @@ export class SpinPolicy {
     this.budget = setting === "off" ? 0 : setting === "auto" ? AUTO_START_US : setting;
   }
 
-  /** µs to spin before parking, for the wait that starts now. */
-  budgetUs(peerOnMyCpu: boolean): number {
+  /**
+   * µs to spin before parking, for the wait that starts now. `busyUs`: how long we worked since the
+   * previous wait ended (omitted: unknown, counts as short).
+   */
+  budgetUs(peerOnMyCpu: boolean, busyUs?: number): number {
     if (this.setting === "off") return 0;
     if (this.setting !== "auto") return this.budget;
+    if (busyUs !== undefined) this.busyUs += (busyUs - this.busyUs) * BUSY_WEIGHT;
     if (peerOnMyCpu) return 0;
-    if (this.budget > 0) return this.budget;
+    if (this.budget > 0) return Math.min(this.budget, Math.max(AUTO_MAX_US, Math.min(AUTO_MAX_LOADED_US, this.busyUs)));
     if (++this.parksAtZero >= this.probeEvery) {
       this.parksAtZero = 0;
       return PROBE_US;
@@ -90,7 +103,7 @@ export class SpinPolicy {
     this.hits++;
     if (this.setting !== "auto") return;
     this.hitRate += (1 - this.hitRate) * RATE_WEIGHT;
-    this.budget = Math.min(AUTO_MAX_US, Math.max(this.budget, 2 * waitedUs + 1));
+    this.budget = Math.min(AUTO_MAX_LOADED_US, Math.max(this.budget, 2 * waitedUs + 1));
   }
 
   /** A spin ended in parking. `peerWasAsleep`: we had rung the peer's doorbell just before this wait. */

@@ -121,6 +121,8 @@ export class ShmTransport implements Transport {
    */
   private waitStart = 0;
   private spinLeft = 0;
+  /** performance.now() when the last wait ended (a hit, a miss, a doorbell): our work since then. */
+  private busySince = 0;
   /** We rang the peer's doorbell since the last wait began (so the peer was asleep). */
   private rangSinceWait = false;
   private waitAfterRing = false;
@@ -183,6 +185,7 @@ export class ShmTransport implements Transport {
     // First poll on a later turn of the event loop: whoever called start() (the channel) may still be
     // wiring up its handlers, and frames the peer sent already must not reach it before that.
     this.scheduled = true;
+    this.busySince = performance.now();
     setImmediate(this.tick);
   }
 
@@ -223,6 +226,7 @@ export class ShmTransport implements Transport {
     if (this.isClosed) return;
     this.parked = false;
     this.burstStart = 0;
+    this.busySince = performance.now();
     this.run();
   }
 
@@ -387,6 +391,7 @@ export class ShmTransport implements Transport {
     }
     this.waitStart = 0;
     this.spinLeft = 0;
+    this.busySince = now;
   }
 
   /**
@@ -429,7 +434,7 @@ export class ShmTransport implements Transport {
     if (this.spinLeft < 0) {
       const cpu = currentCpu();
       this.segment.publishCpu(cpu);
-      const budgetUs = this.spin.budgetUs(cpu >= 0 && cpu === this.segment.peerCpu());
+      const budgetUs = this.spin.budgetUs(cpu >= 0 && cpu === this.segment.peerCpu(), (this.waitStart - this.busySince) * 1000);
       this.streaming = budgetUs > 0;
       if (budgetUs <= 0) {
         this.waitStart = 0;
