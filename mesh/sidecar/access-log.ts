@@ -1,27 +1,35 @@
-// One access-log line per finished call, through pino: JSON on stderr, pretty when stderr is a terminal.
-// Not through the shared synchronous logger: at 1,000 calls/s a write(2) per line costs measurable CPU,
-// so lines are buffered (up to 4 KiB or 250 ms) and flushed on exit — as Envoy buffers its access log.
-// MESH_ACCESS_LOG=off turns it off.
+// One access-log line per finished call: JSON on stderr in pino's line format (level, time, pid,
+// component "access", the fields, msg "call"), pretty through pino when stderr is a terminal.
+// Not through the shared synchronous logger: at 1,000 calls/s a write(2) per line costs measurable
+// CPU, so lines are buffered (up to 4 KiB or 250 ms) and flushed on exit — as Envoy buffers its access
+// log. And not through pino's object serialisation either: the line has fixed fields, so it is put
+// together by hand (a few string joins instead of pino's generic walk over an object — a few µs per
+// call, at 1,000 calls/s a visible share of the sidecar's CPU). The bytes still go through pino's
+// buffered destination. MESH_ACCESS_LOG=off turns it off; MESH_LOG_LEVEL above info silences it too.
 import pino, { type Logger } from "pino";
 import { logger } from "../../runtime/log.ts";
 import { statusName } from "../../runtime/rpc/status.ts";
 import type { Direction } from "./metrics.ts";
 
-const enabled = process.env.MESH_ACCESS_LOG !== "off";
-let cachedLog: Logger | undefined;
-let dest: ReturnType<typeof pino.destination> | undefined;
+const LEVELS: Record<string, number> = { trace: 10, debug: 20, info: 30, warn: 40, error: 50, fatal: 60, silent: Infinity };
+const level = process.env.MESH_LOG_LEVEL ?? "info";
+const enabled = process.env.MESH_ACCESS_LOG !== "off" && (LEVELS[level] ?? 30) <= 30;
 
-function accessLogger(): Logger {
-  if (cachedLog) return cachedLog;
+let pretty: Logger | undefined;
+let dest: ReturnType<typeof pino.destination> | undefined;
+let prefix = "";
+let started = false;
+
+function start(): void {
+  started = true;
   if (process.stderr.isTTY && process.env.MESH_LOG_FORMAT !== "json") {
-    cachedLog = logger("access");
-  } else {
-    dest = pino.destination({ fd: 2, sync: false, minLength: 4096 });
-    const d = dest;
-    process.on("exit", () => d.flushSync());
-    cachedLog = pino({ level: process.env.MESH_LOG_LEVEL ?? "info", base: { pid: process.pid, component: "access" } }, dest);
+    pretty = logger("access");
+    return;
   }
-  return cachedLog;
+  dest = pino.destination({ fd: 2, sync: false, minLength: 4096 });
+  const d = dest;
+  process.on("exit", () => d.flushSync());
+  prefix = `,"pid":${process.pid},"component":"access","direction":"`;
 }
 
 /** Writes buffered lines now (before a planned exit). */
@@ -54,11 +62,30 @@ function scheduleFlush(): void {
   flushTimer.unref?.();
 }
 
+// Characters that need escaping in a JSON string (and lone surrogates, which JSON.stringify escapes).
+const NEEDS_ESCAPE = /["\\\u0000-\u001f\ud800-\udfff]/;
+
+/** A JSON string literal: as is when nothing needs escaping (method paths, addresses, ids usually). */
+function str(s: string): string {
+  return NEEDS_ESCAPE.test(s) ? JSON.stringify(s) : `"${s}"`;
+}
+
+/** The line pino would write for these fields (same keys, same order). Exported for the test. */
+export function formatAccessLine(e: AccessEntry, now: number, head: string): string {
+  let line = `{"level":30,"time":${now}${head}${e.direction}","method":${str(e.method)},"code":"${statusName(e.code)}","duration_ms":${Math.round(e.durationMs * 1000) / 1000},"upstream":${str(e.upstream)},"attempts":${e.attempts},"trace_id":"${e.traceId}","span_id":"${e.spanId}"`;
+  if (e.code !== 0 && e.details) line += `,"details":${str(e.details)}`;
+  return line + ',"msg":"call"}\n';
+}
+
 export function logAccess(e: AccessEntry): void {
   if (!enabled) return;
-  const log = accessLogger();
-  scheduleFlush();
-  log.info(
+  if (!started) start();
+  if (dest) {
+    dest.write(formatAccessLine(e, Date.now(), prefix));
+    scheduleFlush();
+    return;
+  }
+  pretty!.info(
     {
       direction: e.direction,
       method: e.method,
