@@ -191,6 +191,22 @@ export class SidecarMetrics {
     d.observe(seconds);
   }
 
+  private readonly attemptChildren = new Map<string, { inc(): void }>();
+
+  /** Records one attempt to an upstream endpoint. */
+  attempt(service: string, endpoint: string, code: number): void {
+    const key = `${service} ${endpoint} ${code}`;
+    let c = this.attemptChildren.get(key);
+    if (!c) this.attemptChildren.set(key, (c = this.attempts.labels({ service, endpoint, code: statusName(code) })));
+    c.inc();
+  }
+
+  /** Forgets an endpoint's attempt counters' cached children (it left the endpoint set). */
+  forgetEndpoint(service: string, endpoint: string): void {
+    const prefix = `${service} ${endpoint} `;
+    for (const k of this.attemptChildren.keys()) if (k.startsWith(prefix)) this.attemptChildren.delete(k);
+  }
+
   text(): Promise<string> {
     return this.registry.metrics();
   }

@@ -2,7 +2,7 @@
 // with the per-route timeout, retries (backoff with jitter, retryable codes only, retry budget, deadline
 // kept), circuit breaker and outlier ejection, spoken as gRPC to the remote sidecar. Payloads are bytes.
 import type { OutgoingHttpHeaders } from "node:http2";
-import { type Metadata, RpcError, Status, statusName } from "../../runtime/rpc/status.ts";
+import { type Metadata, RpcError, Status } from "../../runtime/rpc/status.ts";
 import type { ServerCall, ServerHandler } from "../../runtime/rpc/types.ts";
 import { logAccess } from "./access-log.ts";
 import { baseRequestHeaders, type CallListener, type GrpcClientCall } from "./grpc/client.ts";
@@ -204,7 +204,7 @@ function settleAttempt(cluster: UpstreamCluster, ep: EndpointConn, code: number)
   ep.active--;
   cluster.breaker.release();
   cluster.outlier.record(ep, code, cluster.endpoints);
-  cluster.metrics.attempts.inc({ service: cluster.service, endpoint: ep.address, code: statusName(code) });
+  cluster.metrics.attempt(cluster.service, ep.address, code);
 }
 
 /**

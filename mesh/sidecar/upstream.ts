@@ -88,6 +88,7 @@ export class UpstreamCluster {
     for (const gone of keep.values()) {
       gone.client.close();
       this.deps.metrics.ejected.remove({ service: this.service, endpoint: gone.address });
+      this.deps.metrics.forgetEndpoint(this.service, gone.address);
     }
     this.endpoints = next;
     log.info({ service: this.service, endpoints: next.map((e) => e.address) }, `${this.service}: ${next.length} endpoint(s)`);

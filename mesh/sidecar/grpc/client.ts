@@ -304,16 +304,19 @@ export class GrpcClient {
       call.fail(Status.RESOURCE_EXHAUSTED, `request message larger than max (${request.byteLength} vs. ${this.opts.maxMessageBytes})`);
       return call;
     }
-    let h = headers;
+    // The caller's headers object is reused across attempts; each request is sent (copied into
+    // frames) before the next attempt sets its own grpc-timeout.
+    const h = headers;
     if (deadline !== undefined && Number.isFinite(deadline)) {
       const left = deadline - Date.now();
       if (left <= 0) {
         call.fail(Status.DEADLINE_EXCEEDED, `deadline exceeded before the call to ${this.address} started`);
         return call;
       }
-      h = { ...headers, "grpc-timeout": formatGrpcTimeout(left) };
+      h["grpc-timeout"] = formatGrpcTimeout(left);
     } else {
       deadline = undefined;
+      delete h["grpc-timeout"];
     }
     let session = this.currentSession();
     let stream: http2.ClientHttp2Stream;
