@@ -2,11 +2,11 @@
 // [--transport auto|uds|shm|rpal]`. Prints one JSON "ready" line on stdout once listening; logs go to
 // stderr. SIGTERM/SIGINT drain gracefully and exit 0. Bad input exits 2 with a one-line reason.
 import { resolve, dirname } from "node:path";
-import { findPod, loadConfig } from "../config/index.ts";
 import { logger } from "../../runtime/log.ts";
 import { parseTransportChoice } from "../../runtime/transport/negotiate.ts";
 import type { TransportChoice } from "../../runtime/transport/types.ts";
 import { flushAccessLog } from "./access-log.ts";
+import type { LoadReply, LoadRequest } from "./config-worker.ts";
 import { Sidecar } from "./sidecar.ts";
 
 const USAGE = "usage: bun mesh/sidecar/main.ts --config <mesh.yaml> --pod <name> --app-socket <path> [--transport auto|uds|shm|rpal]";
@@ -44,21 +44,37 @@ const earlyInt = early("SIGINT");
 process.on("SIGTERM", earlyTerm);
 process.on("SIGINT", earlyInt);
 
+/** mesh.yaml's pod and its protos' methods, loaded in a worker (see config-worker.ts for why). */
+async function loadInWorker(req: LoadRequest): Promise<LoadReply> {
+  const worker = new Worker(new URL("./config-worker.ts", import.meta.url).href);
+  try {
+    return await new Promise<LoadReply>((resolveReply, reject) => {
+      worker.onmessage = (ev: MessageEvent<LoadReply>) => resolveReply(ev.data);
+      worker.onerror = (ev) => reject(new Error(`loading the configuration failed: ${ev.message}`));
+      worker.postMessage(req);
+    });
+  } finally {
+    worker.terminate();
+  }
+}
+
 async function main(): Promise<number> {
   const log = logger("sidecar");
   let sidecar: Sidecar;
   try {
     const args = parseArgs(process.argv.slice(2));
     const configPath = resolve(args.config);
-    const config = loadConfig(configPath);
-    const pod = findPod(config, args.pod, configPath);
+    const loaded = await loadInWorker({ configPath, pod: args.pod });
+    if (!loaded.ok) throw new Error(loaded.message);
+    const pod = loaded.pod;
+    const methods = new Map(loaded.methods.map((m) => [m.path, m]));
     const override = args.transport ?? process.env.MESH_TRANSPORT;
     const transport: TransportChoice | undefined = override ? parseTransportChoice(override, args.transport ? "--transport" : "MESH_TRANSPORT") : undefined;
     // The shm provider takes its settings from the environment; mesh.yaml's sidecar.shm fills in what
     // the environment does not set (an explicit MESH_SHM_* wins, like MESH_TRANSPORT).
     process.env.MESH_SHM_RING_BYTES ??= String(pod.sidecar.shm.ring_bytes);
     process.env.MESH_SHM_SPIN ??= String(pod.sidecar.shm.spin);
-    sidecar = new Sidecar({ pod, baseDir: dirname(configPath), appSocket: resolve(args.appSocket), transport });
+    sidecar = new Sidecar({ pod, baseDir: dirname(configPath), appSocket: resolve(args.appSocket), transport, methods });
   } catch (e) {
     process.stderr.write(`sidecar: ${(e as Error).message}\n`);
     return 2;

@@ -14,7 +14,7 @@ import { InboundServer } from "./inbound.ts";
 import { InflightTracker } from "./inflight.ts";
 import { SidecarMetrics } from "./metrics.ts";
 import { makeOutboundHandler } from "./outbound.ts";
-import { loadMethods, type MethodInfo } from "./protos.ts";
+import type { MethodInfo } from "./protos.ts";
 import { checkTlsFiles, MeshTls } from "./tls.ts";
 import { UpstreamCluster } from "./upstream.ts";
 
@@ -27,6 +27,8 @@ export interface SidecarOptions {
   appSocket: string;
   /** Overrides sidecar.transport (CLI --transport / MESH_TRANSPORT). */
   transport?: TransportChoice;
+  /** The methods of the pod's protos by path (see config-worker.ts, which loads them). */
+  methods: Map<string, MethodInfo>;
 }
 
 export interface ReadyInfo {
@@ -57,7 +59,7 @@ export class Sidecar {
     const sc = opts.pod.sidecar;
     this.transportChoice = opts.transport ?? sc.transport;
     this.settings = { maxMessageBytes: sc.max_message_bytes, initialWindowBytes: 1024 * 1024, maxConcurrentCalls: 1024 };
-    this.methods = loadMethods(sc.protos, opts.baseDir);
+    this.methods = opts.methods;
     this.tls = sc.tls ? new MeshTls(checkTlsFiles(sc.tls, opts.baseDir)) : undefined;
     this.metrics = new SidecarMetrics(
       opts.pod.name,
