@@ -73,15 +73,13 @@ export class InboundServer {
     const incoming = call.metadata.traceparent;
     const trace = nextHop(typeof incoming === "string" ? incoming : undefined);
     let done = false;
-    const finish = (code: number, details: string, trailers: Metadata | undefined) => {
+    const finish = (code: number, details: string, trailers: Metadata | undefined, last?: Uint8Array) => {
       if (done) return;
       done = true;
-      if (call.ended) {
-        // The gRPC layer ended it first (a protocol error in the request stream): record what the client got.
-        code = call.endedCode!;
-      } else {
-        call.end(code, details, trailers);
-      }
+      if (!call.ended) call.end(code, details, trailers, last);
+      // The gRPC layer may have ended it first (a protocol error in the request stream, a response over
+      // the size limit): record what the client got.
+      code = call.endedCode ?? code;
       const ms = performance.now() - started;
       metrics.observe("inbound", m.path, code, ms / 1000);
       logAccess({ direction: "inbound", method: m.path, code, details, durationMs: ms, upstream: "app", attempts: 1, traceId: trace.traceId, spanId: trace.spanId });
@@ -134,16 +132,12 @@ export class InboundServer {
     }
     const status = await appCall.status;
     let { code, details } = status;
-    if (!m.shape.serverStreaming && code === Status.OK) {
-      if (response === undefined) {
-        // Sending an empty message instead would hand the client a default-valued reply it never got.
-        code = Status.INTERNAL;
-        details = `the app ended ${m.path} OK without sending a response message`;
-      } else {
-        call.write(response);
-      }
+    if (!m.shape.serverStreaming && code === Status.OK && response === undefined) {
+      // Sending an empty message instead would hand the client a default-valued reply it never got.
+      code = Status.INTERNAL;
+      details = `the app ended ${m.path} OK without sending a response message`;
     }
-    finish(code, details, status.trailers);
+    finish(code, details, status.trailers, code === Status.OK && !m.shape.serverStreaming ? response : undefined);
   }
 
   private async pumpRequests(call: GrpcServerCall, appCall: ClientCall): Promise<void> {

@@ -12,6 +12,7 @@ import { GrpcServer, type GrpcServerCall } from "./server.ts";
 const SHAPES: Record<string, CallShape> = {
   "/t.S/Unary": { clientStreaming: false, serverStreaming: false },
   "/t.S/Hang": { clientStreaming: false, serverStreaming: false },
+  "/t.S/Big": { clientStreaming: false, serverStreaming: false },
   "/t.S/Stream": { clientStreaming: false, serverStreaming: true },
   "/t.S/Bidi": { clientStreaming: true, serverStreaming: true },
 };
@@ -35,6 +36,10 @@ function handle(call: GrpcServerCall): void {
     case "/t.S/Hang":
       hanging.push(call);
       return;
+    case "/t.S/Big":
+      // A response over the size limit, sent with the status (unary) or written on its own.
+      if (call.request!.toString() === "write") return void call.write(Buffer.alloc(MAX + 1));
+      return call.end(Status.OK, "", undefined, Buffer.alloc(MAX + 1));
     case "/t.S/Stream":
       for (let i = 0; i < 3; i++) call.write(Buffer.from(`${call.request!.toString()}#${i}`));
       return call.end(Status.OK, "");
@@ -162,6 +167,14 @@ describe("GrpcServer with a grpc-js client", () => {
     b.end();
     await done;
     expect(echoes).toEqual(["bidi:a", "bidi:b", "bidi:c"]);
+  });
+
+  test("a response over the size limit ends the call RESOURCE_EXHAUSTED instead of going out", async () => {
+    for (const how of ["end", "write"]) {
+      const r = await unary("/t.S/Big", how);
+      expect(r.err?.code).toBe(Status.RESOURCE_EXHAUSTED);
+      expect(seen[seen.length - 1]!.endedCode).toBe(Status.RESOURCE_EXHAUSTED);
+    }
   });
 
   test("an unknown method is UNIMPLEMENTED", async () => {

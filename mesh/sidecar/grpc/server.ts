@@ -206,11 +206,21 @@ export class GrpcServerCall {
   }
 
   /**
-   * Ends the call with a status and trailers. With nothing sent yet this is one trailers-only
-   * HEADERS frame; otherwise the trailers follow the messages. Later calls do nothing.
+   * Ends the call with a status and trailers, after `lastMessage` if given. With nothing sent yet this
+   * is one trailers-only HEADERS frame; otherwise the trailers follow the messages. Later calls do
+   * nothing.
    */
-  end(code: number, details: string, trailers?: Metadata): void {
+  end(code: number, details: string, trailers?: Metadata, lastMessage?: Uint8Array): void {
     if (this.ended) return;
+    let last: Buffer | undefined;
+    if (lastMessage) {
+      // A unary response goes out with the status in one stream.end(): one write fewer per call.
+      if (lastMessage.byteLength > this.maxBytes) {
+        return this.end(Status.RESOURCE_EXHAUSTED, `response message larger than max (${lastMessage.byteLength} vs. ${this.maxBytes})`);
+      }
+      last = frameMessage(lastMessage);
+      this.wroteMessage = true;
+    }
     this.endedCode = code;
     if (this.timer) clearTimeout(this.timer);
     this.queue?.end();
@@ -242,7 +252,8 @@ export class GrpcServerCall {
       }
     });
     try {
-      stream.end();
+      if (last) stream.end(last);
+      else stream.end();
     } catch {
       // gone
     }
