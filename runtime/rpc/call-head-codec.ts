@@ -180,22 +180,25 @@ function skip(c: Cursor, wireType: number): void {
 /** Decoded method names, keyed by a hash of their bytes and checked byte for byte on a hit. */
 const methodCache = new Map<number, { bytes: Uint8Array; text: string }>();
 
-function methodName(b: Uint8Array): string {
+/** The method name in buf[at, at+len): read in place, no view made on a cache hit. */
+function methodName(buf: Uint8Array, at: number, len: number): string {
   let h = 0x811c9dc5;
-  for (let i = 0; i < b.byteLength; i++) h = Math.imul(h ^ b[i]!, 0x01000193);
+  for (let i = at; i < at + len; i++) h = Math.imul(h ^ buf[i]!, 0x01000193);
   const hit = methodCache.get(h);
-  if (hit && hit.bytes.byteLength === b.byteLength) {
+  if (hit && hit.bytes.byteLength === len) {
+    const hb = hit.bytes;
     let same = true;
-    for (let i = 0; i < b.byteLength; i++) {
-      if (hit.bytes[i] !== b[i]) {
+    for (let i = 0; i < len; i++) {
+      if (hb[i] !== buf[at + i]) {
         same = false;
         break;
       }
     }
     if (same) return hit.text;
   }
+  const b = buf.slice(at, at + len);
   const text = decoder.decode(b);
-  if (methodCache.size < METHOD_CACHE_LIMIT) methodCache.set(h, { bytes: b.slice(), text });
+  if (methodCache.size < METHOD_CACHE_LIMIT) methodCache.set(h, { bytes: b, text });
   return text;
 }
 
@@ -220,14 +223,21 @@ function readEntry(c: Cursor, md: Metadata): void {
   md[key] = key.endsWith("-bin") ? (binary ?? new Uint8Array(0)) : (value ?? "");
 }
 
-export function decodeCallHeadFast(bytes: Uint8Array): CallHeadFields {
-  const c: Cursor = { buf: bytes, at: 0, end: bytes.byteLength };
+/** Decodes the call head in bytes[0, end) (end defaults to the whole view). */
+export function decodeCallHeadFast(bytes: Uint8Array, end: number = bytes.byteLength): CallHeadFields {
+  if (end > bytes.byteLength) throw new CallHeadError(`malformed call head: ${end} bytes claimed, ${bytes.byteLength} present`);
+  const c: Cursor = { buf: bytes, at: 0, end };
   const head: CallHeadFields = { method: "", metadata: {}, timeoutUs: 0, serverStreaming: false, clientStreaming: false };
   while (c.at < c.end) {
     const tag = readVarint(c);
     const field = Math.floor(tag / 8);
     const wt = tag & 7;
-    if (field === 1 && wt === 2) head.method = methodName(readSlice(c));
+    if (field === 1 && wt === 2) {
+      const len = readVarint(c);
+      if (len > c.end - c.at) throw new CallHeadError(`malformed call head: a field claims ${len} bytes, ${c.end - c.at} remain`);
+      head.method = methodName(c.buf, c.at, len);
+      c.at += len;
+    }
     else if (field === 2 && wt === 2) readEntry(c, head.metadata);
     else if (field === 3 && wt === 0) head.timeoutUs = readVarint(c);
     else if (field === 4 && wt === 0) head.serverStreaming = readVarint(c) !== 0;

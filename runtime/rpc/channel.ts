@@ -544,16 +544,14 @@ export class RpcChannel {
     if (this.serverCalls.size >= this.localSettings.maxConcurrentCalls) {
       return this.rejectCall(callId, Status.RESOURCE_EXHAUSTED, `too many concurrent calls (limit ${this.localSettings.maxConcurrentCalls})`);
     }
-    let headBytes = body;
-    let message: Uint8Array | undefined;
-    if (flags & FrameFlag.WITH_MESSAGE) {
-      if (aux > body.byteLength) return this.rejectCall(callId, Status.INTERNAL, `malformed CALL: head length ${aux} exceeds the ${body.byteLength}-byte body`);
-      headBytes = body.subarray(0, aux);
-      message = body.subarray(aux);
+    const withMessage = (flags & FrameFlag.WITH_MESSAGE) !== 0;
+    if (withMessage && aux > body.byteLength) {
+      return this.rejectCall(callId, Status.INTERNAL, `malformed CALL: head length ${aux} exceeds the ${body.byteLength}-byte body`);
     }
+    const headEnd = withMessage ? aux : body.byteLength;
     let head;
     try {
-      head = decodeCallHead(headBytes);
+      head = decodeCallHead(body, headEnd);
     } catch (e) {
       return this.rejectCall(callId, Status.INTERNAL, (e as WireError).message);
     }
@@ -574,8 +572,8 @@ export class RpcChannel {
         this.serverEnd(call, Status.DEADLINE_EXCEEDED, details);
       }, head.timeoutUs / 1000);
     }
-    if (message !== undefined) {
-      this.onRequestMessage(callId, flags & FrameFlag.END_STREAM, message);
+    if (withMessage) {
+      this.onRequestMessage(callId, flags & FrameFlag.END_STREAM, body, headEnd);
       if (call.ended) return;
     } else if (flags & FrameFlag.END_STREAM) {
       call.requests.end();
@@ -672,20 +670,22 @@ export class RpcChannel {
     }
   }
 
-  private onRequestMessage(callId: number, flags: number, body: Uint8Array): void {
+  /** A request message: body[from, end) (a CALL that carries its message passes the head's length). */
+  private onRequestMessage(callId: number, flags: number, body: Uint8Array, from = 0): void {
     const call = this.serverCalls.get(callId);
     if (!call) return; // the call ended on our side already (cancel/deadline race): drop
     if (!(flags & FrameFlag.NO_MESSAGE)) {
-      if (!this.accept(call.window, body.byteLength, call.method)) {
+      const length = body.byteLength - from;
+      if (!this.accept(call.window, length, call.method)) {
         call.abort(new RpcError(Status.RESOURCE_EXHAUSTED, "client ignored flow control"));
         return this.serverEnd(call, Status.RESOURCE_EXHAUSTED, "client sent more than its flow-control window allows");
       }
-      if (body.byteLength > this.localSettings.maxMessageBytes) {
-        const details = `request message of ${body.byteLength} bytes exceeds this server's max message size of ${this.localSettings.maxMessageBytes} bytes`;
+      if (length > this.localSettings.maxMessageBytes) {
+        const details = `request message of ${length} bytes exceeds this server's max message size of ${this.localSettings.maxMessageBytes} bytes`;
         call.abort(new RpcError(Status.RESOURCE_EXHAUSTED, details));
         return this.serverEnd(call, Status.RESOURCE_EXHAUSTED, details);
       }
-      call.requests.push(body.slice());
+      call.requests.push(body.slice(from));
     }
     if (flags & FrameFlag.END_STREAM) call.requests.end();
   }

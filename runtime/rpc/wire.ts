@@ -100,11 +100,12 @@ export function encodeCallHead(h: CallHead): Uint8Array {
   return encodeCallHeadTransient(h).slice();
 }
 
-export function decodeCallHead(bytes: Uint8Array): CallHead {
+/** Decodes the call head in bytes[0, end) (a CALL that carries its message holds more after it). */
+export function decodeCallHead(bytes: Uint8Array, end: number = bytes.byteLength): CallHead {
   try {
-    return decodeCallHeadFast(bytes);
+    return decodeCallHeadFast(bytes, end);
   } catch (e) {
-    throw new WireError(`${(e as Error).message} (${bytes.byteLength} bytes)`);
+    throw new WireError(`${(e as Error).message} (${end} bytes)`);
   }
 }
 
