@@ -46,8 +46,11 @@ export function checkTargets(rows: BenchRow[]): TargetResult[] {
   if (shmClosed?.median_us != null && uds?.median_us != null) {
     add(3, "shm round trip (spin off) ≤ uds's", `${f(shmClosed.median_us)} µs vs ${f(uds.median_us)} µs`, shmClosed.median_us <= uds.median_us);
   } else add(3, "shm round trip (spin off) ≤ uds's", "not measured", undefined);
-  const shmSpin = rows.find((r) => r.transport === "shm" && r.mode === "closed-loop" && r.spin !== undefined && r.spin !== "off");
-  if (shmSpin?.median_us != null) add(3, "shm round trip with spin on and a free core ≤ 2 µs", `${f(shmSpin.median_us)} µs (spin ${shmSpin.spin}, ${shmSpin.placement})`, shmSpin.median_us <= 2);
+  // Judged on the default setting (spin auto) when it ran; every other spinning row is shown beside it.
+  const spinRows = rows.filter((r) => r.transport === "shm" && r.mode === "closed-loop" && r.spin !== undefined && r.spin !== "off" && r.median_us != null);
+  const shmSpin = spinRows.find((r) => r.spin === "auto") ?? spinRows[0];
+  const otherSpins = spinRows.filter((r) => r !== shmSpin).map((r) => `; spin ${r.spin}: ${f(r.median_us!)} µs`).join("");
+  if (shmSpin?.median_us != null) add(3, "shm round trip with spin on and a free core ≤ 2 µs", `${f(shmSpin.median_us)} µs (spin ${shmSpin.spin}, ${shmSpin.placement}${otherSpins})`, shmSpin.median_us <= 2);
   else add(3, "shm round trip with spin on and a free core ≤ 2 µs", "not measured", undefined);
 
   for (const [rate, goal] of [[10_000, 0.7], [50_000, 0.3]] as const) {
