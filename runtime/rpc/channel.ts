@@ -103,7 +103,12 @@ class Window {
 
 class ClientCallImpl extends Window implements ClientCall {
   readonly status: Promise<FinalStatus>;
-  readonly responses: MessageQueue;
+  /**
+   * A unary call's response, kept here until somebody wants a queue: unary() takes it directly, so
+   * the common call never builds one.
+   */
+  private single: Uint8Array | undefined;
+  private queue: MessageQueue | undefined;
   readonly window: Window = this;
   finished = false;
   begun = false;
@@ -130,7 +135,41 @@ class ClientCallImpl extends Window implements ClientCall {
   ) {
     super(ch.peerSettings.initialWindowBytes);
     this.status = new Promise((r) => (this.resolveStatus = r));
-    this.responses = new MessageQueue(this);
+  }
+
+  /** The responses as an async queue (made on first use, holding anything that already arrived). */
+  get responses(): MessageQueue {
+    if (this.queue !== undefined) return this.queue;
+    const q = new MessageQueue(this);
+    this.queue = q;
+    if (this.single !== undefined) {
+      q.push(this.single);
+      this.single = undefined;
+    }
+    const s = this.finalStatus;
+    if (s !== undefined) q.end(s.code === Status.OK ? undefined : new RpcError(s.code, s.details, s.trailers));
+    return q;
+  }
+
+  /** True once a response message arrived (a unary call takes exactly one). */
+  get hasResponse(): boolean {
+    return this.single !== undefined || (this.queue !== undefined && this.queue.length > 0);
+  }
+
+  /** @internal A response from the peer. */
+  pushResponse(message: Uint8Array): void {
+    if (this.queue === undefined && !this.shape.serverStreaming && this.single === undefined) this.single = message;
+    else this.responses.push(message);
+  }
+
+  /** @internal The unary response, if one arrived (never waits). */
+  takeResponse(): Uint8Array | undefined {
+    const m = this.single;
+    if (m !== undefined) {
+      this.single = undefined;
+      return m;
+    }
+    return this.queue?.take();
   }
 
   /** @internal The caller read `bytes` of response: the channel may grant the server more window. */
@@ -154,7 +193,7 @@ class ClientCallImpl extends Window implements ClientCall {
     this.finalStatus = status;
     this.request = undefined;
     this.setHeaders(NO_METADATA);
-    this.responses.end(status.code === Status.OK ? undefined : new RpcError(status.code, status.details, status.trailers));
+    this.queue?.end(status.code === Status.OK ? undefined : new RpcError(status.code, status.details, status.trailers));
     this.window.wake();
     if (this.beginWaiters !== undefined) {
       const w = this.beginWaiters;
@@ -371,7 +410,7 @@ export class RpcChannel {
     const call = this.open(method, UNARY, opts, request);
     const status = await call.status;
     if (status.code !== Status.OK) throw new RpcError(status.code, status.details, status.trailers);
-    const response = call.responses.take();
+    const response = call.takeResponse();
     if (response === undefined) throw new RpcError(Status.INTERNAL, `${method}: the server ended the call OK without a response message`);
     return { response, headers: call.headersValue ?? NO_METADATA, trailers: status.trailers };
   }
@@ -712,12 +751,12 @@ export class RpcChannel {
         `response message of ${body.byteLength} bytes exceeds this client's max message size of ${this.localSettings.maxMessageBytes} bytes`,
       );
     }
-    if (!call.shape.serverStreaming && call.responses.length > 0) {
+    if (!call.shape.serverStreaming && call.hasResponse) {
       return this.clientCancel(call, Status.INTERNAL, `${call.method}: server sent more than one response to a unary call`);
     }
     // A server that sends no explicit headers has none: a caller awaiting them must not wait for END.
     call.setHeaders(NO_METADATA);
-    call.responses.push(body.slice());
+    call.pushResponse(body.slice());
   }
 
   /** Accounts received bytes against what we granted; false if the peer overran its window. */
