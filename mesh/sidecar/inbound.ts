@@ -32,11 +32,6 @@ function hasKeys(md: Metadata): boolean {
   return false;
 }
 
-/** The runtime's client call can send the last request and the half-close in one frame; use it when there. */
-type WithWriteLast = ClientCall & { writeLast?: (m: Uint8Array) => Promise<void> };
-
-const noop = () => {};
-
 export class InboundServer {
   readonly server: GrpcServer;
 
@@ -96,19 +91,17 @@ export class InboundServer {
     }
     const metadata = call.metadata;
     metadata.traceparent = trace.traceparent;
-    let appCall: WithWriteLast;
+    let appCall: ClientCall;
     try {
-      appCall = app.startCall(m.path, m.shape, { metadata, deadline: call.deadline });
+      // A unary or server-streaming request rides in the CALL frame itself (one frame to the app).
+      const only = m.shape.clientStreaming ? undefined : call.request!;
+      appCall = app.startCall(m.path, m.shape, { metadata, deadline: call.deadline }, only);
     } catch (e) {
       finish(Status.UNAVAILABLE, `cannot reach the app of pod ${pod}: ${(e as Error).message}`, undefined);
       return;
     }
     call.onCancel = (reason) => appCall.cancel(`the network client cancelled the call: ${reason}`);
-    if (!m.shape.clientStreaming) {
-      const req = call.request!;
-      if (appCall.writeLast) appCall.writeLast(req).catch(noop);
-      else appCall.write(req).then(() => appCall.end(), noop);
-    } else {
+    if (m.shape.clientStreaming) {
       void this.pumpRequests(call, appCall);
     }
     // Not awaited: the app may stream messages without sending headers first. A HEADERS frame arrives

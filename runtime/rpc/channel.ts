@@ -351,8 +351,12 @@ export class RpcChannel {
 
   // ---- client side -------------------------------------------------------------------------
 
-  startCall(method: string, shape: CallShape, opts: CallOptions = NO_OPTIONS): ClientCall {
-    return this.open(method, shape, opts, undefined);
+  /**
+   * Starts a call. With `request`, that is the call's only request message (unary and server-streaming
+   * shapes): it goes out with the CALL frame, in the same frame when small, and the call is half-closed.
+   */
+  startCall(method: string, shape: CallShape, opts: CallOptions = NO_OPTIONS, request?: Uint8Array): ClientCall {
+    return this.open(method, shape, opts, request);
   }
 
   /**

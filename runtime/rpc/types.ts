@@ -35,6 +35,8 @@ export interface ClientCall extends AsyncIterable<Uint8Array> {
   readonly method: string;
   /** Sends one request message; resolves once flow control lets the caller send the next. */
   write(message: Uint8Array): Promise<void>;
+  /** Sends the last request message and half-closes, in one frame. */
+  writeLast(message: Uint8Array): Promise<void>;
   /** Half-close: no more request messages. */
   end(): void;
   cancel(reason?: string): void;
