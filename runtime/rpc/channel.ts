@@ -275,6 +275,14 @@ class ServerCallImpl extends Window implements ServerCall {
     this.ch.serverEnd(this, code, details, trailers);
   }
 
+  takeRequest(): Uint8Array | undefined {
+    return this.requests.take();
+  }
+
+  respond(message: Uint8Array, trailers?: Metadata): void {
+    this.ch.serverRespond(this, message, trailers);
+  }
+
   [Symbol.asyncIterator](): AsyncIterator<Uint8Array> {
     return this.requests[Symbol.asyncIterator]();
   }
@@ -547,6 +555,34 @@ export class RpcChannel {
     }
     this.transport.send(FrameKind.MESSAGE, 0, call.callId, 0, message);
     if (this.transport.bufferedBytes > TRANSPORT_HIGH_WATER) await this.writable();
+  }
+
+  /** @internal */
+  serverRespond(call: ServerCallImpl, message: Uint8Array, trailers?: Metadata): void {
+    if (call.ended) return;
+    if (message.byteLength > this.peerSettings.maxMessageBytes) {
+      const details = `response message of ${message.byteLength} bytes exceeds the client's max message size of ${this.peerSettings.maxMessageBytes} bytes`;
+      return this.serverEnd(call, Status.RESOURCE_EXHAUSTED, details);
+    }
+    if (call.shape.serverStreaming || call.responsesSent > 0 || call.heldResponse !== undefined) {
+      // Not the one-response case: the general path keeps its checks and flow control.
+      void this.serverWrite(call, message).then(
+        () => this.serverEnd(call, Status.OK, "", trailers),
+        (e) => this.handlerFailed(call, e),
+      );
+      return;
+    }
+    call.responsesSent++;
+    call.window.send -= message.byteLength;
+    if (!this.isClosed) {
+      if (message.byteLength <= COMBINE_LIMIT && (!trailers || !hasKeys(trailers))) {
+        this.transport.send(FrameKind.END, FrameFlag.WITH_MESSAGE, call.callId, Status.OK, message);
+      } else {
+        this.transport.send(FrameKind.MESSAGE, 0, call.callId, 0, message);
+        this.transport.send(FrameKind.END, 0, call.callId, Status.OK, encodeEndStatus(Status.OK, "", trailers));
+      }
+    }
+    this.retireServer(call);
   }
 
   /** @internal */

@@ -120,4 +120,42 @@ describe("frames that carry a message", () => {
     expect(err.details).toMatch(/malformed END/);
     expect(channel.isOpen).toBe(true);
   });
+
+  test("respond(): the request taken without a wait, the answer and OK status in one END frame", async () => {
+    const { channel, raw, seen } = await pair(false);
+    channel.setHandler((call) => {
+      const req = call.takeRequest();
+      call.respond(new Uint8Array([...(req ?? [])].map((b) => b + 1)));
+    });
+    const head = encodeCallHead({ method: "/t.S/M", metadata: {}, timeoutUs: 0, serverStreaming: false, clientStreaming: false });
+    const body = new Uint8Array(head.byteLength + 2);
+    body.set(head);
+    body.set([4, 5], head.byteLength);
+    raw.send(FrameKind.CALL, FrameFlag.WITH_MESSAGE | FrameFlag.END_STREAM, 1, head.byteLength, body);
+    const end = await waitFor(() => seen.find((f) => f.kind === FrameKind.END), { what: "the END frame" });
+    expect(end.flags).toBe(FrameFlag.WITH_MESSAGE);
+    expect([...end.body]).toEqual([5, 6]);
+  });
+
+  test("respond() with trailers sends MESSAGE then END carrying them; over the client's limit it is RESOURCE_EXHAUSTED", async () => {
+    const { channel, raw, seen } = await pair(false);
+    channel.setHandler((call) => {
+      if (call.method === "/t.S/Big") call.respond(new Uint8Array(channel.peerSettings.maxMessageBytes + 1));
+      else call.respond(new Uint8Array([1]), { "x-t": "v" });
+    });
+    const send = (id: number, method: string) => {
+      const head = encodeCallHead({ method, metadata: {}, timeoutUs: 0, serverStreaming: false, clientStreaming: false });
+      raw.send(FrameKind.CALL, FrameFlag.WITH_MESSAGE | FrameFlag.END_STREAM, id, head.byteLength, head);
+    };
+    send(1, "/t.S/M");
+    send(3, "/t.S/Big");
+    const end1 = await waitFor(() => seen.find((f) => f.kind === FrameKind.END && f.callId === 1), { what: "END of call 1" });
+    expect(end1.flags & FrameFlag.WITH_MESSAGE).toBe(0);
+    expect(decodeEndStatus(end1.body).trailers).toEqual({ "x-t": "v" });
+    expect(seen.filter((f) => f.kind === FrameKind.MESSAGE && f.callId === 1).map((f) => [...f.body])).toEqual([[1]]);
+    const end3 = await waitFor(() => seen.find((f) => f.kind === FrameKind.END && f.callId === 3), { what: "END of call 3" });
+    expect(end3.aux).toBe(Status.RESOURCE_EXHAUSTED);
+    expect(seen.filter((f) => f.kind === FrameKind.MESSAGE && f.callId === 3)).toHaveLength(0);
+    expect(channel.isOpen).toBe(true);
+  });
 });

@@ -62,6 +62,17 @@ export interface ServerCall extends AsyncIterable<Uint8Array> {
   write(message: Uint8Array): Promise<void>;
   /** Ends the call with a status (default OK). Later calls are ignored. */
   end(code?: number, details?: string, trailers?: Metadata): void;
+  /**
+   * The next request message if one has arrived, without waiting (undefined if none has yet);
+   * iteration goes on after it. A unary call's request usually arrives with the call itself.
+   */
+  takeRequest(): Uint8Array | undefined;
+  /**
+   * A unary call's answer in one step: sends `message` and ends the call OK (with `trailers`). For a
+   * unary call this is write() + end() without a promise; the message is sent before respond returns.
+   * A message over the client's limit ends the call RESOURCE_EXHAUSTED instead.
+   */
+  respond(message: Uint8Array, trailers?: Metadata): void;
   readonly ended: boolean;
   /** Iterating yields request messages until the client half-closes. */
 }

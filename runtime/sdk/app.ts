@@ -308,12 +308,14 @@ async function readRequest(call: ServerCall, m: MethodDef): Promise<unknown> {
 
 function unaryHandler(m: MethodDef, fn: UnaryImpl): ServerHandler {
   return async (call) => {
-    const request = await readRequest(call, m);
+    // The request usually came with the call: take it without a wait (readRequest waits otherwise).
+    const first = call.takeRequest();
+    const request = first !== undefined ? m.decodeRequest(first) : await readRequest(call, m);
     const trailers = { md: undefined as Metadata | undefined };
-    const response = await fn(request, contextOf(call, trailers));
+    const result = fn(request, contextOf(call, trailers));
+    const response = result instanceof Promise ? await result : result;
     if (call.ended) return;
-    await call.write(m.encodeResponse(response));
-    call.end(Status.OK, "", trailers.md);
+    call.respond(m.encodeResponse(response), trailers.md);
   };
 }
 
