@@ -1,7 +1,7 @@
 // The VM harness's command line: what it accepts, what it refuses and the QEMU command it would run.
 // Booting is covered by test/vm-stock-kernel.test.ts (opt-in: it needs QEMU and a kernel image).
 import { afterAll, describe, expect, test } from "bun:test";
-import { accessSync, constants, existsSync, writeFileSync } from "node:fs";
+import { accessSync, constants, existsSync, mkdirSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { REPO_ROOT, TestResources } from "../../test/helpers.ts";
 
@@ -37,7 +37,7 @@ describe("kernel-patches/vm/run arguments", () => {
   test("--help documents every option and the exit statuses", () => {
     const { code, out } = vm(["--help"]);
     expect(code).toBe(0);
-    for (const opt of ["--kernel", "--initrd", "--rootfs", "--kvm", "--mem", "--smp", "--timeout", "--env", "--copy", "--dry-run"]) {
+    for (const opt of ["--kernel", "--initrd", "--rootfs", "--kvm", "--mem", "--smp", "--timeout", "--env", "--copy", "--modules", "--no-modules", "--dry-run"]) {
       expect(out).toContain(opt);
     }
     expect(out).toContain("124 timed out");
@@ -55,6 +55,9 @@ describe("kernel-patches/vm/run arguments", () => {
     [["--kernel", fakeKernel, "--env", "1BAD=x", "--", "true"], "--env '1BAD=x' must look like NAME=VALUE"],
     [["--kernel", fakeKernel, "--copy", "relative/path", "--", "true"], "must be an absolute path"],
     [["--kernel", fakeKernel, "bun", "test"], "unknown argument 'bun' (the command goes after --"],
+    [["--kernel", fakeKernel, "--copy", "/tmp", "--", "true"], "the guest mounts a fresh tmpfs on /tmp and /dev/shm"],
+    [["--kernel", fakeKernel, "--modules", "/nonexistent/modules", "--", "true"], "--modules '/nonexistent/modules' is not a directory"],
+    [["--kernel", fakeKernel, "--modules", scratch, "--no-modules", "--", "true"], "--modules and --no-modules contradict"],
   ])("refuses %j with exit 2 and a message naming the fix", (args, message) => {
     const { code, out } = vm(args as string[]);
     expect(out).toContain(message);
@@ -70,6 +73,17 @@ describe("kernel-patches/vm/run arguments", () => {
     expect(out).toContain(`-kernel ${fakeKernel}`);
     expect(out).toContain("console=ttyS0");
     expect(existsSync(work)).toBe(false);
+  });
+
+  test("--modules DIR goes to /usr/lib/modules/<its name> in the guest; a non-bzImage brings none by default", () => {
+    const none = vm(["--kernel", fakeKernel, "--dry-run", "--", "true"]);
+    expect(none.code).toBe(0);
+    expect(none.out).toContain("would copy no kernel modules");
+    const mods = join(scratch, "6.1.0-test");
+    mkdirSync(join(mods, "kernel"), { recursive: true });
+    const some = vm(["--kernel", fakeKernel, "--modules", mods, "--dry-run", "--", "true"]);
+    expect(some.code).toBe(0);
+    expect(some.out).toContain(`would copy kernel modules from ${mods} (without drivers/ and sound/) to /usr/lib/modules/6.1.0-test`);
   });
 
   test("--kvm switches to -cpu host only where /dev/kvm is usable", () => {
