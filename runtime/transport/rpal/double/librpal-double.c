@@ -412,6 +412,23 @@ PUBLIC int rpal_receiver_init(void)
 
 PUBLIC void rpal_receiver_exit(void) { t_receiver = 0; }
 
+/*
+ * Says once per process why sock_diag could not answer: a kernel without CONFIG_UNIX_DIAG, or with
+ * it as a module (Debian: =m) that it cannot load (no /lib/modules for the running kernel, or no
+ * modprobe), answers ENOENT, and rpal_uds_fdmap can then map no socket at all.
+ */
+static void sock_diag_failed(const char *what, int err)
+{
+	static int warned;
+	if (__atomic_exchange_n(&warned, 1, __ATOMIC_RELAXED))
+		return;
+	fprintf(stderr,
+		"librpal test double: rpal_uds_fdmap: sock_diag for AF_UNIX (%s) failed: %s; the kernel "
+		"must report a Unix socket's peer: CONFIG_UNIX_DIAG built in, or its unix_diag module "
+		"loadable (modprobe unix_diag)\n",
+		what, strerror(err));
+}
+
 /* The inode of the other end of a connected Unix socket, from sock_diag. 0 if unknown. */
 static uint64_t peer_inode(int fd)
 {
@@ -419,8 +436,10 @@ static uint64_t peer_inode(int fd)
 	if (fstat(fd, &st) != 0)
 		return 0;
 	int nl = socket(AF_NETLINK, SOCK_DGRAM | SOCK_CLOEXEC, NETLINK_SOCK_DIAG);
-	if (nl < 0)
+	if (nl < 0) {
+		sock_diag_failed("socket(AF_NETLINK, NETLINK_SOCK_DIAG)", errno);
 		return 0;
+	}
 	struct {
 		struct nlmsghdr nlh;
 		struct unix_diag_req req;
@@ -440,7 +459,15 @@ static uint64_t peer_inode(int fd)
 		char buf[8192] __attribute__((aligned(8)));
 		ssize_t n = recv(nl, buf, sizeof(buf), 0);
 		struct nlmsghdr *h = (struct nlmsghdr *)buf;
-		if (n > 0 && NLMSG_OK(h, (size_t)n) && h->nlmsg_type == SOCK_DIAG_BY_FAMILY) {
+		if (n > 0 && NLMSG_OK(h, (size_t)n) && h->nlmsg_type == NLMSG_ERROR &&
+		    h->nlmsg_len >= NLMSG_LENGTH(sizeof(struct nlmsgerr))) {
+			/* Asked about an AF_UNIX socket of ours, so it exists: any error (ENOENT when
+			 * unix_diag is missing) means sock_diag cannot answer for AF_UNIX at all. */
+			int domain = 0;
+			socklen_t dlen = sizeof(domain);
+			if (getsockopt(fd, SOL_SOCKET, SO_DOMAIN, &domain, &dlen) == 0 && domain == AF_UNIX)
+				sock_diag_failed("SOCK_DIAG_BY_FAMILY", -((struct nlmsgerr *)NLMSG_DATA(h))->error);
+		} else if (n > 0 && NLMSG_OK(h, (size_t)n) && h->nlmsg_type == SOCK_DIAG_BY_FAMILY) {
 			struct unix_diag_msg *m = NLMSG_DATA(h);
 			int len = (int)h->nlmsg_len - NLMSG_LENGTH(sizeof(*m));
 			for (struct rtattr *a = (struct rtattr *)(m + 1); RTA_OK(a, len); a = RTA_NEXT(a, len)) {
