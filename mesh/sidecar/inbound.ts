@@ -3,7 +3,7 @@
 // every request and response message as bytes, headers, status and trailers. The gRPC layer itself
 // answers unknown methods (UNIMPLEMENTED), a wrong content-type (HTTP 415) and broken gRPC framing.
 import type { RpcChannel } from "../../runtime/rpc/channel.ts";
-import { type Metadata, Status } from "../../runtime/rpc/status.ts";
+import { hasMetadata, type Metadata, Status } from "../../runtime/rpc/status.ts";
 import type { ClientCall } from "../../runtime/rpc/types.ts";
 import { logAccess } from "./access-log.ts";
 import { GrpcServer, type GrpcServerCall } from "./grpc/server.ts";
@@ -25,11 +25,6 @@ export interface InboundDeps {
   maxConcurrentCalls: number;
   /** mTLS (client certificates required); h2c without. */
   tls?: MeshTls;
-}
-
-function hasKeys(md: Metadata): boolean {
-  for (const _ in md) return true;
-  return false;
 }
 
 export class InboundServer {
@@ -107,7 +102,7 @@ export class InboundServer {
     // Not awaited: the app may stream messages without sending headers first. A HEADERS frame arrives
     // before any message, so this runs before the first message is forwarded.
     void appCall.headers.then((headers) => {
-      if (!done && hasKeys(headers)) call.sendHeaders(headers);
+      if (!done && hasMetadata(headers)) call.sendHeaders(headers);
     });
     let response: Uint8Array | undefined;
     try {

@@ -2,7 +2,7 @@
 // with the per-route timeout, retries (backoff with jitter, retryable codes only, retry budget, deadline
 // kept), circuit breaker and outlier ejection, spoken as gRPC to the remote sidecar. Payloads are bytes.
 import type { OutgoingHttpHeaders } from "node:http2";
-import { type Metadata, RpcError, Status } from "../../runtime/rpc/status.ts";
+import { hasMetadata, type Metadata, RpcError, Status } from "../../runtime/rpc/status.ts";
 import type { ServerCall, ServerHandler } from "../../runtime/rpc/types.ts";
 import { logAccess } from "./access-log.ts";
 import { baseRequestHeaders, type CallListener, type GrpcClientCall } from "./grpc/client.ts";
@@ -34,12 +34,6 @@ interface AttemptResult {
 
 function asBuffer(u: Uint8Array): Buffer {
   return Buffer.isBuffer(u) ? u : Buffer.from(u.buffer, u.byteOffset, u.byteLength);
-}
-
-function hasKeys(md: Metadata | undefined): md is Metadata {
-  if (!md) return false;
-  for (const _ in md) return true;
-  return false;
 }
 
 function serviceOf(path: string): string {
@@ -156,7 +150,7 @@ async function handleOutbound(deps: OutboundDeps, sc: ServerCall): Promise<void>
         r.code !== Status.OK && !r.committed && cluster.retry.retryOn.has(r.code) && attempts < cluster.retry.maxAttempts && !sc.signal.aborted;
       if (!retryable) {
         if (r.code === Status.OK && !sc.shape.serverStreaming) {
-          if (hasKeys(r.headers)) sc.sendHeaders(r.headers);
+          if (hasMetadata(r.headers)) sc.sendHeaders(r.headers);
           await sc.write(r.response ?? Buffer.alloc(0));
         }
         finish(r.code, r.details, r.trailers);
@@ -239,7 +233,7 @@ function attempt(
       if (headersSent) return;
       headersSent = true;
       result.committed = true;
-      if (hasKeys(result.headers)) sc.sendHeaders(result.headers);
+      if (hasMetadata(result.headers)) sc.sendHeaders(result.headers);
     };
     const listener: CallListener = {
       onHeaders: (md) => (result.headers = md),

@@ -14,7 +14,7 @@ import type { Transport } from "../transport/types.ts";
 import { encodeCallHeadAndMessageTransient, lastHeadLength } from "./call-head-codec.ts";
 import { FrameFlag, FrameKind, MAX_CONTROL_BODY } from "./frame.ts";
 import { MessageQueue } from "./message-queue.ts";
-import { type Metadata, RpcError, Status } from "./status.ts";
+import { hasMetadata, type Metadata, RpcError, Status } from "./status.ts";
 import {
   type CallOptions,
   type CallShape,
@@ -575,7 +575,7 @@ export class RpcChannel {
     call.responsesSent++;
     call.window.send -= message.byteLength;
     if (!this.isClosed) {
-      if (message.byteLength <= COMBINE_LIMIT && (!trailers || !hasKeys(trailers))) {
+      if (message.byteLength <= COMBINE_LIMIT && !hasMetadata(trailers)) {
         this.transport.send(FrameKind.END, FrameFlag.WITH_MESSAGE, call.callId, Status.OK, message);
       } else {
         this.transport.send(FrameKind.MESSAGE, 0, call.callId, 0, message);
@@ -592,7 +592,7 @@ export class RpcChannel {
       const held = call.heldResponse;
       if (held !== undefined) {
         call.heldResponse = undefined;
-        if (code === Status.OK && !details && (!trailers || !hasKeys(trailers))) {
+        if (code === Status.OK && !details && !hasMetadata(trailers)) {
           this.transport.send(FrameKind.END, FrameFlag.WITH_MESSAGE, call.callId, Status.OK, held);
           this.retireServer(call);
           return;
@@ -917,11 +917,6 @@ export class RpcChannel {
   }
 }
 
-
-function hasKeys(md: Metadata): boolean {
-  for (const _ in md) return true;
-  return false;
-}
 
 /** Method names already checked: a connection sees the same few on every call. */
 const checkedMethods = new Set<string>();

@@ -30,6 +30,13 @@ export function statusName(code: number): string {
 /** Metadata as the SDK exposes it: lower-case keys; values of "-bin" keys are Uint8Array. */
 export type Metadata = Record<string, string | Uint8Array>;
 
+/** True if `md` has at least one entry (without building a key array, as Object.keys would). */
+export function hasMetadata(md: Metadata | undefined): md is Metadata {
+  if (!md) return false;
+  for (const _ in md) return true;
+  return false;
+}
+
 /** The error a failed call rejects with (like grpc-js's ServiceError: code, details, metadata). */
 export class RpcError extends Error {
   override name = "RpcError";

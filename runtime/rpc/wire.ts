@@ -4,7 +4,7 @@
 import protobuf from "protobufjs";
 import { join } from "node:path";
 import { decodeCallHeadFast, encodeCallHeadTransient } from "./call-head-codec.ts";
-import type { Metadata } from "./status.ts";
+import { hasMetadata, type Metadata } from "./status.ts";
 
 const root = protobuf.loadSync(join(import.meta.dir, "../../proto/mesh/v1/rpc.proto"));
 const EndStatusType = root.lookupType("mesh.v1.EndStatus");
@@ -110,7 +110,7 @@ export function decodeCallHead(bytes: Uint8Array, end: number = bytes.byteLength
 }
 
 export function encodeEndStatus(code: number, message: string, trailers?: Metadata): Uint8Array {
-  if (code === 0 && !message && (!trailers || Object.keys(trailers).length === 0)) return EMPTY;
+  if (code === 0 && !message && !hasMetadata(trailers)) return EMPTY;
   return EndStatusType.encode({ code, message, trailers: toEntries(trailers) }).finish();
 }
 
