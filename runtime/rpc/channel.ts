@@ -67,12 +67,12 @@ export interface ChannelStats {
 }
 
 /**
- * Per-call flow-control state (our send window, what we owe the peer). Both call classes extend it
- * and are their own `window`: one object per call instead of two.
+ * Per-call flow-control state (our send window, what we owe the peer). Both call classes extend it:
+ * one object per call instead of two.
  */
 class Window {
   /** Bytes we may still send before the peer grants more. */
-  send: number;
+  sendWindow: number;
   /** Bytes the peer sent us beyond what we granted back (what its window thinks is in flight). */
   recvBalance = 0;
   /** Bytes our consumer read that we have not yet granted back. */
@@ -81,19 +81,19 @@ class Window {
   private waiters: (() => void)[] | undefined;
 
   constructor(initialSend: number) {
-    this.send = initialSend;
+    this.sendWindow = initialSend;
   }
 
   grant(bytes: number): void {
-    this.send += bytes;
-    if (this.send > 0) this.wake();
+    this.sendWindow += bytes;
+    if (this.sendWindow > 0) this.wakeWriters();
   }
 
   waitForRoom(): Promise<void> {
     return new Promise((resolve) => (this.waiters ??= []).push(resolve));
   }
 
-  wake(): void {
+  wakeWriters(): void {
     const w = this.waiters;
     if (w === undefined || w.length === 0) return;
     this.waiters = undefined;
@@ -109,7 +109,6 @@ class ClientCallImpl extends Window implements ClientCall {
    */
   private single: Uint8Array | undefined;
   private queue: MessageQueue | undefined;
-  readonly window: Window = this;
   finished = false;
   begun = false;
   halfClosed = false;
@@ -174,7 +173,7 @@ class ClientCallImpl extends Window implements ClientCall {
 
   /** @internal The caller read `bytes` of response: the channel may grant the server more window. */
   onConsumed(bytes: number): void {
-    this.ch.consumed(this.window, this.callId, bytes, this.finished);
+    this.ch.consumed(this, this.callId, bytes, this.finished);
   }
 
   get headers(): Promise<Metadata> {
@@ -194,7 +193,7 @@ class ClientCallImpl extends Window implements ClientCall {
     this.request = undefined;
     this.setHeaders(NO_METADATA);
     this.queue?.end(status.code === Status.OK ? undefined : new RpcError(status.code, status.details, status.trailers));
-    this.window.wake();
+    this.wakeWriters();
     if (this.beginWaiters !== undefined) {
       const w = this.beginWaiters;
       this.beginWaiters = undefined;
@@ -227,7 +226,6 @@ class ClientCallImpl extends Window implements ClientCall {
 
 class ServerCallImpl extends Window implements ServerCall {
   readonly requests: MessageQueue;
-  readonly window: Window = this;
   /** Created on first use: most unary handlers never look at their signal. */
   private abortController: AbortController | undefined;
   ended = false;
@@ -250,7 +248,7 @@ class ServerCallImpl extends Window implements ServerCall {
 
   /** @internal The handler read `bytes` of request: the channel may grant the client more window. */
   onConsumed(bytes: number): void {
-    this.ch.consumed(this.window, this.callId, bytes, this.ended);
+    this.ch.consumed(this, this.callId, bytes, this.ended);
   }
 
   get signal(): AbortSignal {
@@ -447,7 +445,7 @@ export class RpcChannel {
       // The only request message goes with the call: the window always lets a call's first message
       // through (one message may overshoot it).
       call.request = undefined;
-      call.window.send -= request.byteLength;
+      call.sendWindow -= request.byteLength;
       if (request.byteLength <= COMBINE_LIMIT) {
         // Transient: Transport.send copies it before the next call head is encoded.
         const body = encodeCallHeadAndMessageTransient(fields, request);
@@ -476,9 +474,9 @@ export class RpcChannel {
       this.clientCancel(call, Status.RESOURCE_EXHAUSTED, details);
       throw new RpcError(Status.RESOURCE_EXHAUSTED, details);
     }
-    while (call.window.send <= 0 && !call.finished) await call.window.waitForRoom();
+    while (call.sendWindow <= 0 && !call.finished) await call.waitForRoom();
     if (call.finished) throw this.finishedError(call);
-    call.window.send -= message.byteLength;
+    call.sendWindow -= message.byteLength;
     if (last) call.halfClosed = true;
     this.transport.send(FrameKind.MESSAGE, last ? FrameFlag.END_STREAM : 0, call.callId, 0, message);
     if (this.transport.bufferedBytes > TRANSPORT_HIGH_WATER) await this.writable();
@@ -543,9 +541,9 @@ export class RpcChannel {
     if (!call.shape.serverStreaming && call.responsesSent > 0) {
       throw new RpcError(Status.INTERNAL, `${call.method}: a unary call has exactly one response; the handler wrote a second`);
     }
-    while (call.window.send <= 0 && !call.ended) await call.window.waitForRoom();
+    while (call.sendWindow <= 0 && !call.ended) await call.waitForRoom();
     if (call.ended) throw new RpcError(Status.CANCELLED, `${call.method}: the call ended while waiting to send`);
-    call.window.send -= message.byteLength;
+    call.sendWindow -= message.byteLength;
     call.responsesSent++;
     if (!call.shape.serverStreaming && message.byteLength <= COMBINE_LIMIT) {
       // A unary response is read by the client only at END: send both in one frame. Copied, since the
@@ -573,7 +571,7 @@ export class RpcChannel {
       return;
     }
     call.responsesSent++;
-    call.window.send -= message.byteLength;
+    call.sendWindow -= message.byteLength;
     if (!this.isClosed) {
       if (message.byteLength <= COMBINE_LIMIT && !hasMetadata(trailers)) {
         this.transport.send(FrameKind.END, FrameFlag.WITH_MESSAGE, call.callId, Status.OK, message);
@@ -608,7 +606,7 @@ export class RpcChannel {
     call.ended = true;
     call.heldResponse = undefined;
     if (call.timer) clearTimeout(call.timer);
-    call.window.wake();
+    call.wakeWriters();
     call.requests.end();
     if (this.serverCalls.delete(call.callId)) this.stats.activeServerCalls--;
     if (this.draining && this.serverCalls.size === 0) this.wakeDrainWaiters();
@@ -727,7 +725,7 @@ export class RpcChannel {
       }
       case FrameKind.WINDOW: {
         const call = mine ? this.clientCalls.get(callId) : this.serverCalls.get(callId);
-        call?.window.grant(aux);
+        call?.grant(aux);
         return;
       }
       case FrameKind.PING:
@@ -755,7 +753,7 @@ export class RpcChannel {
     if (!call) return; // the call ended on our side already (cancel/deadline race): drop
     if (!(flags & FrameFlag.NO_MESSAGE)) {
       const length = body.byteLength - from;
-      if (!this.accept(call.window, length, call.method)) {
+      if (!this.accept(call, length, call.method)) {
         call.abort(new RpcError(Status.RESOURCE_EXHAUSTED, "client ignored flow control"));
         return this.serverEnd(call, Status.RESOURCE_EXHAUSTED, "client sent more than its flow-control window allows");
       }
@@ -781,7 +779,7 @@ export class RpcChannel {
       return;
     }
     if (flags & FrameFlag.NO_MESSAGE) return;
-    if (!this.accept(call.window, body.byteLength, call.method)) {
+    if (!this.accept(call, body.byteLength, call.method)) {
       return this.clientCancel(call, Status.RESOURCE_EXHAUSTED, "server sent more than its flow-control window allows");
     }
     if (body.byteLength > this.localSettings.maxMessageBytes) {
