@@ -109,23 +109,15 @@ export function encodeCallHeadTransient(h: CallHeadFields): Uint8Array {
 
 /**
  * Encodes a call head followed by the call's first request message (a CALL frame that carries its
- * message, see FrameFlag.WITH_MESSAGE). Transient like encodeCallHeadTransient; the head's length is
- * `headLength` of the returned view's owner: read it with lastHeadLength() before encoding again.
+ * message, see FrameFlag.WITH_MESSAGE). Transient like encodeCallHeadTransient. The head is the
+ * first `byteLength - message.byteLength` bytes.
  */
 export function encodeCallHeadAndMessageTransient(h: CallHeadFields, message: Uint8Array): Uint8Array {
   encodeCallHeadTransient(h);
-  headLength = pos;
   reserve(message.byteLength);
   scratch.set(message, pos);
   pos += message.byteLength;
   return scratch.subarray(0, pos);
-}
-
-let headLength = 0;
-
-/** Length of the head in the view encodeCallHeadAndMessageTransient returned last. */
-export function lastHeadLength(): number {
-  return headLength;
 }
 
 // ---- decoding (input from a peer: every length is checked) ----------------------------------

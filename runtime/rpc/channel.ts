@@ -11,7 +11,7 @@
 // a peer that ignores its window loses that call (RESOURCE_EXHAUSTED), not the connection.
 import { logger, type Logger } from "../log.ts";
 import type { Transport } from "../transport/types.ts";
-import { encodeCallHeadAndMessageTransient, lastHeadLength } from "./call-head-codec.ts";
+import { encodeCallHeadAndMessageTransient } from "./call-head-codec.ts";
 import { FrameFlag, FrameKind, MAX_CONTROL_BODY } from "./frame.ts";
 import { MessageQueue } from "./message-queue.ts";
 import { hasMetadata, type Metadata, RpcError, Status } from "./status.ts";
@@ -449,7 +449,8 @@ export class RpcChannel {
       if (request.byteLength <= COMBINE_LIMIT) {
         // Transient: Transport.send copies it before the next call head is encoded.
         const body = encodeCallHeadAndMessageTransient(fields, request);
-        this.transport.send(FrameKind.CALL, FrameFlag.WITH_MESSAGE | FrameFlag.END_STREAM, call.callId, lastHeadLength(), body);
+        const headLength = body.byteLength - request.byteLength;
+        this.transport.send(FrameKind.CALL, FrameFlag.WITH_MESSAGE | FrameFlag.END_STREAM, call.callId, headLength, body);
       } else {
         this.transport.send(FrameKind.CALL, 0, call.callId, 0, encodeCallHeadTransient(fields));
         this.transport.send(FrameKind.MESSAGE, FrameFlag.END_STREAM, call.callId, 0, request);
