@@ -573,15 +573,9 @@ export class RpcChannel {
     }
     call.responsesSent++;
     call.sendWindow -= message.byteLength;
-    if (!this.isClosed) {
-      if (message.byteLength <= COMBINE_LIMIT && !hasMetadata(trailers)) {
-        this.transport.send(FrameKind.END, FrameFlag.WITH_MESSAGE, call.callId, Status.OK, message);
-      } else {
-        this.transport.send(FrameKind.MESSAGE, 0, call.callId, 0, message);
-        this.transport.send(FrameKind.END, 0, call.callId, Status.OK, encodeEndStatus(Status.OK, "", trailers));
-      }
-    }
-    this.retireServer(call);
+    // Held only for the next line (serverEnd sends it before returning): no copy needed.
+    call.heldResponse = message;
+    this.serverEnd(call, Status.OK, "", trailers);
   }
 
   /** @internal */
@@ -591,7 +585,7 @@ export class RpcChannel {
       const held = call.heldResponse;
       if (held !== undefined) {
         call.heldResponse = undefined;
-        if (code === Status.OK && !details && !hasMetadata(trailers)) {
+        if (code === Status.OK && !details && !hasMetadata(trailers) && held.byteLength <= COMBINE_LIMIT) {
           this.transport.send(FrameKind.END, FrameFlag.WITH_MESSAGE, call.callId, Status.OK, held);
           this.retireServer(call);
           return;
