@@ -2,10 +2,9 @@
 // transport and runs the jobs it is given, printing one JSON line per job. CPU time of both processes
 // comes from /proc (runtime/procstat.ts) over exactly the measured window.
 // Usage: bun bench/clients/rpc-client.ts '<ClientSpec JSON>'
-import { readFileSync } from "node:fs";
 import { connect } from "../../runtime/sdk/app.ts";
 import type { RpcChannel } from "../../runtime/rpc/channel.ts";
-import { diffSamples, sampleProcess, type ProcSample } from "../../runtime/procstat.ts";
+import { closeWindow, openWindow, tscHz } from "../lib/measure-window.ts";
 import type { TransportChoice } from "../../runtime/transport/types.ts";
 import { ECHO, ONE_WAY, ONE_WAY_STATS } from "../lib/methods.ts";
 import { openTsc, type CycleStats } from "../lib/tsc.ts";
@@ -19,51 +18,12 @@ if (!spec) {
   process.exit(2);
 }
 const PAYLOAD = 32;
+const serverPid = spec.serverPid;
 const tsc = openTsc(spec.tscLib);
 const mesh = await connect({ socketPath: spec.socketPath, transport: spec.transport as TransportChoice, reconnect: false, appName: "bench" });
 if (mesh.transport !== spec.transport) throw new Error(`asked for transport ${spec.transport}, the session runs over ${mesh.transport}`);
 const channel = mesh.currentChannel as RpcChannel;
 const request = new Uint8Array(PAYLOAD).fill(0x5a);
-
-function ioSyscalls(pid: number): number {
-  // read+write syscalls only (syscr/syscw): a lower bound used when perf is not available.
-  const t = readFileSync(`/proc/${pid}/io`, "utf8");
-  return Number(/syscr:\s+(\d+)/.exec(t)?.[1] ?? 0) + Number(/syscw:\s+(\d+)/.exec(t)?.[1] ?? 0);
-}
-
-interface Window {
-  client: ProcSample;
-  server: ProcSample;
-  io: number;
-  t0: number;
-}
-
-function openWindow(): Window {
-  return { client: sampleProcess(process.pid), server: sampleProcess(spec!.serverPid), io: ioSyscalls(process.pid) + ioSyscalls(spec!.serverPid), t0: performance.now() };
-}
-
-function closeWindow(w: Window, callsMade: number, lat: Float64Array, n: number): Omit<ClientResult, "kind"> {
-  const calls = Math.max(callsMade, 1); // the idle baseline makes no calls: per-call figures are then totals
-  const wallMs = performance.now() - w.t0;
-  const c = diffSamples(w.client, sampleProcess(process.pid));
-  const s = diffSamples(w.server, sampleProcess(spec!.serverPid));
-  const io = ioSyscalls(process.pid) + ioSyscalls(spec!.serverPid) - w.io;
-  const sorted = lat.subarray(0, n).sort();
-  const q = (p: number) => (n ? (sorted[Math.min(n - 1, Math.floor(p * n))] ?? 0) : 0);
-  return {
-    iterations: callsMade,
-    median_us: q(0.5) * 1000,
-    p99_us: q(0.99) * 1000,
-    calls_per_s: (calls * 1000) / wallMs,
-    wall_ms: wallMs,
-    client_cpu_us_per_call: c.cpuNs / 1000 / calls,
-    server_cpu_us_per_call: s.cpuNs / 1000 / calls,
-    cpu_us_per_call: (c.cpuNs + s.cpuNs) / 1000 / calls,
-    cpu_ns_total: c.cpuNs + s.cpuNs,
-    ctx_switches_per_call: (c.voluntaryCtxSwitches + c.involuntaryCtxSwitches + s.voluntaryCtxSwitches + s.involuntaryCtxSwitches) / calls,
-    io_syscalls_per_call: io / calls,
-  };
-}
 
 let mismatches = 0;
 async function call(method: string, req: Uint8Array): Promise<void> {
@@ -81,7 +41,7 @@ const overTime = (i: number) => (i & 255) === 0 && performance.now() > deadline;
 
 async function closedLoop(n: number): Promise<Omit<ClientResult, "kind">> {
   const lat = new Float64Array(n);
-  const w = openWindow();
+  const w = openWindow(serverPid);
   let i = 0;
   for (; i < n && !overTime(i); i++) {
     const t = performance.now();
@@ -103,7 +63,7 @@ async function pipelined(n: number, inFlight: number): Promise<Omit<ClientResult
       lat[done++] = performance.now() - t;
     }
   };
-  const w = openWindow();
+  const w = openWindow(serverPid);
   await Promise.all(Array.from({ length: inFlight }, lane));
   return closeWindow(w, done, lat, done);
 }
@@ -118,7 +78,7 @@ async function fixedRate(rate: number, durationMs: number): Promise<Omit<ClientR
   let done = 0;
   let skipped = 0;
   const outstanding = new Set<Promise<void>>();
-  const w = openWindow();
+  const w = openWindow(serverPid);
   const start = performance.now();
   await new Promise<void>((resolve) => {
     const tick = setInterval(() => {
@@ -157,7 +117,7 @@ async function oneWay(n: number): Promise<Omit<ClientResult, "kind">> {
   const req = new Uint8Array(PAYLOAD).fill(0x5a);
   const dv = new DataView(req.buffer);
   await channel.unary(ONE_WAY_STATS, new Uint8Array(0)); // reset the server's samples after warm-up
-  const w = openWindow();
+  const w = openWindow(serverPid);
   let i = 0;
   for (; i < n && !overTime(i); i++) {
     const t = performance.now();
@@ -167,22 +127,12 @@ async function oneWay(n: number): Promise<Omit<ClientResult, "kind">> {
   }
   n = i;
   const r = closeWindow(w, n, lat, n);
-  const hz = tscHz();
+  const hz = tscHz(tsc);
   const stats = JSON.parse(new TextDecoder().decode((await channel.unary(ONE_WAY_STATS, new Uint8Array(0))).response)) as CycleStats;
   if (stats.count !== n) throw new Error(`server recorded ${stats.count} one-way samples, expected ${n}`);
   // median_us/p99_us of a one-way row are one-way (from the cycles), as in the C rows; the round trip the
   // client saw is kept beside them.
   return { ...r, median_us: (stats.median / hz) * 1e6, p99_us: (stats.p99 / hz) * 1e6, round_trip_median_us: r.median_us, tsc_hz: hz, cycles: stats };
-}
-
-/** TSC ticks per second, calibrated against performance.now() over 50 ms (constant_tsc machines). */
-function tscHz(): number {
-  const t0 = tsc();
-  const p0 = performance.now();
-  while (performance.now() - p0 < 50) {
-    // busy-wait: a timer would do, but this keeps the calibration off the event loop's schedule
-  }
-  return ((tsc() - t0) * 1000) / (performance.now() - p0);
 }
 
 async function waitForGo(): Promise<void> {
@@ -225,6 +175,8 @@ async function run(job: ClientJob): Promise<ClientResult> {
     case "one-way":
       await oneWay(warm);
       return { kind: job.kind, ...(await measure(() => oneWay(job.iterations))) };
+    case "message-one-way":
+      throw new Error("message-one-way jobs run in bench/clients/message-client.ts");
   }
 }
 

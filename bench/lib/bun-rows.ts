@@ -29,6 +29,8 @@ interface Variant {
   placement: Placement;
   jobs: ClientJob[];
   env?: Record<string, string>;
+  /** Frames through the transport API alone (echo-messages.ts + message-client.ts) instead of RPCs. */
+  messages?: boolean;
 }
 
 interface Counts {
@@ -60,6 +62,7 @@ function variants(opts: BenchOptions, notes: string[]): Variant[] {
   if (selected(opts, "uds")) {
     out.push({ transport: "uds", label: "uds", placement: "same-cpu", jobs: loadJobs() });
     out.push({ transport: "uds", label: "uds", placement: "apart", jobs: [{ kind: "one-way", iterations: c.oneWayUds }] });
+    out.push({ transport: "uds", label: "uds", placement: "apart", messages: true, jobs: [{ kind: "message-one-way", iterations: c.oneWayUds }] });
   }
   if (selected(opts, "shm")) {
     const why = localUnavailableReason("shm");
@@ -92,6 +95,19 @@ function variants(opts: BenchOptions, notes: string[]): Variant[] {
         ],
         env: { MESH_SHM_SPIN: "auto" },
       });
+      // RPAL's 1,703 cycles is a message between two processes, not an RPC: the same through our
+      // transport API alone, with the fixed spin and the default one.
+      for (const spin of ["100", "auto"]) {
+        out.push({
+          transport: "shm",
+          label: "shm",
+          spin,
+          placement: "apart",
+          messages: true,
+          jobs: [{ kind: "message-one-way", iterations: c.oneWaySpin }],
+          env: { MESH_SHM_SPIN: spin },
+        });
+      }
     }
   }
   if (selected(opts, "rpal")) {
@@ -134,6 +150,8 @@ function describe(v: Variant, r: ClientResult): string {
       return `Bun ${v.label} fixed rate ${(r.target_calls_per_s ?? 0) / 1000}k/s${spin}`;
     case "one-way":
       return `Bun ${v.label} one-way (seed method)${spin}`;
+    case "message-one-way":
+      return `Bun ${v.label} one-way, transport messages (no RPC)${spin}`;
   }
 }
 
@@ -141,7 +159,7 @@ function toRow(v: Variant, placement: Placement, r: ClientResult, syscalls?: Sys
   const row: BenchRow = {
     name: describe(v, r),
     transport: v.label,
-    mode: r.kind === "syscalls" ? "pipelined" : r.kind,
+    mode: r.kind === "syscalls" ? "pipelined" : r.kind === "message-one-way" ? "one-way" : r.kind,
     payload_bytes: 32,
     median_us: r.median_us,
     p99_us: r.p99_us,
@@ -154,6 +172,7 @@ function toRow(v: Variant, placement: Placement, r: ClientResult, syscalls?: Sys
     ctx_switches_per_call: r.ctx_switches_per_call,
   };
   if (v.spin !== undefined) row.spin = v.spin;
+  if (r.kind === "message-one-way") row.level = "transport";
   const notes = [v.label === "rpal-double" ? "librpal TEST DOUBLE (user-space emulation on a stock kernel): not an RPAL figure" : "", r.kind === "fixed-rate" ? "" : (r.note ?? "")];
   if (notes.some(Boolean)) row.note = notes.filter(Boolean).join("; ");
   if (r.in_flight !== undefined) row.in_flight = r.in_flight;
@@ -201,7 +220,9 @@ async function runVariant(v: Variant, opts: BenchOptions, onRow: (r: BenchRow) =
   let server: Subprocess | undefined;
   let client: Subprocess<"pipe", "pipe", "pipe"> | undefined;
   try {
-    server = Bun.spawn([...pinPrefix(cpus.server), process.execPath, join(BENCH_DIR, "servers/echo-sidecar.ts"), socketPath, v.transport, tscLib], {
+    const serverScript = v.messages ? "servers/echo-messages.ts" : "servers/echo-sidecar.ts";
+    const clientScript = v.messages ? "clients/message-client.ts" : "clients/rpc-client.ts";
+    server = Bun.spawn([...pinPrefix(cpus.server), process.execPath, join(BENCH_DIR, serverScript), socketPath, v.transport, tscLib], {
       env,
       stdin: "ignore",
       stdout: "pipe",
@@ -218,7 +239,7 @@ async function runVariant(v: Variant, opts: BenchOptions, onRow: (r: BenchRow) =
     if (!ready) throw new Error(`bench server for ${v.label} did not start:\n${(await Promise.race([serverErr, Bun.sleep(200).then(() => "")])).slice(-1500)}`);
 
     const spec: ClientSpec = { socketPath, transport: v.transport, serverPid: server.pid, tscLib, maxJobMs: opts.quick ? 2_000 : opts.full ? 120_000 : 6_000, jobs: v.jobs };
-    client = Bun.spawn([...pinPrefix(cpus.client), process.execPath, join(BENCH_DIR, "clients/rpc-client.ts"), JSON.stringify(spec)], {
+    client = Bun.spawn([...pinPrefix(cpus.client), process.execPath, join(BENCH_DIR, clientScript), JSON.stringify(spec)], {
       env,
       stdin: "pipe",
       stdout: "pipe",
@@ -303,7 +324,7 @@ export async function runBunRows(opts: BenchOptions, onRow: (r: BenchRow) => voi
     try {
       await runVariant(v, opts, onRow, notes);
     } catch (e) {
-      failures.push(`${v.label}${v.spin ? ` spin ${v.spin}` : ""}: ${(e as Error).message}`);
+      failures.push(`${v.label}${v.spin ? ` spin ${v.spin}` : ""}${v.messages ? " (transport messages)" : ""}: ${(e as Error).message}`);
     }
   }
   return { notes, failures };

@@ -7,7 +7,9 @@ export type ClientJob =
   /** Pipelined, but waits for "go" on stdin first so run.ts can attach a syscall counter. */
   | { kind: "syscalls"; iterations: number; inFlight: number }
   | { kind: "fixed-rate"; rate: number; durationMs: number; iterations?: undefined }
-  | { kind: "one-way"; iterations: number };
+  | { kind: "one-way"; iterations: number }
+  /** One-way through the transport API alone, no RPC (bench/clients/message-client.ts). */
+  | { kind: "message-one-way"; iterations: number };
 
 export interface ClientSpec {
   socketPath: string;

@@ -5,3 +5,6 @@ export const ECHO = "/bench.Bench/Echo";
 export const ONE_WAY = "/bench.Bench/OneWay";
 /** Returns the server's one-way cycle statistics as JSON and resets them. */
 export const ONE_WAY_STATS = "/bench.Bench/OneWayStats";
+/** Transport-level one-way rows (echo-messages.ts): the `aux` of a timed frame, and of a statistics request. */
+export const MESSAGE_SAMPLE = 0;
+export const MESSAGE_STATS = 1;

@@ -27,6 +27,11 @@ export interface BenchRow {
   cycles_one_way_median?: number;
   cycles_one_way_p99?: number;
   tsc_hz?: number;
+  /**
+   * one-way rows: "transport" = a frame through the transport API alone, no RPC on top (what RPAL's
+   * published figure measures); absent = a unary RPC through the channel (the seed method's Bun row).
+   */
+  level?: "transport";
   /** one-way rows: median_us/p99_us are one-way (from cycles); this is the round trip the client saw. */
   round_trip_median_us?: number;
   /** fixed-rate rows: the offered rate, and CPU (both processes) per 1,000 calls in ms and in vCPU at that rate. */

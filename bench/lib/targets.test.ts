@@ -25,10 +25,14 @@ describe("issue targets", () => {
     expect(verdict([{ ...u, note: "could not sustain" }, s], "shm CPU per 1,000 calls at 50k")?.met).toBeUndefined();
   });
 
-  test("the one-way target reads the spinning shm row's mean cycles against 1,703", () => {
-    const ow = row({ transport: "shm", mode: "one-way", spin: "100", cycles_one_way: 1500, cycles_one_way_median: 900, cpu_us_per_call: 2 });
-    expect(verdict([ow], "shm one-way")?.met).toBe(true);
-    expect(verdict([{ ...ow, cycles_one_way: 2000 }], "shm one-way")?.met).toBe(false);
+  test("the one-way target reads the spinning shm transport-message row's mean cycles against 1,703", () => {
+    const ow = row({ transport: "shm", mode: "one-way", spin: "auto", level: "transport", cycles_one_way: 1500, cycles_one_way_median: 900, cpu_us_per_call: 2 });
+    const rpc = row({ transport: "shm", mode: "one-way", spin: "100", cycles_one_way: 2600, cycles_one_way_median: 2300, cpu_us_per_call: 3 });
+    expect(verdict([rpc, ow], "shm one-way")?.met).toBe(true);
+    expect(verdict([rpc, { ...ow, cycles_one_way: 2000 }], "shm one-way")?.met).toBe(false);
+    // The unary-RPC row is printed beside the verdict, never judged in place of the message row.
+    expect(verdict([rpc, ow], "shm one-way")?.measured).toContain("as a unary RPC, spin 100: 2,600 cycles");
+    expect(verdict([rpc], "shm one-way")?.met).toBeUndefined();
   });
 
   test("ratios divide by the reference of the same kind; rpal-double rows are compared with c-uds", () => {

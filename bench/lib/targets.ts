@@ -77,10 +77,19 @@ export function checkTargets(rows: BenchRow[]): TargetResult[] {
     add(3, "shm syscalls per call under pipelined load < 0.05", `${f(sys.syscalls_per_call, 3)} (spin ${sys.spin}, ${sys.placement}; ${sys.syscalls_method})${others}`, sys.syscalls_per_call < 0.05);
   } else add(3, "shm syscalls per call under pipelined load < 0.05", "not measured", undefined);
 
-  const ow = rows.find((r) => r.transport === "shm" && r.mode === "one-way" && r.spin !== undefined && r.spin !== "off");
-  if (ow?.cycles_one_way !== undefined) {
-    add(3, "shm one-way (spin on) < RPAL's published 1,703 cycles", `${ow.cycles_one_way.toLocaleString("en-US")} cycles mean (median ${ow.cycles_one_way_median?.toLocaleString("en-US")}), costing ${f(ow.cpu_us_per_call)} µs CPU per message`, ow.cycles_one_way < 1703);
-  } else add(3, "shm one-way (spin on) < RPAL's published 1,703 cycles", "not measured", undefined);
+  // RPAL's figure is a message between two processes: judged on our transport's messages (the default
+  // spin setting when it ran), with the same message as a unary RPC through the channel shown beside it.
+  const spinningOneWay = (r: BenchRow) => r.transport === "shm" && r.mode === "one-way" && r.spin !== undefined && r.spin !== "off" && r.cycles_one_way !== undefined;
+  const messageRows = rows.filter((r) => spinningOneWay(r) && r.level === "transport");
+  const ow = messageRows.find((r) => r.spin === "auto") ?? messageRows[0];
+  const cyc = (r: BenchRow) => `${r.cycles_one_way!.toLocaleString("en-US")} cycles mean (median ${r.cycles_one_way_median?.toLocaleString("en-US")})`;
+  const besides = [
+    ...messageRows.filter((r) => r !== ow).map((r) => `; spin ${r.spin}: ${cyc(r)}`),
+    ...rows.filter((r) => spinningOneWay(r) && r.level === undefined).map((r) => `; as a unary RPC, spin ${r.spin}: ${cyc(r)}`),
+  ].join("");
+  const label = "shm one-way message (spin on) < RPAL's published 1,703 cycles";
+  if (ow) add(3, label, `${cyc(ow)} (spin ${ow.spin}), costing ${f(ow.cpu_us_per_call)} µs CPU per message (both processes)${besides}`, ow.cycles_one_way! < 1703);
+  else add(3, label, "not measured", undefined);
   return out;
 }
 
