@@ -3,10 +3,11 @@
 // — against the same bytes over a bare TCP socket (Bun.listen/Bun.connect) for the kernel's share.
 // Nothing of the mesh runs here; compare the figures with bench-mesh.ts's per-sidecar CPU.
 //
-//   bun mesh/sidecar/bench-h2-floor.ts [--rate 1000] [--seconds 10] [--warmup 15]
+//   bun mesh/sidecar/bench-h2-floor.ts [--rate 1000] [--seconds 10] [--warmup 15] [--kinds h2,own,tcp]
 import http2 from "node:http2";
 import { join } from "node:path";
 import { diffSamples, sampleProcess } from "../../runtime/procstat.ts";
+import { H2Session, type H2Stream } from "./grpc/h2/session.ts";
 import { TestResources } from "../../test/helpers.ts";
 
 const BODY = 1039; // a 1,034-byte message and its 5-byte prefix, as in bench-mesh.ts
@@ -14,6 +15,37 @@ const BODY = 1039; // a 1,034-byte message and its 5-byte prefix, as in bench-me
 function serve(kind: string): void {
   if (kind === "tcp") {
     const server = Bun.listen({ hostname: "127.0.0.1", port: 0, socket: { data: (s, d) => void s.write(d) } });
+    console.log(JSON.stringify({ ready: true, port: server.port }));
+    return;
+  }
+  if (kind === "own") {
+    // The sidecar's own HTTP/2 framing (grpc/h2/) over Bun.listen.
+    const server = Bun.listen<{ h2: H2Session }>({
+      hostname: "127.0.0.1",
+      port: 0,
+      socket: {
+        open(sock) {
+          sock.data = {
+            h2: new H2Session(sock, {
+              server: true,
+              onStream(stream: H2Stream) {
+                const chunks: Buffer[] = [];
+                stream.onData = (c, end) => {
+                  if (c.length) chunks.push(c);
+                  if (!end) return;
+                  stream.sendHeaders([[":status", "200"], ["content-type", "application/grpc"]], false);
+                  stream.write(chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks));
+                  stream.sendHeaders([["grpc-status", "0"]], true);
+                };
+              },
+            }),
+          };
+        },
+        data: (sock, d) => sock.data.h2.onData(d),
+        drain: (sock) => sock.data.h2.onSocketDrain(),
+        close: (sock) => sock.data?.h2.onSocketClose(),
+      },
+    });
     console.log(JSON.stringify({ ready: true, port: server.port }));
     return;
   }
@@ -79,6 +111,41 @@ async function client(kind: string, port: number): Promise<() => Promise<void>> 
         sock.write(body);
       });
   }
+  if (kind === "own") {
+    let h2!: H2Session;
+    await Bun.connect({
+      hostname: "127.0.0.1",
+      port,
+      socket: {
+        open(sock) {
+          h2 = new H2Session(sock, { server: false });
+        },
+        data: (_s, d) => h2.onData(d),
+        drain: () => h2.onSocketDrain(),
+        close: () => h2.onSocketClose(),
+      },
+    });
+    const headers: [string, string][] = [
+      [":method", "POST"],
+      [":scheme", "http"],
+      [":path", "/bench.Echo/Unary"],
+      [":authority", `127.0.0.1:${port}`],
+      ["content-type", "application/grpc"],
+      ["te", "trailers"],
+    ];
+    return () =>
+      new Promise<void>((resolve) => {
+        const s = h2.request(headers, false);
+        s.onHeaders = (_h, end) => {
+          if (end) resolve();
+        };
+        s.onData = (_c, end) => {
+          if (end) resolve();
+        };
+        s.onReset = () => resolve();
+        s.write(body, true);
+      });
+  }
   const session = http2.connect(`http://127.0.0.1:${port}`);
   return () =>
     new Promise<void>((resolve) => {
@@ -109,7 +176,8 @@ async function main(): Promise<void> {
   const res = new TestResources();
   try {
     console.log(`fixed rate ${rate} rps, ${BODY} B each way, ${seconds} s after ${warmup} s of warm-up; vCPU per 1k rps (the client's 1 ms load timer, ${((timerVcpu * 1000) / rate).toFixed(3)}, subtracted)`);
-    for (const kind of ["h2", "tcp"]) {
+    const kinds = argv.includes("--kinds") ? argv[argv.indexOf("--kinds") + 1]!.split(",") : ["h2", "own", "tcp"];
+    for (const kind of kinds) {
       const server = res.spawnBun([join(import.meta.dir, "bench-h2-floor.ts"), "--serve", kind]);
       const port = JSON.parse(await server.waitForLine(/"ready"/)).port as number;
       const call = await client(kind, port);
@@ -120,7 +188,7 @@ async function main(): Promise<void> {
       const s = diffSamples(s0, sampleProcess(server.proc.pid));
       const c = diffSamples(c0, sampleProcess(process.pid));
       const per1k = (d: { cpuNs: number; wallMs: number }) => d.cpuNs / 1e6 / d.wallMs / (rate / 1000);
-      const label = kind === "h2" ? "node:http2 gRPC-shaped unary" : "bare TCP echo (Bun sockets)  ";
+      const label = kind === "h2" ? "node:http2 gRPC-shaped unary " : kind === "own" ? "own h2 (grpc/h2) gRPC unary  " : "bare TCP echo (Bun sockets)  ";
       console.log(`${label}  client ${(per1k(c) - (timerVcpu * 1000) / rate).toFixed(3)}   server ${per1k(s).toFixed(3)}`);
     }
     console.log(`load average ${(await Bun.file("/proc/loadavg").text()).split(" ").slice(0, 3).join(" ")}`);

@@ -1,5 +1,6 @@
-// A gRPC server on node:http2 (h2c, or TLS with client certificates) that hands each call to one
-// handler with its payloads as undecoded bytes. It does what a gRPC library's server does on the wire
+// A gRPC server — h2c on the sidecar's own HTTP/2 framing (h2/session.ts over Bun.listen), TLS with
+// client certificates on node:http2 — that hands each call to one handler with its payloads as
+// undecoded bytes. It does what a gRPC library's server does on the wire
 // (PROTOCOL-HTTP2.md, and the way grpc-js answers): a non-POST request gets HTTP 405, a content-type
 // other than application/grpc[+...] HTTP 415, an unknown method UNIMPLEMENTED, a malformed grpc-timeout
 // or -bin header INTERNAL, a message over the size limit RESOURCE_EXHAUSTED, a truncated message or a
@@ -11,6 +12,7 @@
 // Calls the handler sees: unary and server-streaming calls once their single request has arrived
 // (`call.request`), streaming calls at once (read with `call.messages()`). A client's RST_STREAM or a
 // lost connection fires `call.onCancel`. drain() sends GOAWAY and lets the calls in flight finish.
+import type { TCPSocketListener } from "bun";
 import http2 from "node:http2";
 import type { SecureContextOptions } from "node:tls";
 import { type Metadata, Status } from "../../../runtime/rpc/status.ts";
@@ -20,8 +22,135 @@ import { fromHeaders, toHeaders } from "./metadata.ts";
 import { encodeGrpcMessage } from "./status.ts";
 import { parseGrpcTimeout } from "./timeout.ts";
 import { ACCEPT_ENCODING, decompress, frameMessage, MessageDecoder } from "./wire.ts";
+import type { HeaderList, HeaderMap } from "./h2/hpack.ts";
+import { ErrorCode, H2Session, type H2Stream } from "./h2/session.ts";
 
 const { HTTP2_HEADER_STATUS, HTTP2_HEADER_CONTENT_TYPE, HTTP_STATUS_OK } = http2.constants;
+
+type OutHeaders = http2.OutgoingHttpHeaders;
+
+/**
+ * What a call needs of its HTTP/2 stream, on node:http2 (TLS) or on our own framing (h2c). `respond`
+ * and `finish` may throw when the stream is gone; callers catch.
+ */
+interface ServerPort {
+  /** The stream is over (reset, connection lost, or both sides done): writes go nowhere. */
+  readonly gone: boolean;
+  /** The client has half-closed its side. */
+  readonly requestEnded: boolean;
+  readonly paused: boolean;
+  respond(headers: OutHeaders, endStream: boolean): void;
+  write(b: Buffer): boolean;
+  /** `last` (if any) then the trailers, ending our side. */
+  finish(last: Buffer | undefined, trailers: OutHeaders): void;
+  /** RST_STREAM with `code`. */
+  close(code: number): void;
+  pause(): void;
+  resume(): void;
+  /** Calls `wake` whenever the stream can take more or has closed. */
+  onWritable(wake: () => void): void;
+}
+
+class NodePort implements ServerPort {
+  constructor(private readonly s: Stream) {}
+  get gone() {
+    return this.s.destroyed || this.s.closed;
+  }
+  get requestEnded() {
+    return this.s.readableEnded;
+  }
+  get paused() {
+    return this.s.isPaused();
+  }
+  respond(headers: OutHeaders, endStream: boolean) {
+    this.s.respond(headers, endStream ? { endStream: true } : { waitForTrailers: true });
+  }
+  write(b: Buffer) {
+    return this.s.write(b);
+  }
+  finish(last: Buffer | undefined, t: OutHeaders) {
+    const stream = this.s;
+    stream.once("wantTrailers", () => {
+      try {
+        stream.sendTrailers(t);
+      } catch {
+        stream.close(http2.constants.NGHTTP2_INTERNAL_ERROR);
+      }
+    });
+    if (last) stream.end(last);
+    else stream.end();
+  }
+  close(code: number) {
+    // Once the status has gone (next turn), as the trailers are written asynchronously.
+    const stream = this.s;
+    setImmediate(() => {
+      if (!stream.closed && !stream.destroyed) stream.close(code);
+    });
+  }
+  pause() {
+    this.s.pause();
+  }
+  resume() {
+    this.s.resume();
+  }
+  onWritable(wake: () => void) {
+    this.s.on("drain", wake);
+    this.s.on("close", wake);
+  }
+}
+
+/** Outgoing header object → HPACK field list (pseudo-headers first, as node:http2 sends them). */
+function toList(h: OutHeaders): HeaderList {
+  const list: HeaderList = [];
+  const status = h[HTTP2_HEADER_STATUS];
+  if (status !== undefined) list.push([":status", String(status)]);
+  for (const k in h) {
+    if (k === HTTP2_HEADER_STATUS) continue;
+    const v = h[k];
+    if (v === undefined) continue;
+    if (Array.isArray(v)) for (const x of v) list.push([k, String(x)]);
+    else list.push([k, String(v)]);
+  }
+  return list;
+}
+
+class OwnPort implements ServerPort {
+  wake: (() => void) | undefined;
+  constructor(private readonly s: H2Stream) {}
+  get gone() {
+    return this.s.closed;
+  }
+  get requestEnded() {
+    return this.s.remoteEnded;
+  }
+  get paused() {
+    return this.s.paused;
+  }
+  respond(headers: OutHeaders, endStream: boolean) {
+    this.s.sendHeaders(toList(headers), endStream);
+  }
+  write(b: Buffer) {
+    return this.s.write(b);
+  }
+  finish(last: Buffer | undefined, t: OutHeaders) {
+    if (last) this.s.write(last);
+    this.s.sendHeaders(toList(t), true);
+  }
+  close(code: number) {
+    // Frames go out in order: the RST follows the status on the wire.
+    this.s.reset(code);
+  }
+  pause() {
+    this.s.pause();
+  }
+  resume() {
+    this.s.resume();
+  }
+  onWritable(wake: () => void) {
+    this.wake = wake;
+    this.s.onDrain = wake;
+  }
+}
 
 export interface GrpcServerOptions {
   maxMessageBytes: number;
@@ -36,10 +165,10 @@ export interface GrpcServerOptions {
 
 type Stream = http2.ServerHttp2Stream;
 
-function respondError(stream: Stream, code: number, details: string, extra?: http2.OutgoingHttpHeaders): void {
-  if (stream.destroyed || stream.closed || stream.headersSent) return;
+function respondError(port: ServerPort, code: number, details: string, extra?: http2.OutgoingHttpHeaders): undefined {
+  if (port.gone) return;
   try {
-    stream.respond(
+    port.respond(
       {
         [HTTP2_HEADER_STATUS]: HTTP_STATUS_OK,
         [HTTP2_HEADER_CONTENT_TYPE]: "application/grpc",
@@ -47,7 +176,7 @@ function respondError(stream: Stream, code: number, details: string, extra?: htt
         "grpc-message": encodeGrpcMessage(details),
         ...extra,
       },
-      { endStream: true },
+      true,
     );
   } catch {
     // The stream went away while we answered: nothing left to tell.
@@ -62,7 +191,7 @@ class RequestQueue implements AsyncIterable<Buffer> {
   private done = false;
   private error: Error | undefined;
 
-  constructor(private readonly stream: Stream) {}
+  constructor(private readonly stream: ServerPort) {}
 
   push(m: Buffer): void {
     if (this.waiter) {
@@ -91,7 +220,7 @@ class RequestQueue implements AsyncIterable<Buffer> {
       next: () => {
         const m = this.items.shift();
         if (m) {
-          if (this.items.length < 4 && this.stream.isPaused()) this.stream.resume();
+          if (this.items.length < 4 && this.stream.paused) this.stream.resume();
           return Promise.resolve({ value: m, done: false });
         }
         if (this.done) return this.error ? Promise.reject(this.error) : Promise.resolve({ value: undefined, done: true });
@@ -122,7 +251,7 @@ export class GrpcServerCall {
   /** @internal */ handed = false;
 
   constructor(
-    private readonly stream: Stream,
+    private readonly stream: ServerPort,
     readonly path: string,
     readonly shape: CallShape,
     readonly metadata: Metadata,
@@ -140,7 +269,7 @@ export class GrpcServerCall {
 
   /** True once the client is gone (reset, connection lost): writes go nowhere. */
   get cancelled(): boolean {
-    return this.stream.destroyed || this.stream.closed;
+    return this.stream.gone;
   }
 
   /** Request messages of a client- or bidi-streaming call, until the client half-closes. */
@@ -162,7 +291,7 @@ export class GrpcServerCall {
     const headers: http2.OutgoingHttpHeaders = { [HTTP2_HEADER_STATUS]: HTTP_STATUS_OK, [HTTP2_HEADER_CONTENT_TYPE]: "application/grpc" };
     if (this.pendingHeaders) toHeaders(this.pendingHeaders, headers);
     try {
-      this.stream.respond(headers, { waitForTrailers: true });
+      this.stream.respond(headers, false);
       return true;
     } catch {
       return false;
@@ -198,8 +327,7 @@ export class GrpcServerCall {
           this.drainWaiters = [];
           for (const f of w) f();
         };
-        this.stream.on("drain", wake);
-        this.stream.on("close", wake);
+        this.stream.onWritable(wake);
       }
       this.drainWaiters.push(resolve);
     });
@@ -235,7 +363,7 @@ export class GrpcServerCall {
       t[HTTP2_HEADER_STATUS] = HTTP_STATUS_OK;
       t[HTTP2_HEADER_CONTENT_TYPE] = "application/grpc";
       try {
-        this.stream.respond(t, { endStream: true });
+        this.stream.respond(t, true);
       } catch {
         // gone
       }
@@ -243,17 +371,8 @@ export class GrpcServerCall {
       return;
     }
     if (!this.respond()) return;
-    const stream = this.stream;
-    stream.once("wantTrailers", () => {
-      try {
-        stream.sendTrailers(t);
-      } catch {
-        stream.close(http2.constants.NGHTTP2_INTERNAL_ERROR);
-      }
-    });
     try {
-      if (last) stream.end(last);
-      else stream.end();
+      this.stream.finish(last, t);
     } catch {
       // gone
     }
@@ -267,10 +386,8 @@ export class GrpcServerCall {
    */
   private closeRequestSide(): void {
     const stream = this.stream;
-    if (stream.readableEnded) return;
-    setImmediate(() => {
-      if (!stream.closed && !stream.destroyed) stream.close(http2.constants.NGHTTP2_NO_ERROR);
-    });
+    if (stream.requestEnded || stream.gone) return;
+    stream.close(http2.constants.NGHTTP2_NO_ERROR);
   }
 
   /** @internal The network side ended the call (reset, lost connection, protocol error). */
@@ -307,23 +424,36 @@ export class GrpcServerCall {
   }
 }
 
+/** What a request stream tells the call, from either HTTP/2 implementation. */
+interface RequestEvents {
+  data(chunk: Buffer): void;
+  /** The client half-closed. */
+  end(): void;
+  /** The stream is over: `reason` when it ended before the call did (reset, connection lost). */
+  close(reason: string): void;
+}
+
+type BunListener = TCPSocketListener<{ h2: H2Session }>;
+
 export class GrpcServer {
-  private readonly server: http2.Http2Server | http2.Http2SecureServer;
+  private readonly server: http2.Http2Server | http2.Http2SecureServer | undefined;
+  private listener: BunListener | undefined;
   private readonly sessions = new Set<http2.ServerHttp2Session>();
+  private readonly h2Sessions = new Set<H2Session>();
   private draining = false;
+  private drainWaiters: (() => void)[] = [];
 
   constructor(private readonly opts: GrpcServerOptions) {
+    if (!opts.tls) return; // h2c: our own framing, set up in listen()
     const settings: http2.Settings = { maxConcurrentStreams: opts.maxConcurrentStreams };
-    this.server = opts.tls
-      ? http2.createSecureServer({ ...opts.tls, settings, requestCert: true, rejectUnauthorized: true, ALPNProtocols: ["h2"] })
-      : http2.createServer({ settings });
+    this.server = http2.createSecureServer({ ...opts.tls, settings, requestCert: true, rejectUnauthorized: true, ALPNProtocols: ["h2"] });
     this.server.on("session", (s: http2.ServerHttp2Session) => {
       this.sessions.add(s);
       s.on("error", () => {}); // a broken connection ends its streams; nothing to do for the server
       s.on("close", () => this.sessions.delete(s));
       if (this.draining) s.close();
     });
-    this.server.on("stream", (stream: Stream, headers: http2.IncomingHttpHeaders) => this.onStream(stream, headers));
+    this.server.on("stream", (stream: Stream, headers: http2.IncomingHttpHeaders) => this.onNodeStream(stream, headers));
     // TLS handshake failures (no or foreign client certificate) concern one client only.
     this.server.on("tlsClientError", () => {});
     this.server.on("sessionError", () => {});
@@ -332,13 +462,46 @@ export class GrpcServer {
   /** Binds; resolves with the bound port. */
   listen(host: string, port: number): Promise<number> {
     const target = host.includes(":") ? `[${host}]:${port}` : `${host}:${port}`;
+    const fail = (e: Error) => new Error(`cannot listen for inbound gRPC on ${target}: ${e.message} — pick a free port in sidecar.inbound.port`);
+    if (!this.server) {
+      try {
+        this.listener = Bun.listen<{ h2: H2Session }>({
+          hostname: host,
+          port,
+          socket: {
+            open: (sock) => {
+              const h2 = new H2Session(sock, {
+                server: true,
+                maxConcurrentStreams: this.opts.maxConcurrentStreams,
+                onStream: (stream, h) => this.onOwnStream(stream, h.headers, h.tooLarge, h.malformed),
+                onClose: () => {
+                  this.h2Sessions.delete(h2);
+                  if (this.h2Sessions.size === 0 && this.draining) this.drained();
+                },
+              });
+              sock.data = { h2 };
+              this.h2Sessions.add(h2);
+              if (this.draining) h2.goaway();
+            },
+            data: (sock, d) => sock.data.h2.onData(d),
+            drain: (sock) => sock.data.h2.onSocketDrain(),
+            close: (sock) => sock.data?.h2.onSocketClose(),
+            error: (sock, e) => sock.data?.h2.onSocketClose(e),
+          },
+        });
+        return Promise.resolve(this.listener.port);
+      } catch (e) {
+        return Promise.reject(fail(e as Error));
+      }
+    }
+    const server = this.server;
     return new Promise((resolve, reject) => {
-      const onError = (e: Error) => reject(new Error(`cannot listen for inbound gRPC on ${target}: ${e.message} — pick a free port in sidecar.inbound.port`));
-      this.server.once("error", onError);
-      this.server.listen(port, host, () => {
-        this.server.off("error", onError);
-        this.server.on("error", () => {});
-        resolve((this.server.address() as { port: number }).port);
+      const onError = (e: Error) => reject(fail(e));
+      server.once("error", onError);
+      server.listen(port, host, () => {
+        server.off("error", onError);
+        server.on("error", () => {});
+        resolve((server.address() as { port: number }).port);
       });
     });
   }
@@ -348,11 +511,26 @@ export class GrpcServer {
     (this.server as http2.Http2SecureServer).setSecureContext({ ...tls, requestCert: true, rejectUnauthorized: true } as SecureContextOptions);
   }
 
+  private drained(): void {
+    const w = this.drainWaiters;
+    this.drainWaiters = [];
+    for (const f of w) f();
+  }
+
   /** Stops accepting (GOAWAY to every client, listener closed); resolves once every connection has closed. */
   drain(): Promise<void> {
     this.draining = true;
+    if (!this.server) {
+      this.listener?.stop(false);
+      return new Promise((resolve) => {
+        if (this.h2Sessions.size === 0) return resolve();
+        this.drainWaiters.push(resolve);
+        for (const s of [...this.h2Sessions]) s.goaway();
+      });
+    }
+    const server = this.server;
     return new Promise((resolve) => {
-      this.server.close(() => resolve());
+      server.close(() => resolve());
       for (const s of this.sessions) s.close();
       if (this.sessions.size === 0) resolve();
     });
@@ -361,15 +539,56 @@ export class GrpcServer {
   /** Closes every connection now; calls in flight end on the client side as UNAVAILABLE. */
   forceStop(): void {
     this.draining = true;
+    if (!this.server) {
+      this.listener?.stop(true);
+      for (const s of [...this.h2Sessions]) s.destroy(new Error("server stopped"));
+      return;
+    }
     this.server.close();
     for (const s of this.sessions) s.destroy();
   }
 
-  private onStream(stream: Stream, headers: http2.IncomingHttpHeaders): void {
+  private onOwnStream(stream: H2Stream, headers: HeaderMap, tooLarge: boolean, malformed: string | undefined): void {
+    if (malformed) return stream.reset(ErrorCode.PROTOCOL_ERROR);
+    const port = new OwnPort(stream);
+    if (tooLarge) return respondError(port, Status.RESOURCE_EXHAUSTED, "request headers larger than the header list size the server announced");
+    const events = this.onRequest(port, headers as http2.IncomingHttpHeaders);
+    if (!events) {
+      // Answered already; a client still sending gets its stream reset once the answer is out.
+      if (!stream.remoteEnded && !stream.closed) stream.reset(ErrorCode.NO_ERROR);
+      return;
+    }
+    stream.onData = (chunk, end) => {
+      if (chunk.length) events.data(chunk);
+      if (end) events.end();
+    };
+    stream.onReset = (code, lost) => {
+      events.close(lost ? "the client connection closed" : `the client reset the stream (code ${code})`);
+      port.wake?.();
+    };
+    if (stream.remoteEnded) events.end();
+  }
+
+  private onNodeStream(stream: Stream, headers: http2.IncomingHttpHeaders): void {
     stream.on("error", () => {}); // a reset stream; the close handler below sees it
+    const events = this.onRequest(new NodePort(stream), headers);
+    if (!events) return;
+    stream.on("data", (chunk: Buffer) => events.data(chunk));
+    stream.on("end", () => {
+      // Bun emits "end" also for a stream the client reset (RST_STREAM), and "aborted" only after this
+      // tick's microtasks: wait one turn so a reset is not taken for the client's half-close.
+      setImmediate(() => {
+        if (!stream.aborted && !stream.rstCode) events.end();
+      });
+    });
+    stream.on("close", () => events.close(stream.rstCode ? `the client reset the stream (code ${stream.rstCode})` : "the client connection closed"));
+  }
+
+  /** Checks the request headers; answers a bad request and returns undefined, or returns the call's events. */
+  private onRequest(port: ServerPort, headers: http2.IncomingHttpHeaders): RequestEvents | undefined {
     if (headers[":method"] !== "POST") {
       try {
-        stream.respond({ [HTTP2_HEADER_STATUS]: 405, allow: "POST" }, { endStream: true });
+        port.respond({ [HTTP2_HEADER_STATUS]: 405, allow: "POST" }, true);
       } catch {
         // gone
       }
@@ -378,21 +597,22 @@ export class GrpcServer {
     const ct = headers[HTTP2_HEADER_CONTENT_TYPE];
     if (typeof ct !== "string" || !ct.startsWith("application/grpc") || (ct.length > 16 && ct[16] !== "+" && ct[16] !== ";")) {
       try {
-        stream.respond({ [HTTP2_HEADER_STATUS]: 415 }, { endStream: true });
+        port.respond({ [HTTP2_HEADER_STATUS]: 415 }, true);
       } catch {
         // gone
       }
       return;
     }
-    if (this.draining) return respondError(stream, Status.UNAVAILABLE, "the sidecar is draining: retry on another endpoint");
-    const path = headers[":path"] ?? "";
+    if (this.draining) return respondError(port, Status.UNAVAILABLE, "the sidecar is draining: retry on another endpoint");
+    const rawPath = headers[":path"];
+    const path = typeof rawPath === "string" ? rawPath : "";
     const shape = this.opts.lookup(path);
-    if (!shape) return respondError(stream, Status.UNIMPLEMENTED, `method ${path} is not served here`);
+    if (!shape) return respondError(port, Status.UNIMPLEMENTED, `method ${path} is not served here`);
     let deadline: number | undefined;
     const timeout = headers["grpc-timeout"];
     if (timeout !== undefined) {
       const ms = typeof timeout === "string" ? parseGrpcTimeout(timeout) : undefined;
-      if (ms === undefined) return respondError(stream, Status.INTERNAL, `invalid grpc-timeout value ${JSON.stringify(timeout)}`);
+      if (ms === undefined) return respondError(port, Status.INTERNAL, `invalid grpc-timeout value ${JSON.stringify(timeout)}`);
       deadline = Date.now() + ms;
     }
     let metadata: Metadata;
@@ -400,45 +620,44 @@ export class GrpcServer {
       metadata = fromHeaders(headers);
     } catch (e) {
       const err = e as GrpcError;
-      return respondError(stream, err.code ?? Status.INTERNAL, err.message);
+      return respondError(port, err.code ?? Status.INTERNAL, err.message);
     }
     const enc = headers["grpc-encoding"];
-    const call = new GrpcServerCall(stream, path, shape, metadata, deadline, typeof enc === "string" ? enc : undefined, this.opts.maxMessageBytes);
+    const call = new GrpcServerCall(port, path, shape, metadata, deadline, typeof enc === "string" ? enc : undefined, this.opts.maxMessageBytes);
 
-    stream.on("data", (chunk: Buffer) => {
-      if (call.ended) return;
-      try {
-        call.decoder.push(chunk, (m, compressed) => call.pushRequest(compressed ? decompress(m, call.encoding, call.maxBytes) : m));
-      } catch (e) {
-        call.fail(e instanceof GrpcError ? e : new GrpcError(Status.INTERNAL, (e as Error).message));
-      }
-    });
-    stream.on("end", () => {
-      if (call.ended) return;
-      if (call.decoder.midMessage) return call.fail(new GrpcError(Status.INTERNAL, "the request stream ended in the middle of a message (truncated gRPC frame)"));
-      if (!shape.clientStreaming) {
-        if (call.request === undefined) {
-          return call.fail(new GrpcError(Status.UNIMPLEMENTED, `received no request message for ${shape.serverStreaming ? "server-streaming" : "unary"} method ${path}`));
+    const events: RequestEvents = {
+      data: (chunk) => {
+        if (call.ended) return;
+        try {
+          call.decoder.push(chunk, (m, compressed) => call.pushRequest(compressed ? decompress(m, call.encoding, call.maxBytes) : m));
+        } catch (e) {
+          call.fail(e instanceof GrpcError ? e : new GrpcError(Status.INTERNAL, (e as Error).message));
         }
-        this.hand(call);
-      } else {
-        // Bun emits "end" also for a stream the client reset (RST_STREAM), and "aborted" only after this
-        // tick's microtasks: wait one turn so a reset is not taken for the client's half-close.
-        setImmediate(() => {
-          if (!stream.aborted && !stream.rstCode) call.endRequests();
-        });
-      }
-    });
-    stream.on("close", () => {
-      if (call.timer) clearTimeout(call.timer);
-      if (!call.ended) call.cancel(stream.rstCode ? `the client reset the stream (code ${stream.rstCode})` : "the client connection closed");
-    });
+      },
+      end: () => {
+        if (call.ended) return;
+        if (call.decoder.midMessage) return call.fail(new GrpcError(Status.INTERNAL, "the request stream ended in the middle of a message (truncated gRPC frame)"));
+        if (!shape.clientStreaming) {
+          if (call.request === undefined) {
+            return call.fail(new GrpcError(Status.UNIMPLEMENTED, `received no request message for ${shape.serverStreaming ? "server-streaming" : "unary"} method ${path}`));
+          }
+          this.hand(call);
+        } else {
+          call.endRequests();
+        }
+      },
+      close: (reason) => {
+        if (call.timer) clearTimeout(call.timer);
+        if (!call.ended) call.cancel(reason);
+      },
+    };
     if (shape.clientStreaming) {
       this.hand(call);
     } else if (deadline !== undefined) {
       // Until the request has arrived no handler holds the deadline: the server does.
       call.timer = setTimeout(() => call.fail(new GrpcError(Status.DEADLINE_EXCEEDED, "deadline exceeded before the request arrived")), Math.max(0, deadline - Date.now()));
     }
+    return events;
   }
 
   private hand(call: GrpcServerCall): void {

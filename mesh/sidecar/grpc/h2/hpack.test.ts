@@ -1,0 +1,94 @@
+import { describe, expect, test } from "bun:test";
+import { encodeHeaders, HpackDecoder, HpackError, huffmanDecode, huffmanEncode } from "./hpack.ts";
+
+const hex = (s: string) => Buffer.from(s.replace(/\s+/g, ""), "hex");
+
+describe("HPACK", () => {
+  test("RFC 7541 C.4: requests with Huffman and the dynamic table", () => {
+    const d = new HpackDecoder(4096, 65536);
+    expect(d.decode(hex("828684418cf1e3c2e5f23a6ba0ab90f4ff")).headers).toEqual({
+      ":method": "GET",
+      ":scheme": "http",
+      ":path": "/",
+      ":authority": "www.example.com",
+    } as never);
+    expect(d.decode(hex("828684be5886a8eb10649cbf")).headers).toEqual({
+      ":method": "GET",
+      ":scheme": "http",
+      ":path": "/",
+      ":authority": "www.example.com",
+      "cache-control": "no-cache",
+    } as never);
+    expect(d.decode(hex("828785bf408825a849e95ba97d7f8925a849e95bb8e8b4bf")).headers).toEqual({
+      ":method": "GET",
+      ":scheme": "https",
+      ":path": "/index.html",
+      ":authority": "www.example.com",
+      "custom-key": "custom-value",
+    } as never);
+  });
+
+  test("RFC 7541 C.6: responses with eviction (table size 256)", () => {
+    const d = new HpackDecoder(256, 65536);
+    const r1 = d.decode(
+      hex("488264025885aec3771a4b6196d07abe941054d444a8200595040b8166e082a62d1bff6e919d29ad171863c78f0b97c8e9ae82ae43d3"),
+    ).headers;
+    expect(r1).toEqual({
+      ":status": "302",
+      "cache-control": "private",
+      date: "Mon, 21 Oct 2013 20:13:21 GMT",
+      location: "https://www.example.com",
+    } as never);
+    const r2 = d.decode(hex("4883640effc1c0bf")).headers;
+    expect(r2[":status"]).toBe("307");
+    expect(r2.location).toBe("https://www.example.com");
+  });
+
+  test("Huffman round trip over every byte value", () => {
+    const s = Array.from({ length: 256 }, (_, i) => String.fromCharCode(i)).join("");
+    const enc = huffmanEncode(s);
+    expect(huffmanDecode(enc, 0, enc.length)).toBe(s);
+  });
+
+  test("encoder output decodes to the same list", () => {
+    const d = new HpackDecoder(4096, 65536);
+    const list: [string, string][] = [
+      [":status", "200"],
+      ["content-type", "application/grpc"],
+      ["grpc-status", "0"],
+      ["x-long", "v".repeat(300)],
+    ];
+    expect(d.decode(encodeHeaders(list)).headers).toEqual(Object.fromEntries(list) as never);
+  });
+
+  test("hostile blocks throw HpackError, never anything else", () => {
+    const bad = [
+      "80", // index 0
+      "ff", // truncated integer
+      "fe", // index beyond the tables
+      "ffffffffffff0f", // integer overflow
+      "4085", // truncated string
+      "0085ffffffffff00", // Huffman with EOS
+      "0081fe0000", // Huffman bad padding (0xfe is not all 1s?) or truncated
+      "3fe1ff03", // table size update over the 4096 announced
+      "823f00", // table size update after a field
+    ];
+    for (const b of bad) {
+      const d = new HpackDecoder(4096, 65536);
+      expect(() => d.decode(hex(b))).toThrow(HpackError);
+    }
+  });
+
+  test("header list over the limit is flagged, not stored", () => {
+    const d = new HpackDecoder(4096, 100);
+    const r = d.decode(encodeHeaders([["a", "x".repeat(200)]]));
+    expect(r.tooLarge).toBe(true);
+    expect(r.headers.a).toBeUndefined();
+  });
+
+  test("upper-case names and late pseudo-headers are malformed", () => {
+    const d = new HpackDecoder(4096, 65536);
+    expect(d.decode(encodeHeaders([["X-Up", "1"]])).malformed).toContain("upper-case");
+    expect(d.decode(encodeHeaders([["a", "1"], [":path", "/"]])).malformed).toContain("pseudo-header");
+  });
+});

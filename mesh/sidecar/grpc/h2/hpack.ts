@@ -1,0 +1,335 @@
+// HPACK (RFC 7541) for the sidecar's own HTTP/2: a decoder with the dynamic table and Huffman strings
+// (grpc-js and grpc-go clients use both), bounded by the header list size we announce, and an encoder
+// that never indexes (literals without indexing, static-table names and exact matches), so the peer's
+// table and ours never have to agree on anything. Errors throw HpackError: the connection must end
+// with COMPRESSION_ERROR, since the decoder's table is then out of step with the peer's.
+import { HUFFMAN_CODES, STATIC_TABLE } from "./tables.ts";
+
+export class HpackError extends Error {
+  override name = "HpackError";
+}
+
+// ---- Huffman decoding: a 4-bit-at-a-time state machine built once from the code table.
+// A state is an internal node of the code tree; TABLE[state * 16 + nibble] packs the next state
+// (bits 0-7), the symbol emitted (bits 8-16), EMIT (bit 17) and FAIL (bit 18: EOS inside a string).
+const EMIT = 1 << 17;
+const FAIL = 1 << 18;
+const HUFF_TABLE = new Int32Array(256 * 16);
+/** Per state: true when the bits since the last symbol are all 1s and fewer than 8 (valid padding). */
+const HUFF_ACCEPT = new Uint8Array(256);
+(() => {
+  // Tree: node 0 is the root; children[n*2+bit] = node id (internal >= 0) or -(sym+1) for a leaf.
+  const children: number[] = [0, 0];
+  let nodes = 1;
+  const depth = [0];
+  const ones = [1];
+  for (let sym = 0; sym < 257; sym++) {
+    const [bits, code] = HUFFMAN_CODES[sym]!;
+    let n = 0;
+    for (let b = bits - 1; b >= 0; b--) {
+      const bit = (code >>> b) & 1;
+      if (b === 0) {
+        children[n * 2 + bit] = -(sym + 1);
+        break;
+      }
+      let next = children[n * 2 + bit]!;
+      if (next === 0) {
+        next = nodes++;
+        children[n * 2 + bit] = next;
+        children.push(0, 0);
+        depth[next] = depth[n]! + 1;
+        ones[next] = ones[n]! & bit;
+      }
+      n = next;
+    }
+  }
+  for (let s = 0; s < nodes; s++) {
+    HUFF_ACCEPT[s] = s === 0 || (ones[s] === 1 && depth[s]! < 8) ? 1 : 0;
+    for (let nib = 0; nib < 16; nib++) {
+      let n = s;
+      let out = 0;
+      for (let b = 3; b >= 0; b--) {
+        const c = children[n * 2 + ((nib >>> b) & 1)]!;
+        if (c < 0) {
+          const sym = -c - 1;
+          if (sym === 256) {
+            out = FAIL;
+            break;
+          }
+          out = EMIT | (sym << 8);
+          n = 0;
+        } else {
+          n = c;
+        }
+      }
+      HUFF_TABLE[s * 16 + nib] = out & FAIL ? FAIL : out | n;
+    }
+  }
+})();
+
+/** Decodes a Huffman string of buf[start, end) to a latin1 string. */
+export function huffmanDecode(buf: Uint8Array, start: number, end: number): string {
+  let state = 0;
+  let out = "";
+  const codes: number[] = [];
+  for (let i = start; i < end; i++) {
+    const byte = buf[i]!;
+    let e = HUFF_TABLE[state * 16 + (byte >>> 4)]!;
+    if (e & FAIL) throw new HpackError("Huffman string contains EOS");
+    if (e & EMIT) codes.push((e >>> 8) & 0x1ff);
+    state = e & 0xff;
+    e = HUFF_TABLE[state * 16 + (byte & 15)]!;
+    if (e & FAIL) throw new HpackError("Huffman string contains EOS");
+    if (e & EMIT) codes.push((e >>> 8) & 0x1ff);
+    state = e & 0xff;
+    if (codes.length >= 4096) {
+      out += String.fromCharCode.apply(null, codes);
+      codes.length = 0;
+    }
+  }
+  if (!HUFF_ACCEPT[state]) throw new HpackError("Huffman string has invalid padding");
+  return codes.length ? out + String.fromCharCode.apply(null, codes) : out;
+}
+
+/** Huffman-encodes a latin1 string (used by tests and for symmetry; the encoder sends plain literals). */
+export function huffmanEncode(s: string): Buffer {
+  const out: number[] = [];
+  let acc = 0;
+  let n = 0;
+  for (let i = 0; i < s.length; i++) {
+    const [bits, code] = HUFFMAN_CODES[s.charCodeAt(i) & 0xff]!;
+    for (let b = bits - 1; b >= 0; b--) {
+      acc = (acc << 1) | ((code >>> b) & 1);
+      if (++n === 8) {
+        out.push(acc & 0xff);
+        acc = 0;
+        n = 0;
+      }
+    }
+  }
+  if (n > 0) out.push(((acc << (8 - n)) | ((1 << (8 - n)) - 1)) & 0xff);
+  return Buffer.from(out);
+}
+
+export type HeaderValue = string | string[];
+export type HeaderMap = Record<string, HeaderValue>;
+
+const STATIC_LEN = STATIC_TABLE.length; // 61
+
+export interface DecodeResult {
+  headers: HeaderMap;
+  /** The header list exceeded the limit: the headers are incomplete and the stream must be refused. */
+  tooLarge: boolean;
+  /** A header field was malformed (upper-case name, pseudo-header after a regular one, ...). */
+  malformed: string | undefined;
+}
+
+export class HpackDecoder {
+  // The dynamic table as a ring of [name, value]; newest at `head - 1`.
+  private names: string[] = [];
+  private values: string[] = [];
+  private size = 0;
+  private maxSize: number;
+
+  /**
+   * `maxTableSize`: SETTINGS_HEADER_TABLE_SIZE we announce (the peer may not exceed it);
+   * `maxHeaderListSize`: SETTINGS_MAX_HEADER_LIST_SIZE we announce (name + value + 32 per field).
+   */
+  constructor(
+    private readonly maxTableSize: number,
+    private readonly maxHeaderListSize: number,
+  ) {
+    this.maxSize = maxTableSize;
+  }
+
+  private evict(limit: number): void {
+    while (this.size > limit && this.names.length > 0) {
+      const name = this.names.pop()!;
+      const value = this.values.pop()!;
+      this.size -= name.length + value.length + 32;
+    }
+  }
+
+  private add(name: string, value: string): void {
+    const s = name.length + value.length + 32;
+    if (s > this.maxSize) {
+      this.names.length = 0;
+      this.values.length = 0;
+      this.size = 0;
+      return;
+    }
+    this.evict(this.maxSize - s);
+    this.names.unshift(name);
+    this.values.unshift(value);
+    this.size += s;
+  }
+
+  private buf: Uint8Array = EMPTY;
+  private pos = 0;
+  private end = 0;
+
+  private readInt(prefixBits: number): number {
+    const buf = this.buf;
+    const mask = (1 << prefixBits) - 1;
+    let v = buf[this.pos++]! & mask;
+    if (v < mask) return v;
+    let shift = 0;
+    for (;;) {
+      if (this.pos >= this.end) throw new HpackError("truncated integer");
+      const b = buf[this.pos++]!;
+      v += (b & 0x7f) * 2 ** shift;
+      shift += 7;
+      if (v > 0x7fffffff) throw new HpackError("integer overflow");
+      if ((b & 0x80) === 0) return v;
+    }
+  }
+
+  private readString(): string {
+    if (this.pos >= this.end) throw new HpackError("truncated string");
+    const huff = (this.buf[this.pos]! & 0x80) !== 0;
+    const len = this.readInt(7);
+    const start = this.pos;
+    if (start + len > this.end) throw new HpackError("truncated string");
+    this.pos = start + len;
+    return huff ? huffmanDecode(this.buf, start, start + len) : latin1(this.buf, start, start + len);
+  }
+
+  private entryName(index: number): string {
+    if (index === 0) throw new HpackError("index 0");
+    if (index <= STATIC_LEN) return STATIC_TABLE[index - 1]![0];
+    const d = index - STATIC_LEN - 1;
+    if (d >= this.names.length) throw new HpackError(`index ${index} beyond the tables`);
+    return this.names[d]!;
+  }
+
+  private entryValue(index: number): string {
+    return index <= STATIC_LEN ? STATIC_TABLE[index - 1]![1] : this.values[index - STATIC_LEN - 1]!;
+  }
+
+  /** Decodes one complete header block. Throws HpackError on a compression error. */
+  decode(block: Uint8Array): DecodeResult {
+    const headers: HeaderMap = Object.create(null); // a field named "__proto__" or "constructor" is just a field
+    let listSize = 0;
+    let tooLarge = false;
+    let malformed: string | undefined;
+    let regularSeen = false;
+    let first = true;
+    this.buf = block;
+    this.pos = 0;
+    this.end = block.length;
+    try {
+      while (this.pos < this.end) {
+        const b = block[this.pos]!;
+        let name: string;
+        let value: string;
+        if (b & 0x80) {
+          const idx = this.readInt(7);
+          name = this.entryName(idx);
+          value = this.entryValue(idx);
+        } else if (b & 0x40) {
+          const idx = this.readInt(6);
+          name = idx ? this.entryName(idx) : this.readString();
+          value = this.readString();
+          this.add(name, value);
+        } else if (b & 0x20) {
+          if (!first) throw new HpackError("dynamic table size update after the first field");
+          const n = this.readInt(5);
+          if (n > this.maxTableSize) throw new HpackError(`dynamic table size ${n} over the ${this.maxTableSize} announced`);
+          this.maxSize = n;
+          this.evict(n);
+          continue; // several updates may lead the block
+        } else {
+          // literal without indexing (0000) or never indexed (0001)
+          const idx = this.readInt(4);
+          name = idx ? this.entryName(idx) : this.readString();
+          value = this.readString();
+        }
+        first = false;
+        listSize += name.length + value.length + 32;
+        if (listSize > this.maxHeaderListSize) tooLarge = true;
+        if (tooLarge) continue;
+        if (name.charCodeAt(0) === 0x3a) {
+          if (regularSeen) malformed ??= `pseudo-header ${name} after regular headers`;
+        } else {
+          regularSeen = true;
+          if (name !== name.toLowerCase()) malformed ??= `upper-case header name ${JSON.stringify(name)}`;
+        }
+        const prev = headers[name];
+        if (prev === undefined) headers[name] = value;
+        else if (typeof prev === "string") headers[name] = [prev, value];
+        else prev.push(value);
+      }
+    } finally {
+      this.buf = EMPTY;
+    }
+    return { headers, tooLarge, malformed };
+  }
+}
+
+const EMPTY = new Uint8Array(0);
+
+function latin1(buf: Uint8Array, start: number, end: number): string {
+  if (end - start < 64) {
+    let s = "";
+    for (let i = start; i < end; i++) s += String.fromCharCode(buf[i]!);
+    return s;
+  }
+  return Buffer.from(buf.buffer, buf.byteOffset + start, end - start).toString("latin1");
+}
+
+// ---- Encoding
+const EXACT = new Map<string, number>();
+const NAMES = new Map<string, number>();
+for (let i = STATIC_TABLE.length - 1; i >= 0; i--) {
+  const [n, v] = STATIC_TABLE[i]!;
+  EXACT.set(`${n}\0${v}`, i + 1);
+  NAMES.set(n, i + 1);
+}
+
+/** Header fields to send, in order: [name, value] pairs, names lower case, pseudo-headers first. */
+export type HeaderList = [string, string][];
+
+function writeInt(out: number[], prefixBits: number, first: number, v: number): void {
+  const mask = (1 << prefixBits) - 1;
+  if (v < mask) {
+    out.push(first | v);
+    return;
+  }
+  out.push(first | mask);
+  v -= mask;
+  while (v >= 128) {
+    out.push((v & 0x7f) | 0x80);
+    v = Math.floor(v / 128);
+  }
+  out.push(v);
+}
+
+function writeString(out: number[], s: string): void {
+  writeInt(out, 7, 0, s.length);
+  for (let i = 0; i < s.length; i++) out.push(s.charCodeAt(i) & 0xff);
+}
+
+/** Encodes a header list without touching any dynamic table (literal without indexing). */
+export function encodeHeaders(list: HeaderList): Buffer {
+  const out: number[] = [];
+  for (const [name, value] of list) {
+    const exact = EXACT.get(`${name}\0${value}`);
+    if (exact !== undefined) {
+      writeInt(out, 7, 0x80, exact);
+      continue;
+    }
+    const ni = NAMES.get(name);
+    if (ni !== undefined) writeInt(out, 4, 0, ni);
+    else {
+      out.push(0);
+      writeString(out, name);
+    }
+    writeString(out, value);
+  }
+  return Buffer.from(out);
+}
+
+/** Pre-encodes fixed fields (a prefix sent on every response or request) once. */
+export function encodeFixed(list: HeaderList): Buffer {
+  return encodeHeaders(list);
+}
