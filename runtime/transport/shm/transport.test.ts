@@ -84,6 +84,34 @@ describe("ShmTransport (in one process, real memfd, real uds control)", () => {
     await waitFor(() => pair!.sidecar.isParked, { what: "sidecar parked again" });
   });
 
+  test("spin off: a poll that drains the ring parks at once, and answers sent after it still flow", async () => {
+    pair = await connectedShmPair({ dir: res.scratchDir(), spin: "off" });
+    const a = recorder();
+    const parkedWhenHandled: boolean[] = [];
+    const sidecar = pair.sidecar;
+    pair.app.start(a);
+    sidecar.start({
+      onFrame(kind, _flags, callId, aux) {
+        // As a handler does: answer a few microtasks later, after the poll that delivered the frame.
+        queueMicrotask(() => {
+          parkedWhenHandled.push(sidecar.isParked);
+          sidecar.send(FrameKind.PONG, 0, callId, aux);
+        });
+      },
+      onClose() {},
+    });
+    await waitFor(() => sidecar.isParked, { what: "sidecar parked" });
+    const parks = sidecar.stats.parks;
+    for (let round = 0; round < 20; round++) {
+      pair.app.send(FrameKind.PING, 0, 0, round);
+      await waitFor(() => a.frames.length === round + 1, { what: `pong ${round}` });
+    }
+    expect(a.frames.map((f) => f.aux)).toEqual(Array.from({ length: 20 }, (_, i) => i));
+    // Parked before its handlers ran: no extra microtask poll just to find the ring empty.
+    expect(parkedWhenHandled).toEqual(Array.from({ length: 20 }, () => true));
+    expect(sidecar.stats.parks - parks).toBe(20);
+  });
+
   test("the sidecar closes its memfd once the app attached, and nothing is in /dev/shm", async () => {
     const before = memfdFds();
     const seg = ShmSegment.create(8192);
