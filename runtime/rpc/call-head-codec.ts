@@ -74,6 +74,12 @@ function utf8(s: string): Uint8Array {
  * hand it to Transport.send (which copies) before encoding another.
  */
 export function encodeCallHeadTransient(h: CallHeadFields): Uint8Array {
+  encodeHead(h);
+  return scratch.subarray(0, pos);
+}
+
+/** Encodes a call head into scratch[0, pos). */
+function encodeHead(h: CallHeadFields): void {
   pos = 0;
   let m = methodBytes.get(h.method);
   if (!m) {
@@ -104,7 +110,6 @@ export function encodeCallHeadTransient(h: CallHeadFields): Uint8Array {
     varint(0x28);
     varint(1);
   }
-  return scratch.subarray(0, pos);
 }
 
 /**
@@ -113,7 +118,7 @@ export function encodeCallHeadTransient(h: CallHeadFields): Uint8Array {
  * first `byteLength - message.byteLength` bytes.
  */
 export function encodeCallHeadAndMessageTransient(h: CallHeadFields, message: Uint8Array): Uint8Array {
-  encodeCallHeadTransient(h);
+  encodeHead(h);
   reserve(message.byteLength);
   scratch.set(message, pos);
   pos += message.byteLength;
