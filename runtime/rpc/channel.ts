@@ -40,6 +40,8 @@ const SERVER_STREAMING: CallShape = { serverStreaming: true, clientStreaming: fa
 const COMBINE_LIMIT = MAX_CONTROL_BODY / 2;
 const NO_METADATA: Metadata = Object.freeze({}) as Metadata;
 const NO_OPTIONS: CallOptions = Object.freeze({});
+/** The status of nearly every call, shared (frozen, like NO_METADATA): OK, no details, no trailers. */
+const OK_STATUS: FinalStatus = Object.freeze({ code: Status.OK, details: "", trailers: NO_METADATA });
 
 export interface ChannelOptions {
   /** True on the side that opened the connection (the app): its calls get odd ids. */
@@ -101,8 +103,11 @@ class Window {
   }
 }
 
+/** How a unary call hands its outcome to the promise unary() returned. */
+type UnaryResolve = (r: UnaryResult) => void;
+type UnaryReject = (e: RpcError) => void;
+
 class ClientCallImpl extends Window implements ClientCall {
-  readonly status: Promise<FinalStatus>;
   /**
    * A unary call's response, kept here until somebody wants a queue: unary() takes it directly, so
    * the common call never builds one.
@@ -123,7 +128,12 @@ class ClientCallImpl extends Window implements ClientCall {
   headersValue: Metadata | undefined;
   private headersPromise: Promise<Metadata> | undefined;
   private resolveHeaders: ((md: Metadata) => void) | undefined;
-  private resolveStatus!: (s: FinalStatus) => void;
+  /** The status promise, made only if somebody asks for it (unary() does not). */
+  private statusPromise: Promise<FinalStatus> | undefined;
+  private resolveStatus: ((s: FinalStatus) => void) | undefined;
+  /** Set by unary(): settle() resolves or rejects its promise directly. */
+  private unaryResolve: UnaryResolve | undefined;
+  private unaryReject: UnaryReject | undefined;
 
   constructor(
     private readonly ch: RpcChannel,
@@ -133,7 +143,28 @@ class ClientCallImpl extends Window implements ClientCall {
     readonly options: CallOptions,
   ) {
     super(ch.peerSettings.initialWindowBytes);
-    this.status = new Promise((r) => (this.resolveStatus = r));
+  }
+
+  get status(): Promise<FinalStatus> {
+    if (this.statusPromise === undefined) {
+      const s = this.finalStatus;
+      this.statusPromise = s !== undefined ? Promise.resolve(s) : new Promise((r) => (this.resolveStatus = r));
+    }
+    return this.statusPromise;
+  }
+
+  /** @internal unary(): `resolve` gets the response once the call ends OK with one; `reject` any failure. */
+  awaitUnary(resolve: UnaryResolve, reject: UnaryReject): void {
+    if (this.finalStatus !== undefined) return this.settleUnary(this.finalStatus, resolve, reject);
+    this.unaryResolve = resolve;
+    this.unaryReject = reject;
+  }
+
+  private settleUnary(status: FinalStatus, resolve: UnaryResolve, reject: UnaryReject): void {
+    if (status.code !== Status.OK) return reject(new RpcError(status.code, status.details, status.trailers));
+    const response = this.takeResponse();
+    if (response === undefined) return reject(new RpcError(Status.INTERNAL, `${this.method}: the server ended the call OK without a response message`));
+    resolve({ response, headers: this.headersValue ?? NO_METADATA, trailers: status.trailers });
   }
 
   /** The responses as an async queue (made on first use, holding anything that already arrived). */
@@ -199,7 +230,13 @@ class ClientCallImpl extends Window implements ClientCall {
       this.beginWaiters = undefined;
       for (const f of w) f();
     }
-    this.resolveStatus(status);
+    this.resolveStatus?.(status);
+    const resolve = this.unaryResolve;
+    if (resolve !== undefined) {
+      const reject = this.unaryReject!;
+      this.unaryResolve = this.unaryReject = undefined;
+      this.settleUnary(status, resolve, reject);
+    }
   }
 
   write(message: Uint8Array): Promise<void> {
@@ -416,13 +453,13 @@ export class RpcChannel {
     return call;
   }
 
-  async unary(method: string, request: Uint8Array, opts: CallOptions = NO_OPTIONS): Promise<UnaryResult> {
+  /**
+   * One request, one response. The returned promise is the only one made for the call: the call's
+   * end settles it directly (no status promise, no async function).
+   */
+  unary(method: string, request: Uint8Array, opts: CallOptions = NO_OPTIONS): Promise<UnaryResult> {
     const call = this.open(method, UNARY, opts, request);
-    const status = await call.status;
-    if (status.code !== Status.OK) throw new RpcError(status.code, status.details, status.trailers);
-    const response = call.takeResponse();
-    if (response === undefined) throw new RpcError(Status.INTERNAL, `${method}: the server ended the call OK without a response message`);
-    return { response, headers: call.headersValue ?? NO_METADATA, trailers: status.trailers };
+    return new Promise((resolve, reject) => call.awaitUnary(resolve, reject));
   }
 
   /** Starts a server-streaming call with one request; iterate the result for the responses. */
@@ -700,8 +737,9 @@ export class RpcChannel {
           if (aux !== Status.OK) return this.clientCancel(call, Status.INTERNAL, `malformed END: a response message with status ${aux}`);
           this.onResponseMessage(callId, 0, body);
           if (call.finished) return;
-          return this.finishClient(call, this.status(Status.OK, ""));
+          return this.finishClient(call, OK_STATUS);
         }
+        if (aux === Status.OK && body.byteLength === 0) return this.finishClient(call, OK_STATUS);
         let status: FinalStatus;
         try {
           const s = decodeEndStatus(body);

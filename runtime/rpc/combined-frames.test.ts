@@ -5,7 +5,7 @@ import { rmSync } from "node:fs";
 import { join } from "node:path";
 import { scratchDir, waitFor } from "../../test/helpers.ts";
 import { connectUnix, listenUnix, type UdsTransport, type UnixListener } from "../transport/uds.ts";
-import { encodeCallHead, decodeEndStatus } from "./wire.ts";
+import { encodeCallHead, decodeEndStatus, encodeEndStatus } from "./wire.ts";
 import { RpcChannel } from "./channel.ts";
 import { FrameFlag, FrameKind } from "./frame.ts";
 import { RpcError, Status } from "./status.ts";
@@ -157,5 +157,79 @@ describe("frames that carry a message", () => {
     expect(end3.aux).toBe(Status.RESOURCE_EXHAUSTED);
     expect(seen.filter((f) => f.kind === FrameKind.MESSAGE && f.callId === 3)).toHaveLength(0);
     expect(channel.isOpen).toBe(true);
+  });
+
+  test("unary(): settled by the call's end, whatever form the answer takes", async () => {
+    const { channel, raw, seen } = await pair(true);
+    const callFrame = (n: number) => waitFor(() => seen.filter((f) => f.kind === FrameKind.CALL)[n], { what: `CALL ${n}` });
+    // The response in its own MESSAGE frame, then an empty OK END.
+    const a = channel.unary("/t.S/M", new Uint8Array([1]));
+    const ca = await callFrame(0);
+    raw.send(FrameKind.MESSAGE, 0, ca.callId, 0, new Uint8Array([2]));
+    raw.send(FrameKind.END, 0, ca.callId, Status.OK);
+    const ra = await a;
+    expect([...ra.response]).toEqual([2]);
+    expect(ra.trailers).toEqual({});
+    // OK without a response message.
+    const b = channel.unary("/t.S/M", new Uint8Array([1])).catch((e: unknown) => e);
+    raw.send(FrameKind.END, 0, (await callFrame(1)).callId, Status.OK);
+    expect(((await b) as RpcError).code).toBe(Status.INTERNAL);
+    expect(((await b) as RpcError).details).toMatch(/without a response message/);
+    // A non-OK status with details.
+    const c = channel.unary("/t.S/M", new Uint8Array([1])).catch((e: unknown) => e);
+    raw.send(FrameKind.END, 0, (await callFrame(2)).callId, Status.NOT_FOUND, encodeEndStatus(Status.NOT_FOUND, "no such thing"));
+    expect(((await c) as RpcError).code).toBe(Status.NOT_FOUND);
+    expect(((await c) as RpcError).details).toBe("no such thing");
+    // A call that ends before it starts (the channel is closed) rejects too.
+    channel.close();
+    const d = await channel.unary("/t.S/M", new Uint8Array([1])).catch((e: unknown) => e);
+    expect((d as RpcError).code).toBe(Status.UNAVAILABLE);
+  });
+
+  test("a call's status promise, asked for before or after the end, is one promise with the final status", async () => {
+    const { channel, raw, seen } = await pair(true);
+    const early = channel.startCall("/t.S/M", { serverStreaming: false, clientStreaming: false }, {}, new Uint8Array([1]));
+    const late = channel.startCall("/t.S/M", { serverStreaming: false, clientStreaming: false }, {}, new Uint8Array([1]));
+    const earlyStatus = early.status;
+    expect(early.status).toBe(earlyStatus);
+    const calls = await waitFor(() => (seen.filter((f) => f.kind === FrameKind.CALL).length === 2 ? seen : undefined), { what: "two CALLs" });
+    for (const f of calls) raw.send(FrameKind.END, FrameFlag.WITH_MESSAGE, f.callId, Status.OK, new Uint8Array([3]));
+    expect((await earlyStatus).code).toBe(Status.OK);
+    await waitFor(() => seen.length >= 2 && channel.stats.activeClientCalls === 0, { what: "both calls over" });
+    const lateStatus = late.status;
+    expect(late.status).toBe(lateStatus);
+    expect(await lateStatus).toEqual({ code: Status.OK, details: "", trailers: {} });
+  });
+
+  test("an async handler that responds before its first await: one END; a later throw changes nothing", async () => {
+    const { channel, raw, seen } = await pair(false);
+    let later: (() => void) | undefined;
+    channel.setHandler(async (call) => {
+      call.respond(call.takeRequest() ?? new Uint8Array(0));
+      if (call.method === "/t.S/ThrowLater") {
+        await new Promise<void>((r) => (later = r));
+        throw new Error("after the answer");
+      }
+    });
+    const send = (id: number, method: string) => {
+      const head = encodeCallHead({ method, metadata: {}, timeoutUs: 0, serverStreaming: false, clientStreaming: false });
+      const body = new Uint8Array(head.byteLength + 1);
+      body.set(head);
+      body[head.byteLength] = id;
+      raw.send(FrameKind.CALL, FrameFlag.WITH_MESSAGE | FrameFlag.END_STREAM, id, head.byteLength, body);
+    };
+    send(1, "/t.S/M");
+    send(3, "/t.S/ThrowLater");
+    await waitFor(() => later, { what: "the second handler waiting" });
+    later!();
+    send(5, "/t.S/M");
+    await waitFor(() => seen.find((f) => f.kind === FrameKind.END && f.callId === 5), { what: "END of call 5" });
+    const ends = seen.filter((f) => f.kind === FrameKind.END);
+    expect(ends.map((f) => [f.callId, f.aux, [...f.body]])).toEqual([
+      [1, Status.OK, [1]],
+      [3, Status.OK, [3]],
+      [5, Status.OK, [5]],
+    ]);
+    expect(channel.stats.activeServerCalls).toBe(0);
   });
 });
