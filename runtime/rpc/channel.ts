@@ -32,6 +32,8 @@ import { decodeCallHead, decodeEndStatus, decodeHeaders, encodeCallHeadTransient
 const TRANSPORT_HIGH_WATER = 8 * 1024 * 1024;
 const UNARY: CallShape = { serverStreaming: false, clientStreaming: false };
 const SERVER_STREAMING: CallShape = { serverStreaming: true, clientStreaming: false };
+const CLIENT_STREAMING: CallShape = { serverStreaming: false, clientStreaming: true };
+const BIDI_STREAMING: CallShape = { serverStreaming: true, clientStreaming: true };
 /**
  * A request or unary response this small rides in the CALL or END frame (FrameFlag.WITH_MESSAGE)
  * instead of a MESSAGE frame of its own. Bounded well under every peer's frame limit (maxFrameBody
@@ -666,10 +668,8 @@ export class RpcChannel {
     }
     if (!wellFormedMethod(head.method)) return this.rejectCall(callId, Status.UNIMPLEMENTED, `malformed method name ${JSON.stringify(head.method.slice(0, 200))}: expected /package.Service/Method`);
     const deadline = head.timeoutUs > 0 ? Date.now() + head.timeoutUs / 1000 : undefined;
-    const call = new ServerCallImpl(this, callId, head.method, head.metadata, deadline, {
-      serverStreaming: head.serverStreaming,
-      clientStreaming: head.clientStreaming,
-    });
+    const shape = head.serverStreaming ? (head.clientStreaming ? BIDI_STREAMING : SERVER_STREAMING) : head.clientStreaming ? CLIENT_STREAMING : UNARY;
+    const call = new ServerCallImpl(this, callId, head.method, head.metadata, deadline, shape);
     this.serverCalls.set(callId, call);
     this.stats.activeServerCalls++;
     this.stats.callsServed++;
@@ -697,6 +697,9 @@ export class RpcChannel {
       return;
     }
     if (result && typeof (result as Promise<void>).then === "function") {
+      // Most unary handlers answer (respond) before their first await: their promise is already
+      // fulfilled and the call over, and a reaction would only cost a promise and a microtask.
+      if (call.ended && Bun.peek.status(result) === "fulfilled") return;
       (result as Promise<void>).then(
         () => this.serverEnd(call, Status.OK, ""),
         (e) => this.handlerFailed(call, e),
