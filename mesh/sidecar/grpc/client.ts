@@ -1,5 +1,6 @@
-// A gRPC client for one endpoint on node:http2: one HTTP/2 connection (h2c, or TLS presenting our
-// certificate), made on first use and made again after GOAWAY or loss. Payloads are undecoded bytes.
+// A gRPC client for one endpoint: one HTTP/2 connection — h2c on the sidecar's own framing
+// (h2/session.ts over Bun.connect), TLS presenting our certificate on node:http2 — made on first use
+// and made again after GOAWAY or loss. Payloads are undecoded bytes.
 // The status of a call comes from its trailers (or a trailers-only response); without one, from what
 // ended the stream, the way grpc-js maps it: a connection that cannot be made or is lost → UNAVAILABLE,
 // RST_STREAM → its code's status, an HTTP error status → the spec's mapping. A deadline goes upstream as
@@ -14,6 +15,8 @@ import { fromHeaders } from "./metadata.ts";
 import { decodeGrpcMessage, parseGrpcStatus, statusFromHttp, statusFromRst } from "./status.ts";
 import { formatGrpcTimeout } from "./timeout.ts";
 import { decompress, frameMessage, MessageDecoder } from "./wire.ts";
+import type { DecodeResult, HeaderList } from "./h2/hpack.ts";
+import { ErrorCode, H2Session, type H2Stream } from "./h2/session.ts";
 
 const { NGHTTP2_CANCEL } = http2.constants;
 
@@ -57,6 +60,9 @@ export class GrpcClientCall {
   private readonly decoder: MessageDecoder;
   private timer: ReturnType<typeof setTimeout> | undefined;
   private stream: http2.ClientHttp2Stream | undefined;
+  private own: H2Stream | undefined;
+  private gotResponse = false;
+  private drainWake: (() => void) | undefined;
 
   constructor(
     private readonly client: GrpcClient,
@@ -73,34 +79,9 @@ export class GrpcClientCall {
       this.timer = setTimeout(() => this.abort(Status.DEADLINE_EXCEEDED, `deadline exceeded waiting for ${this.client.address}`), Math.max(0, deadline - Date.now()));
     }
     stream.on("response", (headers: http2.IncomingHttpHeaders) => {
-      if (this.done) return;
-      this.httpStatus = Number(headers[":status"]) || 0;
-      if (headers["grpc-status"] !== undefined) {
-        this.takeStatus(headers); // trailers-only
-        return;
-      }
-      if (this.httpStatus !== 200) return; // the end of the stream maps the HTTP status
-      const enc = headers["grpc-encoding"];
-      this.encoding = typeof enc === "string" ? enc : undefined;
-      let md: Metadata;
-      try {
-        md = fromHeaders(headers);
-      } catch (e) {
-        this.abort(Status.INTERNAL, `bad response headers from ${this.client.address}: ${(e as Error).message}`);
-        return;
-      }
-      this.listener.onHeaders(md);
+      if (!this.done) this.onResponse(headers);
     });
-    stream.on("data", (chunk: Buffer) => {
-      if (this.done || this.code !== undefined) return;
-      if (this.httpStatus !== 200) return;
-      try {
-        this.decoder.push(chunk, (m, compressed) => this.listener.onMessage(compressed ? decompress(m, this.encoding, this.maxBytes) : m));
-      } catch (e) {
-        const err = e instanceof GrpcError ? e : new GrpcError(Status.INTERNAL, (e as Error).message);
-        this.abort(err.code, `response from ${this.client.address}: ${err.details}`);
-      }
-    });
+    stream.on("data", (chunk: Buffer) => this.onData(chunk));
     stream.on("trailers", (headers: http2.IncomingHttpHeaders) => {
       if (!this.done) this.takeStatus(headers);
     });
@@ -109,6 +90,82 @@ export class GrpcClientCall {
       if (this.code !== undefined) this.finish();
     });
     stream.on("close", () => this.finish(session));
+  }
+
+  /** @internal The call on our own HTTP/2 stream (h2c). */
+  attachOwn(stream: H2Stream, deadline: number | undefined): void {
+    this.own = stream;
+    if (deadline !== undefined) {
+      this.timer = setTimeout(() => this.abort(Status.DEADLINE_EXCEEDED, `deadline exceeded waiting for ${this.client.address}`), Math.max(0, deadline - Date.now()));
+    }
+    stream.onHeaders = (h: DecodeResult, endStream: boolean) => {
+      if (this.done) return;
+      const headers = h.headers as http2.IncomingHttpHeaders;
+      if (this.gotResponse) {
+        this.takeStatus(headers); // trailers
+      } else {
+        this.gotResponse = true;
+        this.onResponse(headers);
+      }
+      if (endStream) this.finishOwn(0, false);
+    };
+    stream.onData = (chunk, endStream) => {
+      if (chunk.length) this.onData(chunk);
+      if (!endStream) return;
+      // Ended without a status: an RST_STREAM may follow in the same read and says more.
+      if (this.code === undefined) queueMicrotask(() => this.finishOwn(0, false));
+      else this.finishOwn(0, false);
+    };
+    stream.onReset = (code, lost) => {
+      this.drainWake?.();
+      this.finishOwn(code, lost);
+    };
+  }
+
+  private finishOwn(rstCode: number, lost: boolean): void {
+    if (this.done) return;
+    const stream = this.own!;
+    if (this.code === undefined && (lost || rstCode)) {
+      if (lost) {
+        const err = stream.session.closeError;
+        this.code = Status.UNAVAILABLE;
+        this.details = err ? `${this.client.address}: ${err.message}` : `connection to ${this.client.address} lost before the call's status`;
+      } else {
+        ({ code: this.code, details: this.details } = statusFromRst(rstCode));
+      }
+      this.trailers = EMPTY;
+    }
+    this.finish();
+  }
+
+  private onResponse(headers: http2.IncomingHttpHeaders): void {
+    this.httpStatus = Number(headers[":status"]) || 0;
+    if (headers["grpc-status"] !== undefined) {
+      this.takeStatus(headers); // trailers-only
+      return;
+    }
+    if (this.httpStatus !== 200) return; // the end of the stream maps the HTTP status
+    const enc = headers["grpc-encoding"];
+    this.encoding = typeof enc === "string" ? enc : undefined;
+    let md: Metadata;
+    try {
+      md = fromHeaders(headers);
+    } catch (e) {
+      this.abort(Status.INTERNAL, `bad response headers from ${this.client.address}: ${(e as Error).message}`);
+      return;
+    }
+    this.listener.onHeaders(md);
+  }
+
+  private onData(chunk: Buffer): void {
+    if (this.done || this.code !== undefined) return;
+    if (this.httpStatus !== 200) return;
+    try {
+      this.decoder.push(chunk, (m, compressed) => this.listener.onMessage(compressed ? decompress(m, this.encoding, this.maxBytes) : m));
+    } catch (e) {
+      const err = e instanceof GrpcError ? e : new GrpcError(Status.INTERNAL, (e as Error).message);
+      this.abort(err.code, `response from ${this.client.address}: ${err.details}`);
+    }
   }
 
   private takeStatus(headers: http2.IncomingHttpHeaders): void {
@@ -177,6 +234,11 @@ export class GrpcClientCall {
   /** Ends the call here with `code` and resets the stream (CANCEL). */
   abort(code: number, details: string): void {
     if (this.done) return;
+    if (this.own) {
+      this.own.reset(NGHTTP2_CANCEL);
+      this.settle(code, details, EMPTY);
+      return;
+    }
     const s = this.stream;
     if (s && !s.destroyed && !s.closed) {
       try {
@@ -205,13 +267,15 @@ export class GrpcClientCall {
   /** Sends one request message; false when the window is full (wait with drained()) or the call is over. */
   write(message: Uint8Array): boolean {
     const s = this.stream;
-    if (this.done || !s || s.destroyed || s.closed) return false;
+    const own = this.own;
+    if (this.done || (own ? own.closed : !s || s.destroyed || s.closed)) return false;
     if (message.byteLength > this.maxBytes) {
       this.abort(Status.RESOURCE_EXHAUSTED, `request message larger than max (${message.byteLength} vs. ${this.maxBytes})`);
       return false;
     }
+    if (own) return own.write(frameMessage(message));
     try {
-      return s.write(frameMessage(message));
+      return s!.write(frameMessage(message));
     } catch {
       return false;
     }
@@ -219,15 +283,21 @@ export class GrpcClientCall {
 
   /** Stops taking response messages until resume() (HTTP/2 flow control then holds the server back). */
   pause(): void {
-    this.stream?.pause();
+    if (this.own) this.own.pause();
+    else this.stream?.pause();
   }
 
   resume(): void {
-    this.stream?.resume();
+    if (this.own) this.own.resume();
+    else this.stream?.resume();
   }
 
   /** Half-close: no more request messages. */
   end(): void {
+    if (this.own) {
+      if (!this.done) this.own.end();
+      return;
+    }
     const s = this.stream;
     if (this.done || !s || s.destroyed || s.writableEnded) return;
     try {
@@ -239,6 +309,19 @@ export class GrpcClientCall {
 
   /** Resolves when the stream can take more or the call is over. */
   drained(): Promise<void> {
+    const own = this.own;
+    if (own) {
+      if (this.done || own.closed || own.queued === 0) return Promise.resolve();
+      return new Promise((resolve) => {
+        const wake = () => {
+          own.onDrain = undefined;
+          this.drainWake = undefined;
+          resolve();
+        };
+        own.onDrain = wake;
+        this.drainWake = wake;
+      });
+    }
     const s = this.stream;
     if (this.done || !s || s.destroyed || s.closed) return Promise.resolve();
     return new Promise((resolve) => {
@@ -253,15 +336,38 @@ export class GrpcClientCall {
   }
 }
 
+/** Request headers object → HPACK field list: pseudo-headers first, :scheme and :authority added. */
+function toRequestList(h: http2.OutgoingHttpHeaders, authority: string): HeaderList {
+  const list: HeaderList = [
+    [":method", String(h[":method"] ?? "POST")],
+    [":scheme", "http"],
+    [":path", String(h[":path"] ?? "/")],
+    [":authority", authority],
+  ];
+  for (const k in h) {
+    if (k.charCodeAt(0) === 0x3a) continue;
+    const v = h[k];
+    if (v === undefined) continue;
+    if (Array.isArray(v)) for (const x of v) list.push([k, String(x)]);
+    else list.push([k, String(v)]);
+  }
+  return list;
+}
+
 export class GrpcClient {
   readonly address: string;
   private session: http2.ClientHttp2Session | undefined;
+  private own: H2Session | undefined;
+  private readonly host: string;
+  private readonly port: number;
   private closed = false;
   private readonly servername: string | undefined;
 
   constructor(private readonly opts: GrpcClientOptions) {
     this.address = opts.address;
     const host = opts.address.slice(0, opts.address.lastIndexOf(":")).replace(/^\[|\]$/g, "");
+    this.host = host;
+    this.port = Number(opts.address.slice(opts.address.lastIndexOf(":") + 1));
     // Bun's TLS refuses an IP address as SNI server name, so for IP endpoints we send "localhost": the
     // server certificate is still verified against the mesh CA (every pod certificate `mesh certs` makes
     // carries localhost and 127.0.0.1), which is the identity that matters inside the mesh.
@@ -281,6 +387,50 @@ export class GrpcClient {
     s.on("goaway", drop);
     s.on("close", drop);
     return s;
+  }
+
+  /** h2c: our own HTTP/2 over Bun.connect. Frames wait in the session until the socket is open. */
+  private ownSession(): H2Session {
+    const cur = this.own;
+    if (cur && cur.usable) return cur;
+    const h2: H2Session = new H2Session(undefined, {
+      server: false,
+      onGoaway: () => {
+        if (this.own === h2) this.own = undefined;
+      },
+      onClose: () => {
+        if (this.own === h2) this.own = undefined;
+      },
+    });
+    this.own = h2;
+    Bun.connect({
+      hostname: this.host,
+      port: this.port,
+      socket: {
+        open: (sock) => h2.attachSocket(sock),
+        data: (_sock, d) => h2.onData(d),
+        drain: () => h2.onSocketDrain(),
+        close: () => h2.onSocketClose(),
+        end: () => h2.onSocketClose(),
+        error: (_sock, e) => h2.onSocketClose(e),
+        connectError: (_sock, e) => h2.onSocketClose(e),
+      },
+    }).catch((e: Error) => h2.onSocketClose(e));
+    return h2;
+  }
+
+  private startOwn(call: GrpcClientCall, headers: http2.OutgoingHttpHeaders, deadline: number | undefined, request: Uint8Array | undefined): GrpcClientCall {
+    const list = toRequestList(headers, this.address);
+    let stream: H2Stream;
+    try {
+      stream = this.ownSession().request(list, false);
+    } catch (e) {
+      call.fail(Status.UNAVAILABLE, `cannot start a call to ${this.address}: ${(e as Error).message}`);
+      return call;
+    }
+    call.attachOwn(stream, deadline);
+    if (request) stream.write(frameMessage(request), true);
+    return call;
   }
 
   private currentSession(): http2.ClientHttp2Session {
@@ -318,6 +468,7 @@ export class GrpcClient {
       deadline = undefined;
       delete h["grpc-timeout"];
     }
+    if (!this.opts.tls) return this.startOwn(call, h, deadline, request);
     let session = this.currentSession();
     let stream: http2.ClientHttp2Stream;
     try {
@@ -349,5 +500,8 @@ export class GrpcClient {
     const s = this.session;
     this.session = undefined;
     s?.close();
+    const o = this.own;
+    this.own = undefined;
+    o?.goaway();
   }
 }

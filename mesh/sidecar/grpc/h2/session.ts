@@ -176,7 +176,8 @@ export class H2Session {
   readonly server: boolean;
   peerInitialWindow = DEFAULT_WINDOW;
   private peerMaxFrame = 16384;
-  private peerMaxStreams = Infinity;
+  /** SETTINGS_MAX_CONCURRENT_STREAMS of the peer (a client beyond it has its streams refused). */
+  peerMaxStreams = Infinity;
   private connSendWindow = DEFAULT_WINDOW;
   private connRecvUnacked = 0;
   private readonly streams = new Map<number, H2Stream>();
@@ -205,9 +206,12 @@ export class H2Session {
   /** Lowest stream id the peer said it did not process (client side, after GOAWAY). */
   private goawayLast = MAX_WINDOW;
   destroyed = false;
+  /** What ended the connection, once it has ended (undefined for a clean close). */
+  closeError: Error | undefined;
 
+  /** `socket` may come later (attachSocket) for a client still connecting: frames wait until then. */
   constructor(
-    private readonly socket: SocketLike,
+    private socket: SocketLike | undefined,
     private readonly opts: H2SessionOptions,
   ) {
     this.server = opts.server;
@@ -232,6 +236,16 @@ export class H2Session {
     if (!opts.server) this.queue(PREFACE);
     this.frame(FrameType.SETTINGS, 0, 0, payload);
     this.windowUpdate(0, CONN_WINDOW - DEFAULT_WINDOW);
+  }
+
+  /** The connection is up: frames gathered meanwhile go out now. */
+  attachSocket(socket: SocketLike): void {
+    this.socket = socket;
+    if (this.destroyed) {
+      socket.end();
+      return;
+    }
+    this.flush();
   }
 
   get streamCount(): number {
@@ -270,7 +284,7 @@ export class H2Session {
   /** Writes what the tick gathered in one socket write. */
   flush(): void {
     this.flushScheduled = false;
-    if (this.destroyed || this.out.length === 0) return;
+    if (this.destroyed || this.out.length === 0 || !this.socket) return;
     if (this.pendingWrite) {
       // The socket is full: keep gathering until it drains.
       if (this.outBytes + this.pendingWrite.length > MAX_QUEUED_OUTPUT) this.destroy(new Error("the peer does not read its connection"));
@@ -286,7 +300,7 @@ export class H2Session {
   /** The socket can take more (Bun's drain handler). */
   onSocketDrain(): void {
     const p = this.pendingWrite;
-    if (!p) return;
+    if (!p || !this.socket) return;
     this.pendingWrite = undefined;
     const n = this.socket.write(p);
     if (n < p.length) {
@@ -378,7 +392,6 @@ export class H2Session {
   /** Opens a stream (client) with request headers. */
   request(list: HeaderList, endStream: boolean): H2Stream {
     if (!this.usable) throw new Error("the connection is closing (GOAWAY) or gone");
-    if (this.streams.size >= this.peerMaxStreams) throw new Error(`the server allows only ${this.peerMaxStreams} concurrent streams`);
     const s = new H2Stream(this, this.nextStreamId);
     this.nextStreamId += 2;
     this.streams.set(s.id, s);
@@ -410,7 +423,7 @@ export class H2Session {
   private finishIfIdle(): void {
     if (this.streams.size > 0 || this.destroyed) return;
     this.flush();
-    if (this.pendingWrite) {
+    if (this.pendingWrite && this.socket) {
       // Let the last frames go out; the socket's close ends the session.
       this.socket.end();
       return;
@@ -423,17 +436,18 @@ export class H2Session {
     if (this.destroyed) return;
     this.destroyed = true;
     try {
-      if (this.out.length && !this.pendingWrite) {
+      if (this.socket && this.out.length && !this.pendingWrite) {
         const data = Buffer.concat(this.out);
         this.out = [];
         this.socket.write(data);
       }
-      this.socket.end();
+      this.socket?.end();
     } catch {
       // already gone
     }
     const streams = [...this.streams.values()];
     this.streams.clear();
+    this.closeError = err;
     for (const s of streams) {
       s.closed = true;
       s.onReset?.(ErrorCode.CANCEL, true);
@@ -670,7 +684,9 @@ export class H2Session {
       return;
     }
     if (s.remoteEnded) return this.streamError(s, ErrorCode.STREAM_CLOSED);
-    if (!s.headersReceived) return this.streamError(s, ErrorCode.PROTOCOL_ERROR);
+    // Bun's node:http2 server closes a stream it resets with an empty DATA END_STREAM before any HEADERS
+    // (then the RST_STREAM): take that as the end, not as a protocol error.
+    if (!s.headersReceived && (flen > 0 || this.server)) return this.streamError(s, ErrorCode.PROTOCOL_ERROR);
     s.recvWindow -= flen;
     if (s.recvWindow < 0) return this.streamError(s, ErrorCode.FLOW_CONTROL_ERROR);
     s.unacked += flen;

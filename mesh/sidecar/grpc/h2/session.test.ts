@@ -1,0 +1,358 @@
+// The own HTTP/2 framing under the gRPC server, fed hostile bytes over a real TCP socket: each connection
+// error ends with GOAWAY and the right code, stream errors with RST_STREAM, flow control holds, and a
+// well-behaved connection opened beside the broken ones keeps being served.
+import { afterAll, beforeAll, describe, expect, test } from "bun:test";
+import type { Socket } from "bun";
+import { Status } from "../../../../runtime/rpc/status.ts";
+import type { CallShape } from "../../../../runtime/rpc/types.ts";
+import { GrpcServer, type GrpcServerCall } from "../server.ts";
+import { encodeHeaders, HpackDecoder, huffmanEncode } from "./hpack.ts";
+import { ErrorCode, PREFACE } from "./session.ts";
+
+const SHAPES: Record<string, CallShape> = {
+  "/t.S/Unary": { clientStreaming: false, serverStreaming: false },
+  "/t.S/Hang": { clientStreaming: false, serverStreaming: false },
+};
+const hanging: GrpcServerCall[] = [];
+function handle(call: GrpcServerCall): void {
+  if (call.path === "/t.S/Hang") {
+    hanging.push(call);
+    return;
+  }
+  call.end(Status.OK, "", undefined, Buffer.concat([Buffer.from("echo:"), call.request!]));
+}
+
+const server = new GrpcServer({ maxMessageBytes: 1 << 20, maxConcurrentStreams: 4, lookup: (p) => SHAPES[p], onCall: handle });
+let port = 0;
+beforeAll(async () => {
+  port = await server.listen("127.0.0.1", 0);
+});
+afterAll(() => server.forceStop());
+
+interface Frame {
+  type: number;
+  flags: number;
+  stream: number;
+  payload: Buffer;
+}
+
+function frame(type: number, flags: number, stream: number, payload: Buffer | number[] = []): Buffer {
+  const p = Buffer.from(payload);
+  const h = Buffer.alloc(9);
+  h.writeUIntBE(p.length, 0, 3);
+  h[3] = type;
+  h[4] = flags;
+  h.writeUInt32BE(stream, 5);
+  return Buffer.concat([h, p]);
+}
+const u32 = (v: number) => {
+  const b = Buffer.alloc(4);
+  b.writeUInt32BE(v >>> 0, 0);
+  return b;
+};
+const SETTINGS = (pairs: [number, number][] = []) =>
+  frame(4, 0, 0, Buffer.concat(pairs.map(([id, v]) => Buffer.concat([Buffer.from([id >> 8, id & 0xff]), u32(v)]))));
+const grpcMsg = (s: string) => {
+  const p = Buffer.from(s);
+  return Buffer.concat([Buffer.from([0]), u32(p.length), p]);
+};
+const requestHeaders = (path: string, extra: [string, string][] = []) =>
+  encodeHeaders([
+    [":method", "POST"],
+    [":scheme", "http"],
+    [":path", path],
+    [":authority", "x"],
+    ["content-type", "application/grpc"],
+    ["te", "trailers"],
+    ...extra,
+  ]);
+
+/** A raw HTTP/2 client connection that records every frame the server sends. */
+class Raw {
+  frames: Frame[] = [];
+  closed = false;
+  private buf = Buffer.alloc(0);
+  private waiters: (() => void)[] = [];
+  readonly hpack = new HpackDecoder(4096, 1 << 20);
+  constructor(private readonly sock: Socket<undefined>) {}
+
+  static async open(prefaceAndSettings = true): Promise<Raw> {
+    let raw!: Raw;
+    const sock = await Bun.connect({
+      hostname: "127.0.0.1",
+      port,
+      socket: {
+        data: (_s, d) => raw.onData(d),
+        close: () => {
+          raw.closed = true;
+          raw.wake();
+        },
+      },
+    });
+    raw = new Raw(sock);
+    if (prefaceAndSettings) raw.send(PREFACE, SETTINGS());
+    return raw;
+  }
+
+  send(...parts: Buffer[]): void {
+    this.sock.write(Buffer.concat(parts));
+  }
+
+  private onData(d: Buffer): void {
+    this.buf = Buffer.concat([this.buf, d]);
+    while (this.buf.length >= 9) {
+      const len = this.buf.readUIntBE(0, 3);
+      if (this.buf.length < 9 + len) break;
+      this.frames.push({ type: this.buf[3]!, flags: this.buf[4]!, stream: this.buf.readUInt32BE(5) & 0x7fffffff, payload: Buffer.from(this.buf.subarray(9, 9 + len)) });
+      this.buf = this.buf.subarray(9 + len);
+    }
+    this.wake();
+  }
+
+  private wake(): void {
+    const w = this.waiters;
+    this.waiters = [];
+    for (const f of w) f();
+  }
+
+  /** Resolves with the first frame matching, waiting for it (bounded by the test's timeout). */
+  async until(pred: (f: Frame) => boolean, what: string): Promise<Frame> {
+    for (;;) {
+      const f = this.frames.find(pred);
+      if (f) return f;
+      if (this.closed) throw new Error(`connection closed before ${what}; got ${JSON.stringify(this.frames.map((x) => [x.type, x.flags, x.stream]))}`);
+      await new Promise<void>((r) => this.waiters.push(r));
+    }
+  }
+
+  async goaway(): Promise<{ last: number; code: number }> {
+    const f = await this.until((x) => x.type === 7, "GOAWAY");
+    return { last: f.payload.readUInt32BE(0), code: f.payload.readUInt32BE(4) };
+  }
+
+  async closedByPeer(): Promise<void> {
+    while (!this.closed) await new Promise<void>((r) => this.waiters.push(r));
+  }
+
+  /** The gRPC status of stream `sid` (trailers or trailers-only). */
+  async status(sid: number): Promise<{ code: number; data: Buffer }> {
+    await this.until((x) => x.stream === sid && x.type === 1 && (x.flags & 1) === 1, `stream ${sid}'s trailers`);
+    let code = -1;
+    const data: Buffer[] = [];
+    for (const f of this.frames) {
+      if (f.stream !== sid) continue;
+      if (f.type === 0) data.push(f.payload);
+      if (f.type === 1) {
+        const h = this.hpack.decode(f.payload).headers;
+        if (h["grpc-status"] !== undefined) code = Number(h["grpc-status"]);
+      }
+    }
+    return { code, data: Buffer.concat(data) };
+  }
+
+  private pings = 0;
+  /** A PING round trip: the server has handled everything sent before it. */
+  async barrier(): Promise<void> {
+    const tag = Buffer.alloc(8);
+    tag.writeUInt32BE(++this.pings, 4);
+    this.send(frame(6, 0, 0, tag));
+    await this.until((f) => f.type === 6 && f.flags === 1 && f.payload.equals(tag), "PING ACK");
+  }
+
+  close(): void {
+    this.sock.end();
+  }
+}
+
+async function stillServing(): Promise<void> {
+  const c = await Raw.open();
+  try {
+    c.send(frame(1, 4, 1, requestHeaders("/t.S/Unary")), frame(0, 1, 1, grpcMsg("ok")));
+    const r = await c.status(1);
+    expect(r.code).toBe(Status.OK);
+    expect(r.data.subarray(5).toString()).toBe("echo:ok");
+  } finally {
+    c.close();
+  }
+}
+
+describe("own HTTP/2 framing: connection errors end with GOAWAY and the right code", () => {
+  const cases: [string, (c: Raw) => void, number, boolean][] = [
+    ["not an HTTP/2 preface", (c) => c.send(Buffer.from("GET / HTTP/1.1\r\nHost: x\r\n\r\n")), ErrorCode.PROTOCOL_ERROR, false],
+    ["first frame not SETTINGS", (c) => c.send(PREFACE, frame(6, 0, 0, Buffer.alloc(8))), ErrorCode.PROTOCOL_ERROR, false],
+    ["a frame over 16 KiB", (c) => c.send(frame(0, 0, 1, Buffer.alloc(16385))), ErrorCode.FRAME_SIZE_ERROR, true],
+    ["a frame header announcing 16 MiB", (c) => c.send(Buffer.from([0xff, 0xff, 0xff, 0, 0, 0, 0, 0, 1])), ErrorCode.FRAME_SIZE_ERROR, true],
+    ["SETTINGS of 5 bytes", (c) => c.send(frame(4, 0, 0, Buffer.alloc(5))), ErrorCode.FRAME_SIZE_ERROR, true],
+    ["SETTINGS on a stream", (c) => c.send(frame(4, 0, 1)), ErrorCode.PROTOCOL_ERROR, true],
+    ["SETTINGS_INITIAL_WINDOW_SIZE over 2^31-1", (c) => c.send(SETTINGS([[4, 0x80000000]])), ErrorCode.FLOW_CONTROL_ERROR, true],
+    ["SETTINGS_MAX_FRAME_SIZE under 16384", (c) => c.send(SETTINGS([[5, 100]])), ErrorCode.PROTOCOL_ERROR, true],
+    ["PING of 7 bytes", (c) => c.send(frame(6, 0, 0, Buffer.alloc(7))), ErrorCode.FRAME_SIZE_ERROR, true],
+    ["DATA on stream 0", (c) => c.send(frame(0, 0, 0, Buffer.alloc(3))), ErrorCode.PROTOCOL_ERROR, true],
+    ["DATA on an idle stream", (c) => c.send(frame(0, 0, 5, Buffer.alloc(3))), ErrorCode.PROTOCOL_ERROR, true],
+    ["HEADERS with HPACK index 0", (c) => c.send(frame(1, 5, 1, [0x80])), ErrorCode.COMPRESSION_ERROR, true],
+    ["HEADERS with a Huffman string holding EOS", (c) => c.send(frame(1, 5, 1, [0x00, 0x85, 0xff, 0xff, 0xff, 0xff, 0xff, 0x00])), ErrorCode.COMPRESSION_ERROR, true],
+    ["HEADERS on an even stream", (c) => c.send(frame(1, 5, 2, requestHeaders("/t.S/Unary"))), ErrorCode.PROTOCOL_ERROR, true],
+    ["CONTINUATION without HEADERS", (c) => c.send(frame(9, 4, 1, requestHeaders("/t.S/Unary"))), ErrorCode.PROTOCOL_ERROR, true],
+    ["another frame between HEADERS and CONTINUATION", (c) => c.send(frame(1, 0, 1, requestHeaders("/t.S/Unary")), frame(6, 0, 0, Buffer.alloc(8))), ErrorCode.PROTOCOL_ERROR, true],
+    ["PUSH_PROMISE from a client", (c) => c.send(frame(5, 4, 1, Buffer.alloc(4))), ErrorCode.PROTOCOL_ERROR, true],
+    ["WINDOW_UPDATE of 0 on the connection", (c) => c.send(frame(8, 0, 0, u32(0))), ErrorCode.PROTOCOL_ERROR, true],
+    ["connection window over 2^31-1", (c) => c.send(frame(8, 0, 0, u32(0x7fffffff))), ErrorCode.FLOW_CONTROL_ERROR, true],
+    ["RST_STREAM on an idle stream", (c) => c.send(frame(3, 0, 7, u32(8))), ErrorCode.PROTOCOL_ERROR, true],
+    ["RST_STREAM of 3 bytes", (c) => c.send(frame(3, 0, 1, Buffer.alloc(3))), ErrorCode.FRAME_SIZE_ERROR, true],
+    [
+      "a CONTINUATION flood past the header list size",
+      (c) => {
+        c.send(frame(1, 0, 1, requestHeaders("/t.S/Unary")));
+        for (let i = 0; i < 8; i++) c.send(frame(9, 0, 1, Buffer.alloc(16384, 0x40)));
+      },
+      ErrorCode.ENHANCE_YOUR_CALM,
+      true,
+    ],
+  ];
+  for (const [what, send, code, preface] of cases) {
+    test(`${what} → GOAWAY ${Object.entries(ErrorCode).find(([, v]) => v === code)![0]}, connection closed; others served`, async () => {
+      const c = await Raw.open(preface);
+      send(c);
+      const g = await c.goaway();
+      expect(g.code).toBe(code);
+      await c.closedByPeer();
+      await stillServing();
+    });
+  }
+});
+
+describe("own HTTP/2 framing: what a connection survives", () => {
+  test("PING is answered with the same 8 bytes; SETTINGS is acknowledged", async () => {
+    const c = await Raw.open();
+    try {
+      c.send(frame(6, 0, 0, Buffer.from("12345678")));
+      const ack = await c.until((f) => f.type === 6 && f.flags === 1, "PING ACK");
+      expect(ack.payload.toString()).toBe("12345678");
+      await c.until((f) => f.type === 4 && f.flags === 1, "SETTINGS ACK");
+      const settings = await c.until((f) => f.type === 4 && f.flags === 0, "SETTINGS");
+      const values = new Map<number, number>();
+      for (let i = 0; i < settings.payload.length; i += 6) values.set(settings.payload.readUInt16BE(i), settings.payload.readUInt32BE(i + 2));
+      expect(values.get(3)).toBe(4); // SETTINGS_MAX_CONCURRENT_STREAMS
+      expect(values.get(2)).toBe(0); // no push
+    } finally {
+      c.close();
+    }
+  });
+
+  test("Huffman strings, the dynamic table, CONTINUATION and padding, as grpc clients send them", async () => {
+    const c = await Raw.open();
+    try {
+      // First request: literal with incremental indexing of :path and a custom header, Huffman-coded.
+      const huff = (s: string) => {
+        const h = huffmanEncode(s);
+        return Buffer.concat([Buffer.from([0x80 | h.length]), h]);
+      };
+      const block1 = Buffer.concat([
+        Buffer.from([0x83, 0x86]), // :method POST, :scheme http
+        Buffer.from([0x44]), // :path, incremental indexing, name index 4
+        huff("/t.S/Unary"),
+        Buffer.from([0x41]), // :authority, indexed name
+        huff("x"),
+        Buffer.from([0x40]), // new name, incremental indexing
+        huff("content-type"),
+        huff("application/grpc"),
+      ]);
+      // Split across HEADERS (padded) + CONTINUATION.
+      const padded = Buffer.concat([Buffer.from([3]), block1.subarray(0, 5), Buffer.alloc(3)]);
+      c.send(frame(1, 0x8, 1, padded), frame(9, 4, 1, block1.subarray(5)), frame(0, 1, 1, grpcMsg("one")));
+      expect((await c.status(1)).code).toBe(Status.OK);
+      // Second request: everything from the dynamic table (62 = content-type, 63 = :authority, 64 = :path).
+      c.send(frame(1, 4, 3, Buffer.from([0x83, 0x86, 0xc0, 0xbf, 0xbe])), frame(0, 0x9, 3, Buffer.concat([Buffer.from([2]), grpcMsg("two"), Buffer.alloc(2)])));
+      const r = await c.status(3);
+      expect(r.code).toBe(Status.OK);
+      expect(r.data.subarray(5).toString()).toBe("echo:two");
+    } finally {
+      c.close();
+    }
+  });
+
+  test("streams beyond SETTINGS_MAX_CONCURRENT_STREAMS are refused; the connection goes on", async () => {
+    const c = await Raw.open();
+    const before = hanging.length;
+    try {
+      for (let i = 0; i < 5; i++) c.send(frame(1, 4, 1 + i * 2, requestHeaders("/t.S/Hang")), frame(0, 1, 1 + i * 2, grpcMsg("h")));
+      const rst = await c.until((f) => f.type === 3, "RST_STREAM");
+      expect(rst.stream).toBe(9);
+      expect(rst.payload.readUInt32BE(0)).toBe(ErrorCode.REFUSED_STREAM);
+      await c.barrier();
+      expect(hanging.length).toBe(before + 4);
+    } finally {
+      for (const h of hanging.splice(before)) h.end(Status.OK, "", undefined, Buffer.from("late"));
+      c.close();
+    }
+    await stillServing();
+  });
+
+  test("a malformed header block (upper-case name) resets its stream only", async () => {
+    const c = await Raw.open();
+    try {
+      c.send(frame(1, 5, 1, requestHeaders("/t.S/Unary", [["X-Upper", "1"]])));
+      const rst = await c.until((f) => f.type === 3 && f.stream === 1, "RST_STREAM");
+      expect(rst.payload.readUInt32BE(0)).toBe(ErrorCode.PROTOCOL_ERROR);
+      c.send(frame(1, 4, 3, requestHeaders("/t.S/Unary")), frame(0, 1, 3, grpcMsg("after")));
+      expect((await c.status(3)).code).toBe(Status.OK);
+    } finally {
+      c.close();
+    }
+  });
+
+  test("a header list over the announced size: RESOURCE_EXHAUSTED on that stream", async () => {
+    const c = await Raw.open();
+    try {
+      const big = requestHeaders("/t.S/Unary", [["x-big", "a".repeat(66000)]]);
+      const parts = [frame(1, 0, 1, big.subarray(0, 16000))];
+      for (let off = 16000; off < big.length; off += 16000) parts.push(frame(9, off + 16000 >= big.length ? 4 : 0, 1, big.subarray(off, off + 16000)));
+      c.send(...parts, frame(0, 1, 1, grpcMsg("x")));
+      expect((await c.status(1)).code).toBe(Status.RESOURCE_EXHAUSTED);
+    } finally {
+      c.close();
+    }
+  });
+
+  test("flow control: the response waits for the client's stream window", async () => {
+    const c = await Raw.open(false);
+    try {
+      // Initial stream window 0: the server may send HEADERS but no DATA until WINDOW_UPDATE.
+      c.send(PREFACE, SETTINGS([[4, 0]]), frame(1, 4, 1, requestHeaders("/t.S/Unary")), frame(0, 1, 1, grpcMsg("windowed")));
+      await c.until((f) => f.type === 1 && f.stream === 1, "response HEADERS");
+      // A PING round trip proves the server has had its turn without sending DATA.
+      c.send(frame(6, 0, 0, Buffer.from("barrier!")));
+      await c.until((f) => f.type === 6 && f.flags === 1, "PING ACK");
+      expect(c.frames.some((f) => f.type === 0 && f.stream === 1)).toBe(false);
+      c.send(frame(8, 0, 1, u32(5)));
+      const first = await c.until((f) => f.type === 0 && f.stream === 1, "first DATA");
+      expect(first.payload.length).toBe(5);
+      c.send(frame(8, 0, 1, u32(100)));
+      const r = await c.status(1);
+      expect(r.code).toBe(Status.OK);
+      expect(r.data.subarray(5).toString()).toBe("echo:windowed");
+    } finally {
+      c.close();
+    }
+  });
+
+  test("a client RST_STREAM cancels its call; DATA after it is ignored", async () => {
+    const c = await Raw.open();
+    const before = hanging.length;
+    try {
+      c.send(frame(1, 4, 1, requestHeaders("/t.S/Hang")), frame(0, 1, 1, grpcMsg("h")));
+      await c.barrier();
+      const call = hanging[before]!;
+      let reason = "";
+      call.onCancel = (r) => (reason = r);
+      c.send(frame(3, 0, 1, u32(ErrorCode.CANCEL)), frame(0, 0, 1, Buffer.alloc(4)));
+      await c.barrier();
+      expect(reason).toContain("reset");
+      expect(call.cancelled).toBe(true);
+    } finally {
+      hanging.splice(before);
+      c.close();
+    }
+    await stillServing();
+  });
+});
