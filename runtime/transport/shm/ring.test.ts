@@ -1,6 +1,6 @@
 import { describe, expect, test } from "bun:test";
 import { FrameKind, maxFrameBody } from "../../rpc/frame.ts";
-import { CorruptSegmentError, RECORD_HEADER_BYTES, RING_CONTROL_BYTES, RingReader, RingWriter, type RingSink } from "./ring.ts";
+import { CorruptSegmentError, RECORD_HEADER_BYTES, REWIND_INDEX, RING_CONTROL_BYTES, RingReader, RingWriter, type RingSink } from "./ring.ts";
 
 const CAP = 4096;
 
@@ -49,6 +49,29 @@ function pump(writer: RingWriter, reader: RingReader, sink: RingSink, frames: Ui
 }
 
 describe("shm ring", () => {
+  test("a writer that finds the ring empty past REWIND_INDEX starts over at index 0; a full lap when it is not", () => {
+    const cap = 64 * 1024;
+    const { writer, reader, buffer } = makeRing(cap);
+    const sink = collector();
+    const data = new Uint8Array(buffer, RING_CONTROL_BYTES, cap);
+    // One frame at a time, read at once (a closed loop): 2,000 frames of ~100 B, three laps' worth.
+    for (let i = 0; i < 2000; i++) {
+      expect(writer.writeFrame(FrameKind.MESSAGE, 0, i + 1, 0, pattern(76, i))).toBe(true);
+      expect(reader.poll(sink, 1 << 30)).toBe(1);
+    }
+    expect(sink.got.map((g) => g.callId)).toEqual(Array.from({ length: 2000 }, (_, i) => i + 1));
+    sink.got.forEach((g, i) => expect(g.body).toEqual(pattern(76, i)));
+    // Nothing was ever written past the first REWIND_INDEX bytes and one more check's worth.
+    expect(data.subarray(2 * REWIND_INDEX).every((b) => b === 0)).toBe(true);
+    // A reader that falls behind: the ring is never empty when the writer looks, so it laps the ring.
+    const behind = makeRing(cap);
+    const frames = Array.from({ length: 2000 }, (_, i) => pattern(76, i));
+    const sink2 = collector();
+    pump(behind.writer, behind.reader, sink2, frames);
+    expect(sink2.got.map((g) => g.callId)).toEqual(Array.from({ length: 2000 }, (_, i) => i + 1));
+    expect(new Uint8Array(behind.buffer, RING_CONTROL_BYTES + cap - 4096, 4096).some((b) => b !== 0)).toBe(true);
+  });
+
   test("frames come out in order with their header fields and bodies", () => {
     const { writer, reader } = makeRing();
     const sink = collector();
