@@ -6,7 +6,8 @@
 // RST_STREAM → its code's status, an HTTP error status → the spec's mapping. A deadline goes upstream as
 // grpc-timeout and is also kept by a local timer: when it passes the stream is reset (CANCEL) and the
 // call ends DEADLINE_EXCEEDED whatever the server does.
-import http2 from "node:http2";
+import type * as http2 from "node:http2";
+import { createRequire } from "node:module";
 import { isIP } from "node:net";
 import type { SecureContextOptions } from "node:tls";
 import { type Metadata, Status } from "../../../runtime/rpc/status.ts";
@@ -18,7 +19,9 @@ import { decompress, frameMessage, MessageDecoder } from "./wire.ts";
 import type { DecodeResult, HeaderList } from "./h2/hpack.ts";
 import { ErrorCode, H2Session, type H2Stream } from "./h2/session.ts";
 
-const { NGHTTP2_CANCEL } = http2.constants;
+const NGHTTP2_CANCEL = ErrorCode.CANCEL;
+// node:http2 (about 10 MB of a process's RSS once loaded) is loaded only for TLS.
+const nodeHttp2 = (): typeof http2 => createRequire(import.meta.url)("node:http2");
 
 export interface GrpcClientOptions {
   /** "host:port" (IPv6 as "[addr]:port"). */
@@ -377,8 +380,8 @@ export class GrpcClient {
   private connect(): http2.ClientHttp2Session {
     const o = this.opts;
     const s = o.tls
-      ? http2.connect(`https://${o.address}`, { ...o.tls(), servername: this.servername, ALPNProtocols: ["h2"], settings: { enablePush: false } })
-      : http2.connect(`http://${o.address}`, { settings: { enablePush: false } });
+      ? nodeHttp2().connect(`https://${o.address}`, { ...o.tls(), servername: this.servername, ALPNProtocols: ["h2"], settings: { enablePush: false } })
+      : nodeHttp2().connect(`http://${o.address}`, { settings: { enablePush: false } });
     const drop = () => {
       if (this.session === s) this.session = undefined;
     };

@@ -13,7 +13,8 @@
 // (`call.request`), streaming calls at once (read with `call.messages()`). A client's RST_STREAM or a
 // lost connection fires `call.onCancel`. drain() sends GOAWAY and lets the calls in flight finish.
 import type { TCPSocketListener } from "bun";
-import http2 from "node:http2";
+import type * as http2 from "node:http2";
+import { createRequire } from "node:module";
 import type { SecureContextOptions } from "node:tls";
 import { type Metadata, Status } from "../../../runtime/rpc/status.ts";
 import type { CallShape } from "../../../runtime/rpc/types.ts";
@@ -25,7 +26,11 @@ import { ACCEPT_ENCODING, decompress, frameMessage, MessageDecoder } from "./wir
 import type { HeaderList, HeaderMap } from "./h2/hpack.ts";
 import { ErrorCode, H2Session, type H2Stream } from "./h2/session.ts";
 
-const { HTTP2_HEADER_STATUS, HTTP2_HEADER_CONTENT_TYPE, HTTP_STATUS_OK } = http2.constants;
+// node:http2 (about 10 MB of a process's RSS once loaded) is loaded only for TLS.
+const nodeHttp2 = (): typeof http2 => createRequire(import.meta.url)("node:http2");
+const HTTP2_HEADER_STATUS = ":status";
+const HTTP2_HEADER_CONTENT_TYPE = "content-type";
+const HTTP_STATUS_OK = 200;
 
 type OutHeaders = http2.OutgoingHttpHeaders;
 
@@ -74,7 +79,7 @@ class NodePort implements ServerPort {
       try {
         stream.sendTrailers(t);
       } catch {
-        stream.close(http2.constants.NGHTTP2_INTERNAL_ERROR);
+        stream.close(ErrorCode.INTERNAL_ERROR);
       }
     });
     if (last) stream.end(last);
@@ -387,7 +392,7 @@ export class GrpcServerCall {
   private closeRequestSide(): void {
     const stream = this.stream;
     if (stream.requestEnded || stream.gone) return;
-    stream.close(http2.constants.NGHTTP2_NO_ERROR);
+    stream.close(ErrorCode.NO_ERROR);
   }
 
   /** @internal The network side ended the call (reset, lost connection, protocol error). */
@@ -446,7 +451,7 @@ export class GrpcServer {
   constructor(private readonly opts: GrpcServerOptions) {
     if (!opts.tls) return; // h2c: our own framing, set up in listen()
     const settings: http2.Settings = { maxConcurrentStreams: opts.maxConcurrentStreams };
-    this.server = http2.createSecureServer({ ...opts.tls, settings, requestCert: true, rejectUnauthorized: true, ALPNProtocols: ["h2"] });
+    this.server = nodeHttp2().createSecureServer({ ...opts.tls, settings, requestCert: true, rejectUnauthorized: true, ALPNProtocols: ["h2"] });
     this.server.on("session", (s: http2.ServerHttp2Session) => {
       this.sessions.add(s);
       s.on("error", () => {}); // a broken connection ends its streams; nothing to do for the server

@@ -2,7 +2,6 @@
 // a trailers-only response) and grpc-message percent-encoded: bytes outside printable ASCII, and "%"
 // itself, as %XX of their UTF-8 bytes. Also what a client makes of an HTTP status or RST_STREAM code
 // when no grpc-status came (the mapping grpc-js and the spec's http-grpc-status-mapping.md use).
-import http2 from "node:http2";
 import { Status } from "../../../runtime/rpc/status.ts";
 
 /** True when `s` needs no escaping: every char in 0x20-0x7E except "%". */
@@ -96,7 +95,8 @@ export function statusFromHttp(httpStatus: number): { code: number; details: str
   return { code, details: `received HTTP status ${httpStatus} without a gRPC status` };
 }
 
-const C = http2.constants;
+// RST_STREAM codes (RFC 9113 §7), as numbers: node:http2 is not loaded for them.
+const C = { NGHTTP2_REFUSED_STREAM: 7, NGHTTP2_CANCEL: 8, NGHTTP2_ENHANCE_YOUR_CALM: 11, NGHTTP2_INADEQUATE_SECURITY: 12 } as const;
 
 /** A stream reset by the server (RST_STREAM) before a status came. */
 export function statusFromRst(rstCode: number): { code: number; details: string } {

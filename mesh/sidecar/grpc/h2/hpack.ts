@@ -289,47 +289,89 @@ for (let i = STATIC_TABLE.length - 1; i >= 0; i--) {
 /** Header fields to send, in order: [name, value] pairs, names lower case, pseudo-headers first. */
 export type HeaderList = [string, string][];
 
-function writeInt(out: number[], prefixBits: number, first: number, v: number): void {
+// The encoder writes into one scratch buffer (the caller copies the block into frames at once).
+let scratch = Buffer.allocUnsafe(4096);
+let slen = 0;
+
+function room(n: number): void {
+  if (slen + n <= scratch.length) return;
+  const bigger = Buffer.allocUnsafe(Math.max(scratch.length * 2, slen + n));
+  scratch.copy(bigger, 0, 0, slen);
+  scratch = bigger;
+}
+
+function writeInt(prefixBits: number, first: number, v: number): void {
+  room(6);
   const mask = (1 << prefixBits) - 1;
   if (v < mask) {
-    out.push(first | v);
+    scratch[slen++] = first | v;
     return;
   }
-  out.push(first | mask);
+  scratch[slen++] = first | mask;
   v -= mask;
   while (v >= 128) {
-    out.push((v & 0x7f) | 0x80);
+    scratch[slen++] = (v & 0x7f) | 0x80;
     v = Math.floor(v / 128);
   }
-  out.push(v);
+  scratch[slen++] = v;
 }
 
-function writeString(out: number[], s: string): void {
-  writeInt(out, 7, 0, s.length);
-  for (let i = 0; i < s.length; i++) out.push(s.charCodeAt(i) & 0xff);
-}
-
-/** Encodes a header list without touching any dynamic table (literal without indexing). */
-export function encodeHeaders(list: HeaderList): Buffer {
-  const out: number[] = [];
-  for (const [name, value] of list) {
-    const exact = EXACT.get(`${name}\0${value}`);
-    if (exact !== undefined) {
-      writeInt(out, 7, 0x80, exact);
-      continue;
-    }
-    const ni = NAMES.get(name);
-    if (ni !== undefined) writeInt(out, 4, 0, ni);
-    else {
-      out.push(0);
-      writeString(out, name);
-    }
-    writeString(out, value);
+function writeString(s: string): void {
+  writeInt(7, 0, s.length);
+  room(s.length);
+  if (s.length < 48) {
+    for (let i = 0; i < s.length; i++) scratch[slen++] = s.charCodeAt(i) & 0xff;
+  } else {
+    slen += scratch.write(s, slen, "latin1");
   }
-  return Buffer.from(out);
 }
 
-/** Pre-encodes fixed fields (a prefix sent on every response or request) once. */
-export function encodeFixed(list: HeaderList): Buffer {
-  return encodeHeaders(list);
+// Encoded fields seen before (most calls repeat the same few): name → value → bytes. Fields whose
+// values differ per call are not kept.
+const UNCACHED = new Set(["traceparent", "tracestate", "grpc-timeout", "grpc-message", "grpc-trace-bin", "grpc-tags-bin"]);
+const fieldCache = new Map<string, Map<string, Uint8Array>>();
+let cached = 0;
+
+function encodeField(name: string, value: string): void {
+  let byValue = fieldCache.get(name);
+  const hit = byValue?.get(value);
+  if (hit) {
+    room(hit.length);
+    scratch.set(hit, slen);
+    slen += hit.length;
+    return;
+  }
+  const start = slen;
+  const exact = EXACT.get(`${name}\0${value}`);
+  if (exact !== undefined) {
+    writeInt(7, 0x80, exact);
+  } else {
+    const ni = NAMES.get(name);
+    if (ni !== undefined) writeInt(4, 0, ni);
+    else {
+      room(1);
+      scratch[slen++] = 0;
+      writeString(name);
+    }
+    writeString(value);
+  }
+  if (cached < 2048 && value.length <= 64 && !UNCACHED.has(name)) {
+    if (!byValue) fieldCache.set(name, (byValue = new Map()));
+    byValue.set(value, Uint8Array.prototype.slice.call(scratch, start, slen));
+    cached++;
+  }
 }
+
+/**
+ * Encodes a header list without touching any dynamic table (literal without indexing). The result is a
+ * view of a shared scratch buffer, valid until the next call: copy it out (into frames) at once.
+ */
+export function encodeHeaders(list: HeaderList): Buffer {
+  slen = 0;
+  for (let i = 0; i < list.length; i++) {
+    const f = list[i]!;
+    encodeField(f[0], f[1]);
+  }
+  return scratch.subarray(0, slen);
+}
+

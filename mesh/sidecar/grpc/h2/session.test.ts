@@ -57,7 +57,7 @@ const grpcMsg = (s: string) => {
   return Buffer.concat([Buffer.from([0]), u32(p.length), p]);
 };
 const requestHeaders = (path: string, extra: [string, string][] = []) =>
-  encodeHeaders([
+  Buffer.from(encodeHeaders([
     [":method", "POST"],
     [":scheme", "http"],
     [":path", path],
@@ -65,7 +65,7 @@ const requestHeaders = (path: string, extra: [string, string][] = []) =>
     ["content-type", "application/grpc"],
     ["te", "trailers"],
     ...extra,
-  ]);
+  ]));
 
 /** A raw HTTP/2 client connection that records every frame the server sends. */
 class Raw {

@@ -56,6 +56,7 @@ const STREAM_WINDOW = 1 << 20;
 const CONN_WINDOW = 1 << 24;
 /** Output queued to a peer that does not read, beyond which the connection is dropped. */
 const MAX_QUEUED_OUTPUT = 64 << 20;
+const OUT_CHUNK = 64 << 10;
 
 /** The socket calls the session makes (a Bun TCP socket has them). */
 export interface SocketLike {
@@ -197,8 +198,9 @@ export class H2Session {
   private hbSize = 0;
   private readonly maxHeaderBlock: number;
   // Output: frames gathered during one tick, written together.
-  private out: Buffer[] = [];
-  private outBytes = 0;
+  // Frames are written into one buffer, reused after each socket write.
+  private obuf = Buffer.allocUnsafe(OUT_CHUNK);
+  private olen = 0;
   private flushScheduled = false;
   private pendingWrite: Buffer | undefined;
   goawaySent = false;
@@ -259,42 +261,64 @@ export class H2Session {
 
   // ------------------------------------------------------------------ output
 
-  private queue(b: Buffer): void {
-    this.out.push(b);
-    this.outBytes += b.length;
+  private reserve(n: number): Buffer {
+    if (this.olen + n > this.obuf.length) {
+      const bigger = Buffer.allocUnsafe(Math.max(this.obuf.length * 2, this.olen + n));
+      this.obuf.copy(bigger, 0, 0, this.olen);
+      this.obuf = bigger;
+    }
     if (!this.flushScheduled) {
       this.flushScheduled = true;
-      queueMicrotask(() => this.flush());
+      queueMicrotask(this.flushBound);
     }
+    return this.obuf;
   }
 
-  private frame(type: number, flags: number, stream: number, payload?: Buffer): void {
+  private readonly flushBound = () => this.flush();
+
+  private queue(b: Uint8Array): void {
+    const o = this.reserve(b.length);
+    o.set(b, this.olen);
+    this.olen += b.length;
+  }
+
+  private frame(type: number, flags: number, stream: number, payload?: Uint8Array): void {
     const len = payload ? payload.length : 0;
-    const h = Buffer.allocUnsafe(9);
-    h[0] = len >>> 16;
-    h[1] = (len >>> 8) & 0xff;
-    h[2] = len & 0xff;
-    h[3] = type;
-    h[4] = flags;
-    h.writeUInt32BE(stream, 5);
-    this.queue(h);
-    if (len) this.queue(payload!);
+    const o = this.reserve(9 + len);
+    let i = this.olen;
+    o[i++] = len >>> 16;
+    o[i++] = (len >>> 8) & 0xff;
+    o[i++] = len & 0xff;
+    o[i++] = type;
+    o[i++] = flags;
+    o[i++] = stream >>> 24;
+    o[i++] = (stream >>> 16) & 0xff;
+    o[i++] = (stream >>> 8) & 0xff;
+    o[i++] = stream & 0xff;
+    if (len) o.set(payload!, i);
+    this.olen = i + len;
+  }
+
+  /** Takes what was gathered (a view of the reused buffer: write or copy it before the next frame). */
+  private takeOut(): Buffer {
+    const data = this.obuf.subarray(0, this.olen);
+    this.olen = 0;
+    return data;
   }
 
   /** Writes what the tick gathered in one socket write. */
   flush(): void {
     this.flushScheduled = false;
-    if (this.destroyed || this.out.length === 0 || !this.socket) return;
+    if (this.destroyed || this.olen === 0 || !this.socket) return;
     if (this.pendingWrite) {
       // The socket is full: keep gathering until it drains.
-      if (this.outBytes + this.pendingWrite.length > MAX_QUEUED_OUTPUT) this.destroy(new Error("the peer does not read its connection"));
+      if (this.olen + this.pendingWrite.length > MAX_QUEUED_OUTPUT) this.destroy(new Error("the peer does not read its connection"));
       return;
     }
-    const data = this.out.length === 1 ? this.out[0]! : Buffer.concat(this.out, this.outBytes);
-    this.out = [];
-    this.outBytes = 0;
+    const data = this.takeOut();
     const n = this.socket.write(data);
-    if (n < data.length) this.pendingWrite = data.subarray(Math.max(0, n));
+    if (n < data.length) this.pendingWrite = Buffer.from(data.subarray(Math.max(0, n)));
+    if (this.obuf.length > OUT_CHUNK * 4) this.obuf = Buffer.allocUnsafe(OUT_CHUNK);
   }
 
   /** The socket can take more (Bun's drain handler). */
@@ -307,7 +331,7 @@ export class H2Session {
       this.pendingWrite = p.subarray(Math.max(0, n));
       return;
     }
-    if (this.out.length) this.flush();
+    if (this.olen) this.flush();
   }
 
   private windowUpdate(stream: number, inc: number): void {
@@ -436,11 +460,7 @@ export class H2Session {
     if (this.destroyed) return;
     this.destroyed = true;
     try {
-      if (this.socket && this.out.length && !this.pendingWrite) {
-        const data = Buffer.concat(this.out);
-        this.out = [];
-        this.socket.write(data);
-      }
+      if (this.socket && this.olen && !this.pendingWrite) this.socket.write(this.takeOut());
       this.socket?.end();
     } catch {
       // already gone
@@ -544,7 +564,7 @@ export class H2Session {
       case FrameType.PING:
         if (sid !== 0) throw new ConnectionError(ErrorCode.PROTOCOL_ERROR, "PING on a stream");
         if (p.length !== 8) throw new ConnectionError(ErrorCode.FRAME_SIZE_ERROR, "PING frame not 8 bytes");
-        if (!(flags & FLAG_ACK)) this.frame(FrameType.PING, FLAG_ACK, 0, Buffer.from(p));
+        if (!(flags & FLAG_ACK)) this.frame(FrameType.PING, FLAG_ACK, 0, p);
         return;
       case FrameType.GOAWAY: {
         if (sid !== 0) throw new ConnectionError(ErrorCode.PROTOCOL_ERROR, "GOAWAY on a stream");
