@@ -395,7 +395,12 @@ export class GrpcClient {
   /** h2c: our own HTTP/2 over Bun.connect. Frames wait in the session until the socket is open. */
   private ownSession(): H2Session {
     const cur = this.own;
-    if (cur && cur.usable) return cur;
+    if (cur && cur.usable) {
+      if (cur.streamCount < cur.peerMaxStreams) return cur;
+      // The server's SETTINGS_MAX_CONCURRENT_STREAMS is reached: that connection finishes its calls
+      // (our GOAWAY tells the server no more come) and new calls go on a new one.
+      cur.goaway();
+    }
     const h2: H2Session = new H2Session(undefined, {
       server: false,
       onGoaway: () => {

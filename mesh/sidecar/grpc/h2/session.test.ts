@@ -5,6 +5,7 @@ import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import type { Socket } from "bun";
 import { Status } from "../../../../runtime/rpc/status.ts";
 import type { CallShape } from "../../../../runtime/rpc/types.ts";
+import { baseRequestHeaders, GrpcClient } from "../client.ts";
 import { GrpcServer, type GrpcServerCall } from "../server.ts";
 import { encodeHeaders, HpackDecoder, huffmanEncode } from "./hpack.ts";
 import { ErrorCode, PREFACE } from "./session.ts";
@@ -354,5 +355,93 @@ describe("own HTTP/2 framing: what a connection survives", () => {
       c.close();
     }
     await stillServing();
+  });
+});
+
+describe("own HTTP/2 framing on the client side", () => {
+  const unary = (client: GrpcClient, path: string, body: string) =>
+    new Promise<{ code: number; details: string; messages: string[] }>((resolve) => {
+      const messages: string[] = [];
+      client.start(baseRequestHeaders(path), Date.now() + 10_000, {
+        onHeaders() {},
+        onMessage: (m) => messages.push(m.toString()),
+        onStatus: (code, details) => resolve({ code, details, messages }),
+      }, Buffer.from(body));
+    });
+
+  test("a server that sends garbage: the call fails UNAVAILABLE, the next call gets a new connection", async () => {
+    let connections = 0;
+    const bad = Bun.listen<undefined>({
+      hostname: "127.0.0.1",
+      port: 0,
+      socket: {
+        open(sock) {
+          connections++;
+          // A valid SETTINGS, then a frame header announcing 16 MiB.
+          sock.write(Buffer.concat([SETTINGS(), Buffer.from([0xff, 0xff, 0xff, 0, 0, 0, 0, 0, 0])]));
+        },
+        data() {},
+      },
+    });
+    const client = new GrpcClient({ address: `127.0.0.1:${bad.port}`, maxMessageBytes: 1 << 20 });
+    try {
+      const r1 = await unary(client, "/t.S/Unary", "a");
+      expect(r1.code).toBe(Status.UNAVAILABLE);
+      expect(r1.details).toContain(`127.0.0.1:${bad.port}`);
+      const r2 = await unary(client, "/t.S/Unary", "b");
+      expect(r2.code).toBe(Status.UNAVAILABLE);
+      expect(connections).toBe(2);
+    } finally {
+      client.close();
+      bad.stop(true);
+    }
+  });
+
+  test("at the server's SETTINGS_MAX_CONCURRENT_STREAMS, new calls go on a new connection", async () => {
+    const held: GrpcServerCall[] = [];
+    const one = new GrpcServer({
+      maxMessageBytes: 1 << 20,
+      maxConcurrentStreams: 1,
+      lookup: (p) => SHAPES[p],
+      onCall: (call) => (call.path === "/t.S/Hang" ? void held.push(call) : call.end(Status.OK, "", undefined, call.request!)),
+    });
+    const p = await one.listen("127.0.0.1", 0);
+    const client = new GrpcClient({ address: `127.0.0.1:${p}`, maxMessageBytes: 1 << 20 });
+    try {
+      expect((await unary(client, "/t.S/Unary", "first")).code).toBe(Status.OK); // SETTINGS known now
+      const hung = unary(client, "/t.S/Hang", "h");
+      const second = await unary(client, "/t.S/Unary", "second");
+      expect(second).toEqual({ code: Status.OK, details: "", messages: ["second"] });
+      expect(held.length).toBe(1);
+      held[0]!.end(Status.OK, "", undefined, Buffer.from("late"));
+      expect((await hung).messages).toEqual(["late"]);
+    } finally {
+      client.close();
+      one.forceStop();
+    }
+  });
+
+  test("a grpc-js-style drain: GOAWAY from the server lets the call in flight finish; the next call reconnects", async () => {
+    const held: GrpcServerCall[] = [];
+    const s = new GrpcServer({
+      maxMessageBytes: 1 << 20,
+      maxConcurrentStreams: 10,
+      lookup: (p) => SHAPES[p],
+      onCall: (call) => (call.path === "/t.S/Hang" ? void held.push(call) : call.end(Status.OK, "", undefined, call.request!)),
+    });
+    const p = await s.listen("127.0.0.1", 0);
+    const client = new GrpcClient({ address: `127.0.0.1:${p}`, maxMessageBytes: 1 << 20 });
+    try {
+      const hung = unary(client, "/t.S/Hang", "h");
+      while (held.length === 0) expect((await unary(client, "/t.S/Unary", "tick")).code).toBe(Status.OK);
+      const drained = s.drain();
+      // The server refuses new calls while draining; the one in flight completes.
+      held[0]!.end(Status.OK, "", undefined, Buffer.from("done"));
+      expect((await hung).messages).toEqual(["done"]);
+      await drained;
+    } finally {
+      client.close();
+      s.forceStop();
+    }
   });
 });
