@@ -545,8 +545,11 @@ export class RpcChannel {
     call.finished = true;
     if (call.timer) clearTimeout(call.timer);
     if (this.clientCalls.delete(call.callId)) this.stats.activeClientCalls--;
-    const queued = this.startQueue.indexOf(call);
-    if (queued >= 0) this.startQueue.splice(queued, 1);
+    if (!call.begun) {
+      // Only a call that has not begun can wait in the start queue.
+      const queued = this.startQueue.indexOf(call);
+      if (queued >= 0) this.startQueue.splice(queued, 1);
+    }
     call.settle(status);
     this.startQueued();
   }
@@ -682,7 +685,7 @@ export class RpcChannel {
       }, head.timeoutUs / 1000);
     }
     if (withMessage) {
-      this.onRequestMessage(callId, flags & FrameFlag.END_STREAM, body, headEnd);
+      this.requestMessage(call, flags & FrameFlag.END_STREAM, body, headEnd);
       if (call.ended) return;
     } else if (flags & FrameFlag.END_STREAM) {
       call.requests.end();
@@ -783,10 +786,15 @@ export class RpcChannel {
     }
   }
 
-  /** A request message: body[from, end) (a CALL that carries its message passes the head's length). */
-  private onRequestMessage(callId: number, flags: number, body: Uint8Array, from = 0): void {
+  /** A MESSAGE frame from the client of a call we serve. */
+  private onRequestMessage(callId: number, flags: number, body: Uint8Array): void {
     const call = this.serverCalls.get(callId);
     if (!call) return; // the call ended on our side already (cancel/deadline race): drop
+    this.requestMessage(call, flags, body, 0);
+  }
+
+  /** A request message for `call`: body[from, end) (a CALL that carries its message passes the head's length). */
+  private requestMessage(call: ServerCallImpl, flags: number, body: Uint8Array, from: number): void {
     if (!(flags & FrameFlag.NO_MESSAGE)) {
       const length = body.byteLength - from;
       if (!this.accept(call, length, call.method)) {
