@@ -188,6 +188,8 @@ function respondError(port: ServerPort, code: number, details: string, extra?: h
   }
 }
 
+const MAX_QUEUED_REQUESTS = 4096;
+
 /** A request message queue for streaming calls, read as an async iterable, pausing the stream when full. */
 class RequestQueue implements AsyncIterable<Buffer> {
   private readonly items: Buffer[] = [];
@@ -207,6 +209,11 @@ class RequestQueue implements AsyncIterable<Buffer> {
     }
     this.items.push(m);
     if (this.items.length >= 16) this.stream.pause();
+    // Paused, the stream gets no more window, so what still comes is bounded in bytes; tiny (or empty)
+    // messages could still pile up objects, so their number is bounded too.
+    if (this.items.length > MAX_QUEUED_REQUESTS) {
+      throw new GrpcError(Status.RESOURCE_EXHAUSTED, `more than ${MAX_QUEUED_REQUESTS} request messages waiting for the app`);
+    }
   }
 
   end(error?: Error): void {
@@ -414,7 +421,8 @@ export class GrpcServerCall {
   /** @internal */
   pushRequest(m: Buffer): void {
     if (this.shape.clientStreaming) {
-      this.queue!.push(m);
+      // Queued even if the handler has not asked for messages() yet (it may never: the queue pauses the stream).
+      (this.queue ??= new RequestQueue(this.stream)).push(m);
       return;
     }
     if (this.request !== undefined) {

@@ -13,10 +13,11 @@ import { ErrorCode, PREFACE } from "./session.ts";
 const SHAPES: Record<string, CallShape> = {
   "/t.S/Unary": { clientStreaming: false, serverStreaming: false },
   "/t.S/Hang": { clientStreaming: false, serverStreaming: false },
+  "/t.S/Sink": { clientStreaming: true, serverStreaming: false },
 };
 const hanging: GrpcServerCall[] = [];
 function handle(call: GrpcServerCall): void {
-  if (call.path === "/t.S/Hang") {
+  if (call.path === "/t.S/Hang" || call.path === "/t.S/Sink") {
     hanging.push(call);
     return;
   }
@@ -333,6 +334,46 @@ describe("own HTTP/2 framing: what a connection survives", () => {
       expect(r.code).toBe(Status.OK);
       expect(r.data.subarray(5).toString()).toBe("echo:windowed");
     } finally {
+      c.close();
+    }
+  });
+
+  test("a client that ignores flow control on a stream whose reader stopped gets RST_STREAM FLOW_CONTROL_ERROR", async () => {
+    const c = await Raw.open();
+    const before = hanging.length;
+    try {
+      // Sink never reads: its request queue fills (16 messages), the stream pauses, no more window.
+      const many = Buffer.concat(Array.from({ length: 20 }, () => grpcMsg("m")));
+      c.send(frame(1, 4, 1, requestHeaders("/t.S/Sink")), frame(0, 0, 1, many));
+      await c.barrier();
+      expect(hanging.length).toBe(before + 1);
+      // 1 MiB and a bit more, in 16 KiB frames: past the stream's 1 MiB window. (Each frame is one
+      // message's prefix announcing 16,379 bytes, and its body.)
+      const chunk = grpcMsg("x".repeat(16379));
+      const frames: Buffer[] = [];
+      for (let i = 0; i < 65; i++) frames.push(frame(0, 0, 1, chunk));
+      c.send(...frames);
+      const rst = await c.until((f) => f.type === 3 && f.stream === 1, "RST_STREAM");
+      expect(rst.payload.readUInt32BE(0)).toBe(ErrorCode.FLOW_CONTROL_ERROR);
+      // The connection goes on.
+      c.send(frame(1, 4, 3, requestHeaders("/t.S/Unary")), frame(0, 1, 3, grpcMsg("still")));
+      expect((await c.status(3)).code).toBe(Status.OK);
+    } finally {
+      hanging.splice(before);
+      c.close();
+    }
+  });
+
+  test("thousands of empty request messages for a reader that stopped: RESOURCE_EXHAUSTED, connection goes on", async () => {
+    const c = await Raw.open();
+    const before = hanging.length;
+    try {
+      c.send(frame(1, 4, 1, requestHeaders("/t.S/Sink")), frame(0, 0, 1, Buffer.alloc(16380)), frame(0, 0, 1, Buffer.alloc(16380)));
+      expect((await c.status(1)).code).toBe(Status.RESOURCE_EXHAUSTED);
+      c.send(frame(1, 4, 3, requestHeaders("/t.S/Unary")), frame(0, 1, 3, grpcMsg("still")));
+      expect((await c.status(3)).code).toBe(Status.OK);
+    } finally {
+      hanging.splice(before);
       c.close();
     }
   });

@@ -99,6 +99,8 @@ export class H2Stream {
   /** @internal */ sendWindow: number;
   /** @internal */ recvWindow = STREAM_WINDOW;
   /** @internal */ unacked = 0;
+  /** @internal Bytes received while paused: the connection window they use is given back on resume. */
+  heldConn = 0;
   /** @internal */ queue: Buffer[] = [];
   /** @internal */ queued = 0;
   /** @internal */ queuedEnd = false;
@@ -180,7 +182,10 @@ export class H2Session {
   /** SETTINGS_MAX_CONCURRENT_STREAMS of the peer (a client beyond it has its streams refused). */
   peerMaxStreams = Infinity;
   private connSendWindow = DEFAULT_WINDOW;
-  private connRecvUnacked = 0;
+  /** Received DATA bytes not yet given back with a connection WINDOW_UPDATE (the peer may not exceed CONN_WINDOW). */
+  private connOutstanding = 0;
+  /** Of those, the bytes consumed (not held by a paused stream): given back once half the window. */
+  private connReleasable = 0;
   private readonly streams = new Map<number, H2Stream>();
   /** Streams waiting for connection window, in order. */
   private readonly blocked = new Set<H2Stream>();
@@ -395,6 +400,7 @@ export class H2Session {
 
   /** @internal */
   grantStream(s: H2Stream): void {
+    this.releaseConn(s);
     if (s.unacked > 0 && !s.closed && !s.remoteEnded) {
       this.windowUpdate(s.id, s.unacked);
       s.recvWindow += s.unacked;
@@ -402,10 +408,27 @@ export class H2Session {
     }
   }
 
+  /** A stream's held bytes count as consumed again (it resumed, or it is gone). */
+  private releaseConn(s: H2Stream): void {
+    if (s.heldConn === 0) return;
+    this.connReleasable += s.heldConn;
+    s.heldConn = 0;
+    this.grantConn();
+  }
+
+  private grantConn(): void {
+    if (this.connReleasable >= CONN_WINDOW / 2) {
+      this.windowUpdate(0, this.connReleasable);
+      this.connOutstanding -= this.connReleasable;
+      this.connReleasable = 0;
+    }
+  }
+
   /** @internal */
   closeStream(s: H2Stream): void {
     if (s.closed) return;
     s.closed = true;
+    this.releaseConn(s);
     this.streams.delete(s.id);
     this.blocked.delete(s);
     s.queue.length = 0;
@@ -684,11 +707,16 @@ export class H2Session {
     if (sid === 0) throw new ConnectionError(ErrorCode.PROTOCOL_ERROR, "DATA on stream 0");
     // Flow control counts the whole payload, padding included.
     const flen = p.length;
-    this.connRecvUnacked += flen;
-    if (this.connRecvUnacked > CONN_WINDOW) throw new ConnectionError(ErrorCode.FLOW_CONTROL_ERROR, "DATA beyond the connection window");
-    if (this.connRecvUnacked >= CONN_WINDOW / 2) {
-      this.windowUpdate(0, this.connRecvUnacked);
-      this.connRecvUnacked = 0;
+    this.connOutstanding += flen;
+    if (this.connOutstanding > CONN_WINDOW) throw new ConnectionError(ErrorCode.FLOW_CONTROL_ERROR, "DATA beyond the connection window");
+    const held = this.streams.get(sid);
+    if (held && held.paused && !held.closed) {
+      // A paused stream's data stays counted against the connection: what paused streams buffer is
+      // bounded by the connection window, not by streams x stream window.
+      held.heldConn += flen;
+    } else {
+      this.connReleasable += flen;
+      this.grantConn();
     }
     let data = p;
     if (flags & FLAG_PADDED) {
