@@ -709,11 +709,11 @@ export class H2Session {
     const flen = p.length;
     this.connOutstanding += flen;
     if (this.connOutstanding > CONN_WINDOW) throw new ConnectionError(ErrorCode.FLOW_CONTROL_ERROR, "DATA beyond the connection window");
-    const held = this.streams.get(sid);
-    if (held && held.paused && !held.closed) {
+    const s = this.streams.get(sid);
+    if (s !== undefined && s.paused) {
       // A paused stream's data stays counted against the connection: what paused streams buffer is
       // bounded by the connection window, not by streams x stream window.
-      held.heldConn += flen;
+      s.heldConn += flen;
     } else {
       this.connReleasable += flen;
       this.grantConn();
@@ -725,10 +725,10 @@ export class H2Session {
       if (pad >= flen) throw new ConnectionError(ErrorCode.PROTOCOL_ERROR, "DATA padding longer than the frame");
       data = p.subarray(1, flen - pad);
     }
-    const s = this.streams.get(sid);
     if (!s) {
       if (this.isIdle(sid)) throw new ConnectionError(ErrorCode.PROTOCOL_ERROR, `DATA on idle stream ${sid}`);
-      // A stream we closed or reset: the frame may have been in flight. Tell the peer once more.
+      // A stream we closed or reset: the frame may have been in flight. Dropped (its connection window
+      // was given back above).
       return;
     }
     if (s.remoteEnded) return this.streamError(s, ErrorCode.STREAM_CLOSED);
