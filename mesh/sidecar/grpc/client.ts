@@ -17,7 +17,7 @@ import { decodeGrpcMessage, parseGrpcStatus, statusFromHttp, statusFromRst } fro
 import { formatGrpcTimeout } from "./timeout.ts";
 import { decompress, frameMessage, MessageDecoder } from "./wire.ts";
 import type { DecodeResult, HeaderList } from "./h2/hpack.ts";
-import { ErrorCode, H2Session, type H2Stream } from "./h2/session.ts";
+import { ALPN_H2, ErrorCode, H2Session, type H2Stream } from "./h2/session.ts";
 
 const NGHTTP2_CANCEL = ErrorCode.CANCEL;
 // node:http2 (about 10 MB of a process's RSS once loaded) is loaded only for TLS.
@@ -340,10 +340,10 @@ export class GrpcClientCall {
 }
 
 /** Request headers object → HPACK field list: pseudo-headers first, :scheme and :authority added. */
-function toRequestList(h: http2.OutgoingHttpHeaders, authority: string): HeaderList {
+function toRequestList(h: http2.OutgoingHttpHeaders, authority: string, scheme: string): HeaderList {
   const list: HeaderList = [
     [":method", String(h[":method"] ?? "POST")],
-    [":scheme", "http"],
+    [":scheme", scheme],
     [":path", String(h[":path"] ?? "/")],
     [":authority", authority],
   ];
@@ -411,11 +411,22 @@ export class GrpcClient {
       },
     });
     this.own = h2;
+    const tls = this.opts.tls?.();
     Bun.connect({
       hostname: this.host,
       port: this.port,
+      // mTLS: our certificate, the server's verified against the mesh CA, ALPN "h2" (wire format).
+      tls: tls
+        ? { ca: tls.ca as Buffer, cert: tls.cert as Buffer, key: tls.key as Buffer, serverName: this.servername, rejectUnauthorized: true, ALPNProtocols: ALPN_H2 }
+        : undefined,
       socket: {
         open: (sock) => h2.attachSocket(sock),
+        handshake: (sock, ok, authError) => {
+          if (!ok || authError) {
+            h2.onSocketClose(authError ?? new Error("TLS handshake failed"));
+            sock.end();
+          }
+        },
         data: (_sock, d) => h2.onData(d),
         drain: () => h2.onSocketDrain(),
         close: () => h2.onSocketClose(),
@@ -428,7 +439,7 @@ export class GrpcClient {
   }
 
   private startOwn(call: GrpcClientCall, headers: http2.OutgoingHttpHeaders, deadline: number | undefined, request: Uint8Array | undefined): GrpcClientCall {
-    const list = toRequestList(headers, this.address);
+    const list = toRequestList(headers, this.address, this.opts.tls ? "https" : "http");
     let stream: H2Stream;
     try {
       stream = this.ownSession().request(list, false);
@@ -476,7 +487,7 @@ export class GrpcClient {
       deadline = undefined;
       delete h["grpc-timeout"];
     }
-    if (!this.opts.tls) return this.startOwn(call, h, deadline, request);
+    if (!this.opts.tls || process.env.MESH_GRPC_TLS_NODE !== "1") return this.startOwn(call, h, deadline, request);
     let session = this.currentSession();
     let stream: http2.ClientHttp2Stream;
     try {

@@ -24,7 +24,7 @@ import { encodeGrpcMessage } from "./status.ts";
 import { parseGrpcTimeout } from "./timeout.ts";
 import { ACCEPT_ENCODING, decompress, frameMessage, MessageDecoder } from "./wire.ts";
 import type { HeaderList, HeaderMap } from "./h2/hpack.ts";
-import { ErrorCode, H2Session, type H2Stream } from "./h2/session.ts";
+import { ALPN_H2, ErrorCode, H2Session, type H2Stream } from "./h2/session.ts";
 
 // node:http2 (about 10 MB of a process's RSS once loaded) is loaded only for TLS.
 const nodeHttp2 = (): typeof http2 => createRequire(import.meta.url)("node:http2");
@@ -456,8 +456,16 @@ export class GrpcServer {
   private draining = false;
   private drainWaiters: (() => void)[] = [];
 
+  /** TLS material for the own framing on Bun's TLS sockets (the current set; replaced on rotation). */
+  private tls: SecureContextOptions | undefined;
+  private bound: { host: string; port: number } | undefined;
+
   constructor(private readonly opts: GrpcServerOptions) {
-    if (!opts.tls) return; // h2c: our own framing, set up in listen()
+    // Our own framing (set up in listen()), over TLS too unless MESH_GRPC_TLS_NODE=1 asks for node:http2.
+    if (!opts.tls || process.env.MESH_GRPC_TLS_NODE !== "1") {
+      this.tls = opts.tls;
+      return;
+    }
     const settings: http2.Settings = { maxConcurrentStreams: opts.maxConcurrentStreams };
     this.server = nodeHttp2().createSecureServer({ ...opts.tls, settings, requestCert: true, rejectUnauthorized: true, ALPNProtocols: ["h2"] });
     this.server.on("session", (s: http2.ServerHttp2Session) => {
@@ -478,30 +486,8 @@ export class GrpcServer {
     const fail = (e: Error) => new Error(`cannot listen for inbound gRPC on ${target}: ${e.message} — pick a free port in sidecar.inbound.port`);
     if (!this.server) {
       try {
-        this.listener = Bun.listen<{ h2: H2Session }>({
-          hostname: host,
-          port,
-          socket: {
-            open: (sock) => {
-              const h2 = new H2Session(sock, {
-                server: true,
-                maxConcurrentStreams: this.opts.maxConcurrentStreams,
-                onStream: (stream, h) => this.onOwnStream(stream, h.headers, h.tooLarge, h.malformed),
-                onClose: () => {
-                  this.h2Sessions.delete(h2);
-                  if (this.h2Sessions.size === 0 && this.draining) this.drained();
-                },
-              });
-              sock.data = { h2 };
-              this.h2Sessions.add(h2);
-              if (this.draining) h2.goaway();
-            },
-            data: (sock, d) => sock.data.h2.onData(d),
-            drain: (sock) => sock.data.h2.onSocketDrain(),
-            close: (sock) => sock.data?.h2.onSocketClose(),
-            error: (sock, e) => sock.data?.h2.onSocketClose(e),
-          },
-        });
+        this.listener = this.bunListen(host, port);
+        this.bound = { host, port: this.listener.port };
         return Promise.resolve(this.listener.port);
       } catch (e) {
         return Promise.reject(fail(e as Error));
@@ -519,9 +505,63 @@ export class GrpcServer {
     });
   }
 
-  /** New certificates (rotation): new connections use them, established ones keep theirs. */
+  private bunListen(host: string, port: number): BunListener {
+    const tls = this.tls;
+    return Bun.listen<{ h2: H2Session }>({
+      hostname: host,
+      port,
+      // mTLS: a client certificate chaining to the CA is required; ALPN "h2" (in wire format).
+      tls: tls ? { ca: tls.ca as Buffer, cert: tls.cert as Buffer, key: tls.key as Buffer, requestCert: true, rejectUnauthorized: true, ALPNProtocols: ALPN_H2 } : undefined,
+      socket: {
+        open: (sock) => {
+          const h2 = new H2Session(sock, {
+            server: true,
+            maxConcurrentStreams: this.opts.maxConcurrentStreams,
+            onStream: (stream, h) => this.onOwnStream(stream, h.headers, h.tooLarge, h.malformed),
+            onClose: () => {
+              this.h2Sessions.delete(h2);
+              if (this.h2Sessions.size === 0 && this.draining) this.drained();
+            },
+          });
+          sock.data = { h2 };
+          this.h2Sessions.add(h2);
+          if (this.draining) h2.goaway();
+        },
+        // A failed handshake (no or foreign client certificate) concerns that client only.
+        handshake: (sock, ok, authError) => {
+          if (!ok || authError) sock.data?.h2.destroy(authError ?? new Error("TLS handshake failed"));
+        },
+        data: (sock, d) => sock.data.h2.onData(d),
+        drain: (sock) => sock.data.h2.onSocketDrain(),
+        close: (sock) => sock.data?.h2.onSocketClose(),
+        error: (sock, e) => sock.data?.h2.onSocketClose(e),
+      },
+    });
+  }
+
+  /**
+   * New certificates (rotation): new connections use them, established ones keep theirs. A Bun listener
+   * cannot change its TLS context, so the own framing stops listening and listens again on the same port
+   * (connections in flight are untouched; a connect landing in between is refused and retried by clients).
+   */
   setSecureContext(tls: SecureContextOptions): void {
-    (this.server as http2.Http2SecureServer).setSecureContext({ ...tls, requestCert: true, rejectUnauthorized: true } as SecureContextOptions);
+    if (this.server) {
+      (this.server as http2.Http2SecureServer).setSecureContext({ ...tls, requestCert: true, rejectUnauthorized: true } as SecureContextOptions);
+      return;
+    }
+    const old = this.tls;
+    this.tls = tls;
+    const bound = this.bound;
+    if (!this.listener || !bound || this.draining) return;
+    this.listener.stop(false);
+    try {
+      this.listener = this.bunListen(bound.host, bound.port);
+    } catch (e) {
+      // Someone took the port in between: keep serving with the old certificates rather than not at all.
+      this.tls = old;
+      this.listener = this.bunListen(bound.host, bound.port);
+      throw e;
+    }
   }
 
   private drained(): void {

@@ -3,8 +3,12 @@
 // well-behaved connection opened beside the broken ones keeps being served.
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import type { Socket } from "bun";
+import { mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { Status } from "../../../../runtime/rpc/status.ts";
 import type { CallShape } from "../../../../runtime/rpc/types.ts";
+import { issueCertificates } from "../../certs.ts";
 import { baseRequestHeaders, GrpcClient } from "../client.ts";
 import { GrpcServer, type GrpcServerCall } from "../server.ts";
 import { encodeHeaders, HpackDecoder, huffmanEncode } from "./hpack.ts";
@@ -482,6 +486,56 @@ describe("own HTTP/2 framing on the client side", () => {
       await drained;
     } finally {
       client.close();
+      s.forceStop();
+    }
+  });
+});
+
+describe("own HTTP/2 framing over Bun's TLS sockets (mTLS)", () => {
+  let dir = "";
+  let other = "";
+  const material = (d: string, pod: string) => ({
+    ca: readFileSync(join(d, "ca.pem")),
+    cert: readFileSync(join(d, `${pod}.pem`)),
+    key: readFileSync(join(d, `${pod}-key.pem`)),
+  });
+  beforeAll(async () => {
+    dir = mkdtempSync(join(tmpdir(), "rpal-mesh-h2tls-"));
+    other = mkdtempSync(join(tmpdir(), "rpal-mesh-h2tls-other-"));
+    await issueCertificates({ dir, pods: ["srv", "cli"], sans: [], days: 1, newCa: false });
+    await issueCertificates({ dir: other, pods: ["cli"], sans: [], days: 1, newCa: false });
+  });
+  afterAll(() => {
+    rmSync(dir, { recursive: true, force: true });
+    rmSync(other, { recursive: true, force: true });
+  });
+
+  const unary = (client: GrpcClient, body: string) =>
+    new Promise<{ code: number; details: string; messages: string[] }>((resolve) => {
+      const messages: string[] = [];
+      client.start(baseRequestHeaders("/t.S/Unary"), Date.now() + 10_000, {
+        onHeaders() {},
+        onMessage: (m) => messages.push(m.toString()),
+        onStatus: (code, details) => resolve({ code, details, messages }),
+      }, Buffer.from(body));
+    });
+
+  test("both sides verify: the mesh CA's certificates are served, a foreign client or server is refused, plaintext too", async () => {
+    const s = new GrpcServer({ maxMessageBytes: 1 << 20, maxConcurrentStreams: 10, lookup: (p) => SHAPES[p], onCall: handle, tls: material(dir, "srv") });
+    const p = await s.listen("127.0.0.1", 0);
+    const good = new GrpcClient({ address: `127.0.0.1:${p}`, maxMessageBytes: 1 << 20, tls: () => material(dir, "cli") });
+    const foreignClient = new GrpcClient({ address: `127.0.0.1:${p}`, maxMessageBytes: 1 << 20, tls: () => material(other, "cli") });
+    // Trusts only the other CA: must refuse our server's certificate.
+    const distrustful = new GrpcClient({ address: `127.0.0.1:${p}`, maxMessageBytes: 1 << 20, tls: () => ({ ...material(dir, "cli"), ca: material(other, "cli").ca }) });
+    const plain = new GrpcClient({ address: `127.0.0.1:${p}`, maxMessageBytes: 1 << 20 });
+    try {
+      expect(await unary(good, "secure")).toEqual({ code: Status.OK, details: "", messages: ["echo:secure"] });
+      expect((await unary(foreignClient, "x")).code).toBe(Status.UNAVAILABLE);
+      expect((await unary(distrustful, "x")).code).toBe(Status.UNAVAILABLE);
+      expect((await unary(plain, "x")).code).toBe(Status.UNAVAILABLE);
+      expect((await unary(good, "again")).messages).toEqual(["echo:again"]);
+    } finally {
+      for (const c of [good, foreignClient, distrustful, plain]) c.close();
       s.forceStop();
     }
   });

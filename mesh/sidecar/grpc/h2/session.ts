@@ -11,6 +11,9 @@ import { type DecodeResult, encodeHeaders, type HeaderList, HpackDecoder, HpackE
 
 export const PREFACE = Buffer.from("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", "latin1");
 
+/** ALPN protocol list in wire format (length-prefixed) for Bun's TLS sockets; the string "h2" fails. */
+export const ALPN_H2 = Buffer.from([2, 0x68, 0x32]);
+
 export const enum FrameType {
   DATA = 0,
   HEADERS = 1,
