@@ -1,4 +1,4 @@
-// Inbound: a gRPC server (grpc/server.ts: h2c on our own HTTP/2 framing, mTLS on node:http2) for the services of the pod's protos.
+// Inbound: a gRPC server (grpc/server.ts on our own HTTP/2 framing, h2c or mTLS) for the services of the pod's protos.
 // Each call is handed to the app over its session (RpcChannel) untouched: method, metadata, deadline,
 // every request and response message as bytes, headers, status and trailers. The gRPC layer itself
 // answers unknown methods (UNIMPLEMENTED), a wrong content-type (HTTP 415) and broken gRPC framing.

@@ -1,6 +1,6 @@
-// A gRPC client for one endpoint: one HTTP/2 connection — h2c on the sidecar's own framing
-// (h2/session.ts over Bun.connect), TLS presenting our certificate on node:http2 — made on first use
-// and made again after GOAWAY or loss. Payloads are undecoded bytes.
+// A gRPC client for one endpoint: one HTTP/2 connection on the sidecar's own framing (h2/session.ts
+// over Bun.connect: h2c, or TLS presenting our certificate; MESH_GRPC_TLS_NODE=1 puts TLS on
+// node:http2), made on first use and made again after GOAWAY or loss. Payloads are undecoded bytes.
 // The status of a call comes from its trailers (or a trailers-only response); without one, from what
 // ended the stream, the way grpc-js maps it: a connection that cannot be made or is lost → UNAVAILABLE,
 // RST_STREAM → its code's status, an HTTP error status → the spec's mapping. A deadline goes upstream as

@@ -1,6 +1,6 @@
-// A gRPC server — h2c on the sidecar's own HTTP/2 framing (h2/session.ts over Bun.listen), TLS with
-// client certificates on node:http2 — that hands each call to one handler with its payloads as
-// undecoded bytes. It does what a gRPC library's server does on the wire
+// A gRPC server on the sidecar's own HTTP/2 framing (h2/session.ts over Bun.listen: h2c, or TLS with
+// client certificates; MESH_GRPC_TLS_NODE=1 puts TLS on node:http2) that hands each call to one
+// handler with its payloads as undecoded bytes. It does what a gRPC library's server does on the wire
 // (PROTOCOL-HTTP2.md, and the way grpc-js answers): a non-POST request gets HTTP 405, a content-type
 // other than application/grpc[+...] HTTP 415, an unknown method UNIMPLEMENTED, a malformed grpc-timeout
 // or -bin header INTERNAL, a message over the size limit RESOURCE_EXHAUSTED, a truncated message or a

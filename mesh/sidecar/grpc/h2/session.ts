@@ -1,5 +1,5 @@
-// A minimal HTTP/2 (RFC 9113) connection for gRPC over cleartext TCP (h2c with prior knowledge) on Bun's
-// own sockets (Bun.listen / Bun.connect), without node:http2's streams: frames are parsed straight out of
+// A minimal HTTP/2 (RFC 9113) connection for gRPC over TCP (h2c with prior knowledge) or TLS (ALPN h2) on
+// Bun's own sockets (Bun.listen / Bun.connect), without node:http2's streams: frames are parsed straight out of
 // the socket's chunks and handed to plain callbacks. It does what gRPC needs and refuses the rest:
 // SETTINGS (+ACK), PING (+ACK), WINDOW_UPDATE flow control on the connection and on each stream,
 // HEADERS + CONTINUATION (HPACK with Huffman and the dynamic table), DATA, RST_STREAM and GOAWAY;
