@@ -166,6 +166,8 @@ export interface GrpcServerOptions {
   onCall(call: GrpcServerCall): void;
   /** TLS: the server's certificate and key and the CA client certificates must chain to (mTLS). */
   tls?: SecureContextOptions;
+  /** A client connection ended (own framing): `error` says why for a connection error (e.g. a flood). */
+  onConnectionClose?(error: Error | undefined): void;
 }
 
 type Stream = http2.ServerHttp2Stream;
@@ -518,7 +520,8 @@ export class GrpcServer {
             server: true,
             maxConcurrentStreams: this.opts.maxConcurrentStreams,
             onStream: (stream, h) => this.onOwnStream(stream, h.headers, h.tooLarge, h.malformed),
-            onClose: () => {
+            onClose: (err) => {
+              this.opts.onConnectionClose?.(err);
               this.h2Sessions.delete(h2);
               if (this.h2Sessions.size === 0 && this.draining) this.drained();
             },

@@ -12,7 +12,7 @@ import { issueCertificates } from "../../certs.ts";
 import { baseRequestHeaders, GrpcClient } from "../client.ts";
 import { GrpcServer, type GrpcServerCall } from "../server.ts";
 import { encodeHeaders, HpackDecoder, huffmanEncode } from "./hpack.ts";
-import { ErrorCode, PREFACE } from "./session.ts";
+import { type ConnectionError, ErrorCode, MAX_EMPTY_FRAMES, PREFACE, RESET_BURST } from "./session.ts";
 
 const SHAPES: Record<string, CallShape> = {
   "/t.S/Unary": { clientStreaming: false, serverStreaming: false },
@@ -28,7 +28,15 @@ function handle(call: GrpcServerCall): void {
   call.end(Status.OK, "", undefined, Buffer.concat([Buffer.from("echo:"), call.request!]));
 }
 
-const server = new GrpcServer({ maxMessageBytes: 1 << 20, maxConcurrentStreams: 4, lookup: (p) => SHAPES[p], onCall: handle });
+/** Why the server ended each connection (newest last). */
+const connectionErrors: (Error | undefined)[] = [];
+const server = new GrpcServer({
+  maxMessageBytes: 1 << 20,
+  maxConcurrentStreams: 4,
+  lookup: (p) => SHAPES[p],
+  onCall: handle,
+  onConnectionClose: (e) => connectionErrors.push(e),
+});
 let port = 0;
 beforeAll(async () => {
   port = await server.listen("127.0.0.1", 0);
@@ -104,11 +112,32 @@ class Raw {
     this.sock.write(Buffer.concat(parts));
   }
 
+  /** Writes what the socket takes now; the bytes it did not take. */
+  trySend(data: Buffer): number {
+    const n = this.sock.write(data);
+    return n < 0 ? 0 : n;
+  }
+
+  /** PING ACKs are counted, not kept (for floods). */
+  pingAcks = 0;
+  countPingAcks = false;
+  pauseReading(): void {
+    this.sock.pause();
+  }
+  resumeReading(): void {
+    this.sock.resume();
+  }
+
   private onData(d: Buffer): void {
     this.buf = Buffer.concat([this.buf, d]);
     while (this.buf.length >= 9) {
       const len = this.buf.readUIntBE(0, 3);
       if (this.buf.length < 9 + len) break;
+      if (this.buf[3] === 6 && this.buf[4] === 1 && this.countPingAcks) {
+        this.pingAcks++;
+        this.buf = this.buf.subarray(9 + len);
+        continue;
+      }
       this.frames.push({ type: this.buf[3]!, flags: this.buf[4]!, stream: this.buf.readUInt32BE(5) & 0x7fffffff, payload: Buffer.from(this.buf.subarray(9, 9 + len)) });
       this.buf = this.buf.subarray(9 + len);
     }
@@ -126,7 +155,7 @@ class Raw {
     for (;;) {
       const f = this.frames.find(pred);
       if (f) return f;
-      if (this.closed) throw new Error(`connection closed before ${what}; got ${JSON.stringify(this.frames.map((x) => [x.type, x.flags, x.stream]))}`);
+      if (this.closed) throw new Error(`connection closed before ${what}; got ${JSON.stringify(this.frames.slice(0, 20).map((x) => [x.type, x.flags, x.stream]))} (${this.frames.length} frames)`);
       await new Promise<void>((r) => this.waiters.push(r));
     }
   }
@@ -401,6 +430,155 @@ describe("own HTTP/2 framing: what a connection survives", () => {
     }
     await stillServing();
   });
+});
+
+describe("own HTTP/2 framing: floods end the connection with ENHANCE_YOUR_CALM, other connections go on", () => {
+  const headersAndRst = (from: number, n: number) => {
+    const parts: Buffer[] = [];
+    const h = requestHeaders("/t.S/Hang");
+    for (let i = 0; i < n; i++) {
+      const sid = from + 2 * i;
+      parts.push(frame(1, 4, sid, h), frame(3, 0, sid, u32(ErrorCode.CANCEL)));
+    }
+    return Buffer.concat(parts);
+  };
+  /** A connection opened before the flood serves a call after it. */
+  async function bystanderServed(other: Raw, sid: number): Promise<void> {
+    other.send(frame(1, 4, sid, requestHeaders("/t.S/Unary")), frame(0, 1, sid, grpcMsg("still")));
+    const r = await other.status(sid);
+    expect(r.code).toBe(Status.OK);
+    expect(r.data.subarray(5).toString()).toBe("echo:still");
+  }
+
+  test(`rapid reset: ${RESET_BURST + 100} streams opened and reset at once → GOAWAY ENHANCE_YOUR_CALM`, async () => {
+    const other = await Raw.open();
+    const c = await Raw.open();
+    const before = hanging.length;
+    try {
+      await other.barrier();
+      c.send(headersAndRst(1, RESET_BURST + 100));
+      const g = await c.goaway();
+      expect(g.code).toBe(ErrorCode.ENHANCE_YOUR_CALM);
+      // It stopped near the limit: the streams after it were never handed to the server's calls.
+      expect(g.last).toBeLessThan(2 * (RESET_BURST + 100));
+      await c.closedByPeer();
+      await bystanderServed(other, 1);
+    } finally {
+      hanging.splice(before);
+      c.close();
+      other.close();
+    }
+  });
+
+  test("a client that cancels streams within the bucket keeps its connection", async () => {
+    const c = await Raw.open();
+    const before = hanging.length;
+    try {
+      c.send(headersAndRst(1, RESET_BURST / 2));
+      await c.barrier();
+      expect(c.frames.some((f) => f.type === 7)).toBe(false);
+      await bystanderServed(c, RESET_BURST + 1);
+    } finally {
+      hanging.splice(before);
+      c.close();
+    }
+  });
+
+  test("streams opened past SETTINGS_MAX_CONCURRENT_STREAMS, refused over and over → GOAWAY ENHANCE_YOUR_CALM", async () => {
+    const other = await Raw.open();
+    const c = await Raw.open();
+    const before = hanging.length;
+    try {
+      await other.barrier();
+      const h = requestHeaders("/t.S/Hang");
+      const parts: Buffer[] = [];
+      for (let i = 0; i < RESET_BURST + 100; i++) parts.push(frame(1, 4, 1 + 2 * i, h));
+      c.send(Buffer.concat(parts));
+      const g = await c.goaway();
+      expect(g.code).toBe(ErrorCode.ENHANCE_YOUR_CALM);
+      await c.closedByPeer();
+      await bystanderServed(other, 1);
+    } finally {
+      hanging.splice(before);
+      c.close();
+      other.close();
+    }
+  });
+
+  test("empty DATA frames in a row → GOAWAY ENHANCE_YOUR_CALM", async () => {
+    const other = await Raw.open();
+    const c = await Raw.open();
+    const before = hanging.length;
+    try {
+      const parts = [frame(1, 4, 1, requestHeaders("/t.S/Sink"))];
+      for (let i = 0; i <= MAX_EMPTY_FRAMES; i++) parts.push(frame(0, 0, 1));
+      c.send(Buffer.concat(parts));
+      expect((await c.goaway()).code).toBe(ErrorCode.ENHANCE_YOUR_CALM);
+      await c.closedByPeer();
+      await bystanderServed(other, 1);
+    } finally {
+      hanging.splice(before);
+      c.close();
+      other.close();
+    }
+  });
+
+  test("empty CONTINUATION frames in a row → GOAWAY ENHANCE_YOUR_CALM", async () => {
+    const other = await Raw.open();
+    const c = await Raw.open();
+    try {
+      const parts = [frame(1, 0, 1, requestHeaders("/t.S/Unary"))];
+      for (let i = 0; i <= MAX_EMPTY_FRAMES; i++) parts.push(frame(9, 0, 1));
+      c.send(Buffer.concat(parts));
+      expect((await c.goaway()).code).toBe(ErrorCode.ENHANCE_YOUR_CALM);
+      await c.closedByPeer();
+      await bystanderServed(other, 1);
+    } finally {
+      c.close();
+      other.close();
+    }
+  });
+
+  for (const [what, one] of [
+    ["PING", frame(6, 0, 0, Buffer.alloc(8))],
+    ["SETTINGS", SETTINGS([[4, 65535]])],
+  ] as const) {
+    test(`a ${what} flood from a peer that does not read the ACKs → GOAWAY ENHANCE_YOUR_CALM`, async () => {
+      const other = await Raw.open();
+      const c = await Raw.open();
+      try {
+        await c.barrier();
+        c.countPingAcks = true;
+        c.pauseReading();
+        // Keep sending until the server ends the connection (its ACKs back up in the socket buffers).
+        const batch = Buffer.concat(Array.from({ length: 4096 }, () => one));
+        const deadline = Date.now() + 30_000;
+        let sent = 0;
+        let stuck = 0;
+        while (Date.now() < deadline && stuck < 50) {
+          const n = c.trySend(batch);
+          sent += n;
+          // The server stopped reading (it closed): nothing more goes out.
+          stuck = n === 0 ? stuck + 1 : 0;
+          await Bun.sleep(0); // yield to the event loop so the server runs (not a synchronisation wait)
+        }
+        // The GOAWAY sits behind the ACKs the peer never read, so it may not arrive: the server's own
+        // account of why it ended the connection is the check.
+        c.resumeReading();
+        await c.closedByPeer();
+        const why = connectionErrors.at(-1) as ConnectionError | undefined;
+        expect(why?.code).toBe(ErrorCode.ENHANCE_YOUR_CALM);
+        expect(why?.message).toContain("control frames queued");
+        const g = c.frames.find((f) => f.type === 7);
+        if (g) expect(g.payload.readUInt32BE(4)).toBe(ErrorCode.ENHANCE_YOUR_CALM);
+        expect(sent).toBeGreaterThan(0);
+        await bystanderServed(other, 1);
+      } finally {
+        c.close();
+        other.close();
+      }
+    }, 60_000);
+  }
 });
 
 describe("own HTTP/2 framing on the client side", () => {

@@ -60,6 +60,27 @@ const CONN_WINDOW = 1 << 24;
 /** Output queued to a peer that does not read, beyond which the connection is dropped. */
 const MAX_QUEUED_OUTPUT = 64 << 20;
 const OUT_CHUNK = 64 << 10;
+/**
+ * Rapid reset (CVE-2023-44487): streams the peer resets (RST_STREAM), streams we refuse and streams we
+ * reset for its errors each take a token from a bucket per connection that holds RESET_BURST tokens and
+ * refills RESET_RATE a second; an empty bucket ends the connection with GOAWAY ENHANCE_YOUR_CALM.
+ * nghttp2's (and so Node's) defaults: burst 1000, 33/s. Servers only, as in nghttp2.
+ */
+export const RESET_BURST = 1000;
+export const RESET_RATE = 33;
+/**
+ * PING and SETTINGS ACKs (and other control frames) queued while the peer does not read what we send:
+ * past this many, GOAWAY ENHANCE_YOUR_CALM (Go's net/http2 maxQueuedControlFrames).
+ */
+export const MAX_QUEUED_CONTROL = 10000;
+/**
+ * DATA frames without payload or END_STREAM, and CONTINUATION without payload or END_HEADERS, in a row
+ * (nothing useful between them): past this many, GOAWAY ENHANCE_YOUR_CALM. Envoy allows 1; gRPC peers
+ * never send any, so 100 is lenient.
+ */
+export const MAX_EMPTY_FRAMES = 100;
+/** CONTINUATION frames in one header block (a 68 KiB block needs 5 at 16 KiB). */
+const MAX_CONTINUATIONS = 256;
 
 /** The socket calls the session makes (a Bun TCP socket has them). */
 export interface SocketLike {
@@ -88,6 +109,9 @@ export interface H2SessionOptions {
   onGoaway?(code: number, lastStreamId: number): void;
   /** The connection is gone (every stream has been told). */
   onClose?(error: Error | undefined): void;
+  /** Rapid-reset bucket (servers): tokens and refill per second; defaults RESET_BURST, RESET_RATE. */
+  resetBurst?: number;
+  resetRate?: number;
 }
 
 /** One HTTP/2 stream. The owner sets the callbacks; they fire in frame order. */
@@ -216,6 +240,10 @@ export class H2Session {
   /** Lowest stream id the peer said it did not process (client side, after GOAWAY). */
   private goawayLast = MAX_WINDOW;
   destroyed = false;
+  /** Called with the payload of each PING ACK the peer sends (keepalive). */
+  onPingAck: ((payload: Buffer) => void) | undefined;
+  /** Socket reads so far: a keepalive sees whether anything arrived since it last looked. */
+  reads = 0;
   /** What ended the connection, once it has ended (undefined for a clean close). */
   closeError: Error | undefined;
 
@@ -225,6 +253,7 @@ export class H2Session {
     private readonly opts: H2SessionOptions,
   ) {
     this.server = opts.server;
+    this.resetTokens = opts.resetBurst ?? RESET_BURST;
     this.maxStreams = opts.maxConcurrentStreams ?? 1000;
     const maxList = opts.maxHeaderListSize ?? 65536;
     this.decoder = new HpackDecoder(4096, maxList);
@@ -339,6 +368,7 @@ export class H2Session {
       this.pendingWrite = p.subarray(Math.max(0, n));
       return;
     }
+    this.queuedControl = 0;
     if (this.olen) this.flush();
   }
 
@@ -439,6 +469,12 @@ export class H2Session {
     if (this.streams.size === 0 && (this.goawaySent || this.goawayReceived)) this.finishIfIdle();
   }
 
+  /** Sends a PING (8 bytes); the ACK comes to onPingAck. */
+  ping(payload: Buffer): void {
+    if (this.destroyed) return;
+    this.frame(FrameType.PING, 0, 0, payload);
+  }
+
   /** Opens a stream (client) with request headers. */
   request(list: HeaderList, endStream: boolean): H2Stream {
     if (!this.usable) throw new Error("the connection is closing (GOAWAY) or gone");
@@ -522,6 +558,7 @@ export class H2Session {
   }
 
   private parse(chunk: Buffer): void {
+    this.reads++;
     let data: Buffer;
     if (this.buf) {
       data = Buffer.concat([this.buf, chunk]);
@@ -575,6 +612,7 @@ export class H2Session {
         if (sid === 0) throw new ConnectionError(ErrorCode.PROTOCOL_ERROR, "RST_STREAM on stream 0");
         if (p.length !== 4) throw new ConnectionError(ErrorCode.FRAME_SIZE_ERROR, "RST_STREAM frame not 4 bytes");
         if (this.isIdle(sid)) throw new ConnectionError(ErrorCode.PROTOCOL_ERROR, `RST_STREAM on idle stream ${sid}`);
+        this.chargeReset();
         const s = this.streams.get(sid);
         if (s) {
           s.rstCode = p.readUInt32BE(0);
@@ -590,7 +628,10 @@ export class H2Session {
       case FrameType.PING:
         if (sid !== 0) throw new ConnectionError(ErrorCode.PROTOCOL_ERROR, "PING on a stream");
         if (p.length !== 8) throw new ConnectionError(ErrorCode.FRAME_SIZE_ERROR, "PING frame not 8 bytes");
-        if (!(flags & FLAG_ACK)) this.frame(FrameType.PING, FLAG_ACK, 0, p);
+        if (!(flags & FLAG_ACK)) {
+          this.chargeControl();
+          this.frame(FrameType.PING, FLAG_ACK, 0, p);
+        } else this.onPingAck?.(p);
         return;
       case FrameType.GOAWAY: {
         if (sid !== 0) throw new ConnectionError(ErrorCode.PROTOCOL_ERROR, "GOAWAY on a stream");
@@ -639,6 +680,37 @@ export class H2Session {
   }
 
   private firstFrameSeen = false;
+  // Flood bounds (see RESET_BURST, MAX_QUEUED_CONTROL, MAX_EMPTY_FRAMES).
+  private resetTokens: number;
+  private resetStamp = 0;
+  private queuedControl = 0;
+  private emptyFrames = 0;
+
+  /** A stream reset by the peer, refused, or reset for its error: one token; none left → ENHANCE_YOUR_CALM. */
+  private chargeReset(): void {
+    if (!this.server) return;
+    const burst = this.opts.resetBurst ?? RESET_BURST;
+    const now = performance.now();
+    if (this.resetTokens < burst) {
+      this.resetTokens = Math.min(burst, this.resetTokens + ((now - this.resetStamp) / 1000) * (this.opts.resetRate ?? RESET_RATE));
+    }
+    this.resetStamp = now;
+    if (this.resetTokens < 1) {
+      throw new ConnectionError(ErrorCode.ENHANCE_YOUR_CALM, `too many streams reset or refused (over ${burst}, then ${this.opts.resetRate ?? RESET_RATE}/s)`);
+    }
+    this.resetTokens -= 1;
+  }
+
+  /** A control frame answered to the peer: bounded while the peer does not read. */
+  private chargeControl(): void {
+    if (this.pendingWrite && ++this.queuedControl > MAX_QUEUED_CONTROL) {
+      throw new ConnectionError(ErrorCode.ENHANCE_YOUR_CALM, `over ${MAX_QUEUED_CONTROL} control frames queued to a peer that does not read`);
+    }
+  }
+
+  private chargeEmpty(): void {
+    if (++this.emptyFrames > MAX_EMPTY_FRAMES) throw new ConnectionError(ErrorCode.ENHANCE_YOUR_CALM, `over ${MAX_EMPTY_FRAMES} empty frames in a row`);
+  }
 
   /** A stream id the peer could not have used yet. */
   private isIdle(sid: number): boolean {
@@ -647,6 +719,8 @@ export class H2Session {
   }
 
   private streamError(s: H2Stream, code: number): void {
+    this.chargeReset();
+    this.chargeControl();
     s.reset(code);
     s.onReset?.(code, false);
   }
@@ -703,6 +777,7 @@ export class H2Session {
           break;
       }
     }
+    this.chargeControl();
     this.frame(FrameType.SETTINGS, FLAG_ACK, 0);
   }
 
@@ -710,6 +785,8 @@ export class H2Session {
     if (sid === 0) throw new ConnectionError(ErrorCode.PROTOCOL_ERROR, "DATA on stream 0");
     // Flow control counts the whole payload, padding included.
     const flen = p.length;
+    if (flen === 0 && !(flags & FLAG_END_STREAM)) this.chargeEmpty();
+    else this.emptyFrames = 0;
     this.connOutstanding += flen;
     if (this.connOutstanding > CONN_WINDOW) throw new ConnectionError(ErrorCode.FLOW_CONTROL_ERROR, "DATA beyond the connection window");
     const s = this.streams.get(sid);
@@ -774,6 +851,9 @@ export class H2Session {
   private onContinuation(flags: number, sid: number, p: Buffer): void {
     if (!this.hbParts || sid !== this.hbStream) throw new ConnectionError(ErrorCode.PROTOCOL_ERROR, "CONTINUATION without HEADERS on its stream");
     this.hbSize += p.length;
+    if (p.length === 0 && !(flags & FLAG_END_HEADERS)) this.chargeEmpty();
+    else this.emptyFrames = 0;
+    if (this.hbParts.length >= MAX_CONTINUATIONS) throw new ConnectionError(ErrorCode.ENHANCE_YOUR_CALM, `over ${MAX_CONTINUATIONS} CONTINUATION frames in one header block`);
     if (this.hbSize > this.maxHeaderBlock) {
       throw new ConnectionError(ErrorCode.ENHANCE_YOUR_CALM, `header block over ${this.maxHeaderBlock} bytes`);
     }
@@ -806,15 +886,15 @@ export class H2Session {
     if ((sid & 1) === 0) throw new ConnectionError(ErrorCode.PROTOCOL_ERROR, `client stream id ${sid} is even`);
     if (sid <= this.lastPeerStream) {
       // Closed stream (HEADERS after its end): RST as a stream error.
+      this.chargeReset();
+      this.chargeControl();
       this.writeRst(sid, ErrorCode.STREAM_CLOSED);
       return;
     }
     this.lastPeerStream = sid;
-    if (this.goawaySent) {
-      this.writeRst(sid, ErrorCode.REFUSED_STREAM);
-      return;
-    }
-    if (this.streams.size >= this.maxStreams) {
+    if (this.goawaySent || this.streams.size >= this.maxStreams) {
+      this.chargeReset();
+      this.chargeControl();
       this.writeRst(sid, ErrorCode.REFUSED_STREAM);
       return;
     }
