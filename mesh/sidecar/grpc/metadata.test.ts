@@ -27,6 +27,14 @@ describe("fromHeaders", () => {
     expect(Object.keys(md).sort()).toEqual(["x-blob-bin", "x-raw-bin", "x-tag", "x-user"]);
   });
 
+  test("grpc-status-details-bin is metadata (rich error details pass through), grpc-status/grpc-message are not", () => {
+    const details = Buffer.from([8, 9, 0, 255]);
+    const md = fromHeaders({ "grpc-status": "9", "grpc-message": "x", "grpc-status-details-bin": details.toString("base64") });
+    expect(Object.keys(md)).toEqual(["grpc-status-details-bin"]);
+    expect(Buffer.from(md["grpc-status-details-bin"] as Uint8Array)).toEqual(details);
+    expect(toHeaders(md, {})).toEqual({ "grpc-status-details-bin": details.toString("base64") });
+  });
+
   test("a repeated -bin key keeps its first value (both must be base64)", () => {
     const md = fromHeaders({ "x-b-bin": "AQ==, Ag==" });
     expect([...(md["x-b-bin"] as Uint8Array)]).toEqual([1]);

@@ -2,6 +2,9 @@
 // "-bin" keys carry bytes as base64 (we send it padded, accept padded and unpadded); other values are
 // printable ASCII. Headers that belong to one hop's HTTP/2 and gRPC framing (pseudo-headers,
 // content-type, te, grpc-timeout, grpc-status, ...) are never metadata: each hop makes its own.
+// `grpc-status-details-bin` (the rich error model, a serialized google.rpc.Status) is not one of them:
+// like grpc-go and grpc-js, it travels as a binary trailer, so the details an app or a remote server
+// attach reach the caller through every hop.
 import type { IncomingHttpHeaders, OutgoingHttpHeaders } from "node:http2";
 import { type Metadata, Status } from "../../../runtime/rpc/status.ts";
 import { GrpcError } from "./errors.ts";
@@ -16,7 +19,6 @@ export const RESERVED_HEADERS: ReadonlySet<string> = new Set([
   "grpc-accept-encoding",
   "grpc-status",
   "grpc-message",
-  "grpc-status-details-bin",
   "accept-encoding",
   "content-length",
   "connection",
