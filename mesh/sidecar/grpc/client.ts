@@ -29,7 +29,29 @@ export interface GrpcClientOptions {
   maxMessageBytes: number;
   /** TLS: the files' current contents, read for each new connection (so rotated certificates apply). */
   tls?: () => SecureContextOptions;
+  /**
+   * Keepalive (own framing): a connection from which nothing has been read for this long gets a PING;
+   * 0 turns it off. Default KEEPALIVE_MS (env MESH_GRPC_KEEPALIVE_MS).
+   */
+  keepaliveMs?: number;
+  /** No PING ACK (nor any other byte) within this long: the connection is taken as dead and dropped. */
+  keepaliveTimeoutMs?: number;
 }
+
+function envMs(name: string, dflt: number): number {
+  const v = process.env[name];
+  if (v === undefined || v === "") return dflt;
+  const n = Number(v);
+  return Number.isFinite(n) && n >= 0 ? n : dflt;
+}
+
+/**
+ * 5 min: as often as grpc-go's and grpc-js's servers accept pings by default (their keepalive
+ * enforcement answers more frequent ones with GOAWAY ENHANCE_YOUR_CALM "too_many_pings"), so any gRPC
+ * upstream tolerates it. Timeout 20 s: gRPC's default keepalive timeout.
+ */
+export const KEEPALIVE_MS = envMs("MESH_GRPC_KEEPALIVE_MS", 300_000);
+export const KEEPALIVE_TIMEOUT_MS = envMs("MESH_GRPC_KEEPALIVE_TIMEOUT_MS", 20_000);
 
 export interface CallListener {
   /** Response headers (not called for a trailers-only response). */
@@ -411,6 +433,7 @@ export class GrpcClient {
       },
     });
     this.own = h2;
+    this.keepalive(h2);
     const tls = this.opts.tls?.();
     Bun.connect({
       hostname: this.host,
@@ -436,6 +459,56 @@ export class GrpcClient {
       },
     }).catch((e: Error) => h2.onSocketClose(e));
     return h2;
+  }
+
+  /**
+   * PING-based liveness: every keepaliveMs, a connection that read nothing since the last look gets a
+   * PING; if no byte comes back within keepaliveTimeoutMs the connection is dropped (its calls fail
+   * UNAVAILABLE, retried by the policies where allowed) and the next call makes a new one. Catches an
+   * upstream that vanished without a FIN or RST (host gone, network partition, a stuck peer).
+   */
+  private keepalive(h2: H2Session): void {
+    const every = this.opts.keepaliveMs ?? KEEPALIVE_MS;
+    if (!(every > 0)) return;
+    const timeout = this.opts.keepaliveTimeoutMs ?? KEEPALIVE_TIMEOUT_MS;
+    let seen = h2.reads;
+    let deadline: Timer | undefined;
+    const tag = Buffer.alloc(8);
+    const tick = setInterval(() => {
+      if (h2.destroyed) return stop();
+      if (h2.reads !== seen || deadline) {
+        seen = h2.reads;
+        return;
+      }
+      tag.writeDoubleBE(Date.now(), 0);
+      h2.ping(tag);
+      h2.flush();
+      const readsAtPing = h2.reads;
+      deadline = setTimeout(() => {
+        deadline = undefined;
+        if (h2.reads === readsAtPing) {
+          h2.destroy(new Error(`no answer to a keepalive PING from ${this.address} within ${timeout} ms: connection dropped`));
+        }
+        seen = h2.reads;
+      }, timeout);
+      deadline.unref?.();
+    }, every);
+    tick.unref?.();
+    const stop = () => {
+      clearInterval(tick);
+      if (deadline) clearTimeout(deadline);
+      deadline = undefined;
+    };
+    h2.onPingAck = () => {
+      if (deadline) clearTimeout(deadline);
+      deadline = undefined;
+      seen = h2.reads;
+    };
+    const prevClose = h2.closeHook;
+    h2.closeHook = () => {
+      stop();
+      prevClose?.();
+    };
   }
 
   private startOwn(call: GrpcClientCall, headers: http2.OutgoingHttpHeaders, deadline: number | undefined, request: Uint8Array | undefined): GrpcClientCall {

@@ -168,7 +168,18 @@ export interface GrpcServerOptions {
   tls?: SecureContextOptions;
   /** A client connection ended (own framing): `error` says why for a connection error (e.g. a flood). */
   onConnectionClose?(error: Error | undefined): void;
+  /**
+   * A client connection with no stream open for this long gets GOAWAY (NO_ERROR) and is closed (own
+   * framing); 0 turns it off. Default IDLE_TIMEOUT_MS (env MESH_GRPC_IDLE_MS).
+   */
+  idleTimeoutMs?: number;
 }
+
+/** 1 hour, Envoy's default idle_timeout for downstream connections. */
+export const IDLE_TIMEOUT_MS = (() => {
+  const n = Number(process.env.MESH_GRPC_IDLE_MS ?? "");
+  return process.env.MESH_GRPC_IDLE_MS && Number.isFinite(n) && n >= 0 ? n : 3_600_000;
+})();
 
 type Stream = http2.ServerHttp2Stream;
 
@@ -457,6 +468,9 @@ export class GrpcServer {
   private readonly h2Sessions = new Set<H2Session>();
   private draining = false;
   private drainWaiters: (() => void)[] = [];
+  /** Idle connections: when each was last seen with a stream open (or opening one), and its last stream id. */
+  private readonly busy = new Map<H2Session, { at: number; lastStream: number }>();
+  private idleSweep: Timer | undefined;
 
   /** TLS material for the own framing on Bun's TLS sockets (the current set; replaced on rotation). */
   private tls: SecureContextOptions | undefined;
@@ -523,11 +537,13 @@ export class GrpcServer {
             onClose: (err) => {
               this.opts.onConnectionClose?.(err);
               this.h2Sessions.delete(h2);
+              this.busy.delete(h2);
               if (this.h2Sessions.size === 0 && this.draining) this.drained();
             },
           });
           sock.data = { h2 };
           this.h2Sessions.add(h2);
+          this.watchIdle(h2);
           if (this.draining) h2.goaway();
         },
         // A failed handshake (no or foreign client certificate) concerns that client only.
@@ -573,9 +589,37 @@ export class GrpcServer {
     for (const f of w) f();
   }
 
+  /** Starts the idle sweep with the first connection: one timer per server, a look every ≤ 60 s. */
+  private watchIdle(h2: H2Session): void {
+    const idle = this.opts.idleTimeoutMs ?? IDLE_TIMEOUT_MS;
+    if (!(idle > 0)) return;
+    this.busy.set(h2, { at: performance.now(), lastStream: 0 });
+    if (this.idleSweep) return;
+    this.idleSweep = setInterval(() => {
+      const now = performance.now();
+      for (const [s, b] of this.busy) {
+        if (s.streamCount > 0 || s.lastStreamId !== b.lastStream) {
+          b.at = now;
+          b.lastStream = s.lastStreamId;
+        } else if (now - b.at >= idle) {
+          this.busy.delete(s);
+          s.goaway(ErrorCode.NO_ERROR, `idle for ${Math.round(idle / 1000)} s`);
+        }
+      }
+      if (this.busy.size === 0) this.stopIdleSweep();
+    }, Math.max(10, Math.min(idle / 2, 60_000)));
+    this.idleSweep.unref?.();
+  }
+
+  private stopIdleSweep(): void {
+    if (this.idleSweep) clearInterval(this.idleSweep);
+    this.idleSweep = undefined;
+  }
+
   /** Stops accepting (GOAWAY to every client, listener closed); resolves once every connection has closed. */
   drain(): Promise<void> {
     this.draining = true;
+    this.stopIdleSweep();
     if (!this.server) {
       this.listener?.stop(false);
       return new Promise((resolve) => {
@@ -595,6 +639,7 @@ export class GrpcServer {
   /** Closes every connection now; calls in flight end on the client side as UNAVAILABLE. */
   forceStop(): void {
     this.draining = true;
+    this.stopIdleSweep();
     if (!this.server) {
       this.listener?.stop(true);
       for (const s of [...this.h2Sessions]) s.destroy(new Error("server stopped"));

@@ -90,11 +90,11 @@ class Raw {
   readonly hpack = new HpackDecoder(4096, 1 << 20);
   constructor(private readonly sock: Socket<undefined>) {}
 
-  static async open(prefaceAndSettings = true): Promise<Raw> {
+  static async open(prefaceAndSettings = true, toPort = port): Promise<Raw> {
     let raw!: Raw;
     const sock = await Bun.connect({
       hostname: "127.0.0.1",
-      port,
+      port: toPort,
       socket: {
         data: (_s, d) => raw.onData(d),
         close: () => {
@@ -579,6 +579,86 @@ describe("own HTTP/2 framing: floods end the connection with ENHANCE_YOUR_CALM, 
       }
     }, 60_000);
   }
+});
+
+describe("own HTTP/2 framing: idle connections and keepalive", () => {
+  test("server: a connection without streams for idleTimeoutMs gets GOAWAY NO_ERROR and is closed; one with a stream open is kept", async () => {
+    const held: GrpcServerCall[] = [];
+    const idleServer = new GrpcServer({
+      maxMessageBytes: 1 << 20,
+      maxConcurrentStreams: 8,
+      lookup: (p) => SHAPES[p],
+      onCall: (call) => (call.path === "/t.S/Hang" ? held.push(call) : handle(call)),
+      idleTimeoutMs: 300,
+    });
+    const p = await idleServer.listen("127.0.0.1", 0);
+    const idle = await Raw.open(true, p);
+    const busy = await Raw.open(true, p);
+    try {
+      idle.send(frame(1, 4, 1, requestHeaders("/t.S/Unary")), frame(0, 1, 1, grpcMsg("x")));
+      expect((await idle.status(1)).code).toBe(Status.OK);
+      busy.send(frame(1, 4, 1, requestHeaders("/t.S/Hang")), frame(0, 1, 1, grpcMsg("h")));
+      await busy.barrier();
+      const g = await idle.goaway();
+      expect(g.code).toBe(ErrorCode.NO_ERROR);
+      expect(g.last).toBe(1);
+      await idle.closedByPeer();
+      // Same age, same sweep: the one with a call open was not touched, and still answers.
+      expect(busy.frames.some((f) => f.type === 7)).toBe(false);
+      await busy.barrier();
+      expect(busy.closed).toBe(false);
+    } finally {
+      idle.close();
+      busy.close();
+      idleServer.forceStop();
+    }
+  });
+
+  test("client: an upstream that stops answering (no PING ACK) is dropped by the keepalive; the call fails UNAVAILABLE", async () => {
+    const silent = Bun.listen<undefined>({
+      hostname: "127.0.0.1",
+      port: 0,
+      socket: {
+        // A server that says SETTINGS once and then never answers anything (a half-dead peer).
+        open: (sock) => void sock.write(SETTINGS()),
+        data: () => {},
+      },
+    });
+    const client = new GrpcClient({ address: `127.0.0.1:${silent.port}`, maxMessageBytes: 1 << 20, keepaliveMs: 100, keepaliveTimeoutMs: 200 });
+    try {
+      const started = Date.now();
+      const r = await new Promise<{ code: number; details: string }>((resolve) =>
+        client.start(baseRequestHeaders("/t.S/Unary"), Date.now() + 30_000, { onHeaders() {}, onMessage() {}, onStatus: (code, details) => resolve({ code, details }) }, Buffer.from("x")),
+      );
+      expect(r.code).toBe(Status.UNAVAILABLE);
+      expect(r.details).toContain("keepalive");
+      expect(Date.now() - started).toBeLessThan(10_000);
+    } finally {
+      client.close();
+      silent.stop(true);
+    }
+  });
+
+  test("client: a live upstream answers the keepalive PINGs and keeps its connection", async () => {
+    const client = new GrpcClient({ address: `127.0.0.1:${port}`, maxMessageBytes: 1 << 20, keepaliveMs: 30, keepaliveTimeoutMs: 1000 });
+    const one = () =>
+      new Promise<{ code: number }>((resolve) =>
+        client.start(baseRequestHeaders("/t.S/Unary"), Date.now() + 10_000, { onHeaders() {}, onMessage() {}, onStatus: (code) => resolve({ code }) }, Buffer.from("x")),
+      );
+    try {
+      expect((await one()).code).toBe(Status.OK);
+      const session = (client as unknown as { own: { reads: number } }).own;
+      // Wait (by condition) until several keepalive round trips have happened on the idle connection.
+      const readsAfterCall = session.reads;
+      const deadline = Date.now() + 10_000;
+      while (session.reads < readsAfterCall + 3 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
+      expect(session.reads).toBeGreaterThanOrEqual(readsAfterCall + 3);
+      expect((await one()).code).toBe(Status.OK);
+      expect((client as unknown as { own: unknown }).own).toBe(session);
+    } finally {
+      client.close();
+    }
+  });
 });
 
 describe("own HTTP/2 framing on the client side", () => {

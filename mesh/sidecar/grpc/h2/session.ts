@@ -244,6 +244,8 @@ export class H2Session {
   onPingAck: ((payload: Buffer) => void) | undefined;
   /** Socket reads so far: a keepalive sees whether anything arrived since it last looked. */
   reads = 0;
+  /** Called once when the connection is gone, after onClose (timers of the owner). */
+  closeHook: (() => void) | undefined;
   /** What ended the connection, once it has ended (undefined for a clean close). */
   closeError: Error | undefined;
 
@@ -289,6 +291,11 @@ export class H2Session {
 
   get streamCount(): number {
     return this.streams.size;
+  }
+
+  /** The highest stream id the peer opened (server): changes whenever it opens one. */
+  get lastStreamId(): number {
+    return this.lastPeerStream;
   }
 
   /** True when a new stream may be opened (client): connected, no GOAWAY either way. */
@@ -535,6 +542,7 @@ export class H2Session {
       s.onReset?.(ErrorCode.CANCEL, true);
     }
     this.opts.onClose?.(err);
+    this.closeHook?.();
   }
 
   /** The socket closed under us. */
