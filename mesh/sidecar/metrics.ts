@@ -19,6 +19,8 @@ type Histogram<T extends string> = Prom.Histogram<T>;
 
 export type Direction = "inbound" | "outbound";
 
+const DURATION_BUCKETS = [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10];
+
 export interface SessionView {
   transport: string;
   stats: TransportStats;
@@ -54,7 +56,7 @@ export class SidecarMetrics {
       name: "mesh_request_duration_seconds",
       help: "Call duration as seen by this sidecar, from the first byte in to the status out",
       labelNames: ["direction", "method"],
-      buckets: [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10],
+      buckets: DURATION_BUCKETS,
       registers: r,
     });
     this.retries = new Counter({ name: "mesh_upstream_retries_total", help: "Retry attempts sent to an upstream service", labelNames: ["service"], registers: r });
@@ -187,36 +189,80 @@ export class SidecarMetrics {
     });
   }
 
-  // Label children cached per label set: prom-client hashes a labels object on every call otherwise.
-  private readonly requestChildren = new Map<string, { inc(): void }>();
-  private readonly durationChildren = new Map<string, { observe(v: number): void }>();
+  // Per-call recording without prom-client's per-call work: a labels child still validates and hashes
+  // its labels object on every inc()/observe(). Here each (direction, method) has one cell, found with
+  // two Map lookups on strings the caller already has: counts go into plain numbers, handed to the
+  // prom-client counters when /metrics is read (collect), and the histogram's own entry for that label
+  // set is updated in place exactly as Histogram.observe() does (same buckets, sum, count).
+  private readonly cells = { inbound: new Map<string, CallCell>(), outbound: new Map<string, CallCell>() };
+  private flushHooked = false;
+
+  private cell(direction: Direction, method: string): CallCell {
+    const map = this.cells[direction];
+    let c = map.get(method);
+    if (c === undefined) {
+      c = new CallCell(direction, method, histogramEntry(this.duration, { direction, method }), DURATION_BUCKETS);
+      map.set(method, c);
+      this.hookFlush();
+    }
+    return c;
+  }
+
+  /** Pending counts reach prom-client whenever the registry is read. */
+  private hookFlush(): void {
+    if (this.flushHooked) return;
+    this.flushHooked = true;
+    const requests = this.requests;
+    const attempts = this.attempts;
+    const cells = this.cells;
+    const attemptCells = this.attemptCells;
+    const flush = () => {
+      for (const map of [cells.inbound, cells.outbound]) for (const c of map.values()) c.flush(requests);
+      for (const byEndpoint of attemptCells.values()) for (const a of byEndpoint.values()) a.flush(attempts);
+    };
+    (requests as unknown as { collect?: () => void }).collect = flush;
+    (attempts as unknown as { collect?: () => void }).collect = flush;
+  }
 
   /** Records one finished call. */
   observe(direction: Direction, method: string, code: number, seconds: number): void {
-    const key = `${direction} ${method}`;
-    const rkey = `${key} ${code}`;
-    let r = this.requestChildren.get(rkey);
-    if (!r) this.requestChildren.set(rkey, (r = this.requests.labels({ direction, method, code: statusName(code) })));
-    r.inc();
-    let d = this.durationChildren.get(key);
-    if (!d) this.durationChildren.set(key, (d = this.duration.labels({ direction, method })));
-    d.observe(seconds);
+    if (!(code >>> 0 < 17)) {
+      // Not one of gRPC's codes: counted directly (rare; prom-client's own path).
+      this.requests.inc({ direction, method, code: statusName(code) });
+      this.duration.observe({ direction, method }, seconds);
+      return;
+    }
+    this.cell(direction, method).record(code, seconds);
   }
 
-  private readonly attemptChildren = new Map<string, { inc(): void }>();
+  /** service → endpoint → counts. */
+  private readonly attemptCells = new Map<string, Map<string, AttemptCell>>();
 
   /** Records one attempt to an upstream endpoint. */
   attempt(service: string, endpoint: string, code: number): void {
-    const key = `${service} ${endpoint} ${code}`;
-    let c = this.attemptChildren.get(key);
-    if (!c) this.attemptChildren.set(key, (c = this.attempts.labels({ service, endpoint, code: statusName(code) })));
-    c.inc();
+    if (!(code >>> 0 < 17)) {
+      // Not one of gRPC's codes (an upstream may send any number): counted directly.
+      this.attempts.inc({ service, endpoint, code: statusName(code) });
+      return;
+    }
+    let byEndpoint = this.attemptCells.get(service);
+    if (byEndpoint === undefined) this.attemptCells.set(service, (byEndpoint = new Map()));
+    let a = byEndpoint.get(endpoint);
+    if (a === undefined) {
+      byEndpoint.set(endpoint, (a = new AttemptCell(service, endpoint)));
+      this.hookFlush();
+    }
+    a.counts[code]!++;
+    a.dirty = true;
   }
 
-  /** Forgets an endpoint's attempt counters' cached children (it left the endpoint set). */
+  /** Forgets an endpoint's cached attempt counts (it left the endpoint set), after handing them over. */
   forgetEndpoint(service: string, endpoint: string): void {
-    const prefix = `${service} ${endpoint} `;
-    for (const k of this.attemptChildren.keys()) if (k.startsWith(prefix)) this.attemptChildren.delete(k);
+    const byEndpoint = this.attemptCells.get(service);
+    const a = byEndpoint?.get(endpoint);
+    if (a === undefined) return;
+    a.flush(this.attempts);
+    byEndpoint!.delete(endpoint);
   }
 
   text(): Promise<string> {
@@ -225,5 +271,93 @@ export class SidecarMetrics {
 
   get contentType(): string {
     return this.registry.contentType;
+  }
+}
+
+/** The histogram's entry for one label set, as prom-client keeps it (made with zero()). */
+interface HistogramEntry {
+  labels: Record<string, string>;
+  bucketValues: Record<number, number>;
+  sum: number;
+  count: number;
+}
+
+function histogramEntry(h: Histogram<string>, labels: Record<string, string>): HistogramEntry {
+  const internal = h as unknown as { hashMap: Record<string, HistogramEntry> };
+  const existing = Object.values(internal.hashMap).find((e) => e.labels.direction === labels.direction && e.labels.method === labels.method);
+  if (existing) return existing;
+  h.zero(labels);
+  const made = Object.values(internal.hashMap).find((e) => e.labels === labels);
+  if (!made) throw new Error("prom-client Histogram.zero() did not make an entry: its internals changed");
+  return made;
+}
+
+/** Counts of one (direction, method): requests by code since the last flush, and its histogram entry. */
+class CallCell {
+  /** Indexed by gRPC code (0..16). */
+  readonly pending = new Float64Array(17);
+  private readonly labels: ({ direction: string; method: string; code: string } | undefined)[] = [];
+  private dirty = false;
+
+  constructor(
+    private readonly direction: Direction,
+    private readonly method: string,
+    private readonly hist: HistogramEntry,
+    private readonly bounds: readonly number[],
+  ) {}
+
+  /** `code` is 0..16. */
+  record(code: number, seconds: number): void {
+    this.pending[code]!++;
+    this.dirty = true;
+    // What Histogram.observe() does to the entry (its bucket counts are per bound, not cumulative).
+    const h = this.hist;
+    const bounds = this.bounds;
+    if (!Number.isFinite(seconds)) return;
+    for (let i = 0; i < bounds.length; i++) {
+      const b = bounds[i]!;
+      if (seconds <= b) {
+        h.bucketValues[b]!++;
+        break;
+      }
+    }
+    h.sum += seconds;
+    h.count += 1;
+  }
+
+  flush(requests: Counter<"direction" | "method" | "code">): void {
+    if (!this.dirty) return;
+    this.dirty = false;
+    const p = this.pending;
+    for (let code = 0; code < 17; code++) {
+      const n = p[code]!;
+      if (n === 0) continue;
+      p[code] = 0;
+      const labels = (this.labels[code] ??= { direction: this.direction, method: this.method, code: statusName(code) });
+      requests.inc(labels, n);
+    }
+  }
+}
+
+/** Attempts to one endpoint of one service by code, since the last flush. */
+class AttemptCell {
+  readonly counts = new Float64Array(17);
+  dirty = false;
+
+  constructor(
+    readonly service: string,
+    readonly endpoint: string,
+  ) {}
+
+  flush(attempts: Counter<"service" | "endpoint" | "code">): void {
+    if (!this.dirty) return;
+    this.dirty = false;
+    const c = this.counts;
+    for (let code = 0; code < 17; code++) {
+      const n = c[code]!;
+      if (n === 0) continue;
+      c[code] = 0;
+      attempts.inc({ service: this.service, endpoint: this.endpoint, code: statusName(code) }, n);
+    }
   }
 }
