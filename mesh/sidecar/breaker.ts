@@ -35,6 +35,15 @@ export class CircuitBreaker {
    * RESOURCE_EXHAUSTED when the line is full, DEADLINE_EXCEEDED when the deadline passes in line.
    * Every successful acquire must be paired with exactly one release().
    */
+  /** Takes a slot if one is free now (true); false leaves the caller to acquire() and wait. */
+  tryAcquire(): boolean {
+    if (this.active < this.maxConcurrent) {
+      this.active++;
+      return true;
+    }
+    return false;
+  }
+
   acquire(deadline: number, signal?: AbortSignal): Promise<void> | undefined {
     if (this.active < this.maxConcurrent) {
       this.active++;

@@ -96,6 +96,23 @@ export class InboundServer {
       return;
     }
     call.onCancel = (reason) => appCall.cancel(`the network client cancelled the call: ${reason}`);
+    if (!m.shape.clientStreaming && !m.shape.serverStreaming && appCall.observe) {
+      // Unary: watched with callbacks (no headers or status promise, no iteration over the responses).
+      appCall.observe({
+        headers: (headers) => {
+          if (!done && hasMetadata(headers)) call.sendHeaders(headers);
+        },
+        end: (status, response) => {
+          let { code, details } = status;
+          if (code === Status.OK && response === undefined) {
+            code = Status.INTERNAL;
+            details = `the app ended ${m.path} OK without sending a response message`;
+          }
+          finish(code, details, status.trailers, code === Status.OK ? response : undefined);
+        },
+      });
+      return;
+    }
     if (m.shape.clientStreaming) {
       void this.pumpRequests(call, appCall);
     }

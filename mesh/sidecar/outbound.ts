@@ -74,7 +74,7 @@ async function handleOutbound(deps: OutboundDeps, sc: ServerCall): Promise<void>
   const finish = (code: number, details: string, trailers?: Metadata) => {
     if (finished) return;
     finished = true;
-    const reason: unknown = sc.signal.reason;
+    const reason: unknown = sc.abortReason;
     if (sc.ended && reason instanceof RpcError) {
       // The channel already ended the call (deadline, the app cancelled, session lost): record what the
       // app saw, not the upstream attempt's CANCELLED.
@@ -104,7 +104,7 @@ async function handleOutbound(deps: OutboundDeps, sc: ServerCall): Promise<void>
 
     if (sc.shape.clientStreaming) {
       // Request streams are not buffered for replay, so they get exactly one attempt.
-      const slot = await takeSlot(cluster, deadline, sc.signal);
+      const slot = cluster.breaker.tryAcquire() ? undefined : await takeSlot(cluster, deadline, sc.signal);
       if (slot) return finish(slot.code, slot.details);
       const ep = cluster.pick();
       if (!ep) {
@@ -118,11 +118,14 @@ async function handleOutbound(deps: OutboundDeps, sc: ServerCall): Promise<void>
       return;
     }
 
-    let request: Uint8Array | undefined;
-    let count = 0;
-    for await (const m of sc) {
-      request = m;
-      count++;
+    // A unary request usually arrived with the call, half-closed: taken without iterating.
+    let request = sc.takeRequest();
+    let count = request === undefined ? 0 : 1;
+    if (!sc.requestsDone) {
+      for await (const m of sc) {
+        request = m;
+        count++;
+      }
     }
     if (count !== 1 || !request) {
       finish(Status.INTERNAL, `${sc.method} takes exactly one request message; the app sent ${count}`);
@@ -135,7 +138,8 @@ async function handleOutbound(deps: OutboundDeps, sc: ServerCall): Promise<void>
         finish(Status.DEADLINE_EXCEEDED, `deadline exceeded before attempt ${attempts} to ${service} (timeout_ms ${cluster.timeoutMs} or the caller's deadline)`);
         return;
       }
-      const slot = await takeSlot(cluster, deadline, sc.signal);
+      // A free breaker slot is taken without a promise (and without making the call's AbortSignal).
+      const slot = cluster.breaker.tryAcquire() ? undefined : await takeSlot(cluster, deadline, sc.signal);
       if (slot) return finish(slot.code, slot.details);
       const ep = cluster.pick();
       let r: AttemptResult;
@@ -147,7 +151,7 @@ async function handleOutbound(deps: OutboundDeps, sc: ServerCall): Promise<void>
         r = await attempt(cluster, ep, sc, headers, req, deadline);
       }
       const retryable =
-        r.code !== Status.OK && !r.committed && cluster.retry.retryOn.has(r.code) && attempts < cluster.retry.maxAttempts && !sc.signal.aborted;
+        r.code !== Status.OK && !r.committed && cluster.retry.retryOn.has(r.code) && attempts < cluster.retry.maxAttempts && sc.abortReason === undefined;
       if (!retryable) {
         if (r.code === Status.OK && !sc.shape.serverStreaming) {
           if (hasMetadata(r.headers)) sc.sendHeaders(r.headers);
@@ -223,7 +227,7 @@ function attempt(
   const forward = serverStreaming || streamingIn;
   return new Promise<AttemptResult>((resolve) => {
     let call: GrpcClientCall | undefined;
-    let onAbort: (() => void) | undefined;
+    let listening = false;
     // Streaming responses: forwarded in order, one sc.write at a time; the upstream stream pauses while
     // the app is slow to take them.
     let chain: Promise<void> | undefined;
@@ -259,7 +263,7 @@ function attempt(
         );
       },
       onStatus: (code, details, trailers) => {
-        if (onAbort) sc.signal.removeEventListener("abort", onAbort);
+        if (listening) sc.onAbort = undefined;
         if (code === Status.OK && !forward && result.response === undefined) {
           code = Status.UNIMPLEMENTED;
           details = `${ep.address} ended ${sc.method} OK without a response message`;
@@ -279,8 +283,9 @@ function attempt(
     call = ep.client.start(headers, Number.isFinite(deadline) ? deadline : undefined, listener, req);
     if (call.finished) return;
     const c = call;
-    onAbort = () => c.cancel("the app cancelled the call");
-    sc.signal.addEventListener("abort", onAbort, { once: true });
+    // The call's one abort listener (no AbortSignal made per call); cleared when the attempt ends.
+    listening = true;
+    sc.onAbort = () => c.cancel("the app cancelled the call");
     if (streamingIn) void pumpRequests(sc, c);
   });
 }

@@ -20,6 +20,7 @@ import {
   type CallShape,
   type ChannelSettings,
   type ClientCall,
+  type ClientCallObserver,
   DEFAULT_SETTINGS,
   type FinalStatus,
   type ServerCall,
@@ -219,6 +220,20 @@ class ClientCallImpl extends Window implements ClientCall {
     if (this.headersValue !== undefined) return;
     this.headersValue = md;
     this.resolveHeaders?.(md);
+    this.observer?.headers?.(md);
+  }
+
+  private observer: ClientCallObserver | undefined;
+
+  observe(observer: ClientCallObserver): void {
+    const s = this.finalStatus;
+    if (s !== undefined) {
+      if (this.headersValue !== undefined) observer.headers?.(this.headersValue);
+      observer.end(s, s.code === Status.OK ? this.takeResponse() : undefined);
+      return;
+    }
+    this.observer = observer;
+    if (this.headersValue !== undefined) observer.headers?.(this.headersValue);
   }
 
   settle(status: FinalStatus): void {
@@ -233,6 +248,11 @@ class ClientCallImpl extends Window implements ClientCall {
       for (const f of w) f();
     }
     this.resolveStatus?.(status);
+    const o = this.observer;
+    if (o !== undefined) {
+      this.observer = undefined;
+      o.end(status, status.code === Status.OK ? this.takeResponse() : undefined);
+    }
     const resolve = this.unaryResolve;
     if (resolve !== undefined) {
       const reject = this.unaryReject!;
@@ -290,14 +310,27 @@ class ServerCallImpl extends Window implements ServerCall {
     this.ch.consumed(this, this.callId, bytes, this.ended);
   }
 
+  abortReason: RpcError | undefined;
+  onAbort: ((reason: unknown) => void) | undefined;
+
   get signal(): AbortSignal {
-    this.abortController ??= new AbortController();
+    if (this.abortController === undefined) {
+      this.abortController = new AbortController();
+      if (this.abortReason !== undefined) this.abortController.abort(this.abortReason);
+    }
     return this.abortController.signal;
   }
 
   abort(reason: RpcError): void {
-    this.abortController ??= new AbortController();
-    this.abortController.abort(reason);
+    // Only the first abort counts (as with an AbortController); the signal is made only if asked for.
+    if (this.abortReason !== undefined) return;
+    this.abortReason = reason;
+    this.abortController?.abort(reason);
+    const f = this.onAbort;
+    if (f !== undefined) {
+      this.onAbort = undefined;
+      f(reason);
+    }
   }
 
   sendHeaders(metadata: Metadata): void {
@@ -314,6 +347,10 @@ class ServerCallImpl extends Window implements ServerCall {
 
   takeRequest(): Uint8Array | undefined {
     return this.requests.take();
+  }
+
+  get requestsDone(): boolean {
+    return this.requests.finished && this.requests.length === 0;
   }
 
   respond(message: Uint8Array, trailers?: Metadata): void {

@@ -29,6 +29,17 @@ export interface UnaryResult {
   trailers: Metadata;
 }
 
+/** Callbacks for a call watched without promises (ClientCall.observe). */
+export interface ClientCallObserver {
+  /** Response headers as they arrive ({} when the call ends without any). */
+  headers?(metadata: Metadata): void;
+  /**
+   * The call is over. `response` is the last response message not yet read (a unary call's one
+   * response) when the status is OK, else undefined.
+   */
+  end(status: FinalStatus, response: Uint8Array | undefined): void;
+}
+
 /** The client's view of one call. */
 export interface ClientCall extends AsyncIterable<Uint8Array> {
   readonly callId: number;
@@ -40,6 +51,12 @@ export interface ClientCall extends AsyncIterable<Uint8Array> {
   /** Half-close: no more request messages. */
   end(): void;
   cancel(reason?: string): void;
+  /**
+   * Watches a call whose responses are not read otherwise (a unary call, typically) with callbacks
+   * instead of the headers/status promises and iteration: for a proxy, one call object and no promise.
+   * One observer per call; `end` is called at once if the call is already over.
+   */
+  observe?(observer: ClientCallObserver): void;
   /** Response headers; resolves with {} if the call ends without any. */
   readonly headers: Promise<Metadata>;
   /** Always resolves, never rejects, once the call is over. */
@@ -56,6 +73,17 @@ export interface ServerCall extends AsyncIterable<Uint8Array> {
   readonly deadline: number | undefined;
   /** Aborted when the client cancels, the deadline passes or the connection is lost. */
   readonly signal: AbortSignal;
+  /**
+   * Why the call was aborted (the reason `signal` carries), once it was; undefined before. Reading it
+   * does not make the signal (an AbortController per call costs a proxy at 1,000s of calls/s).
+   */
+  readonly abortReason?: unknown;
+  /**
+   * One optional listener called once when the call is aborted, like an "abort" listener on `signal`
+   * but without making it: for a proxy that has one thing to cancel per call. Set it to undefined when
+   * no longer interested. Not called if the call was aborted before it was set.
+   */
+  onAbort?: ((reason: unknown) => void) | undefined;
   readonly shape: CallShape;
   sendHeaders(metadata: Metadata): void;
   /** Sends one response message; resolves once flow control lets the handler send the next. */
@@ -67,6 +95,11 @@ export interface ServerCall extends AsyncIterable<Uint8Array> {
    * iteration goes on after it. A unary call's request usually arrives with the call itself.
    */
   takeRequest(): Uint8Array | undefined;
+  /**
+   * True once no request message is left to read: the client half-closed (or the call ended) and
+   * every request was taken. Lets a handler that took its one request skip iterating for the end.
+   */
+  readonly requestsDone?: boolean;
   /**
    * A unary call's answer in one step: sends `message` and ends the call OK (with `trailers`). For a
    * unary call this is write() + end() without a promise; the message is sent before respond returns.
