@@ -53,3 +53,44 @@ describe("access log line", () => {
     }
   });
 });
+
+// A child process that writes access-log lines to its stderr (a pipe: JSON lines).
+function child(script: string) {
+  const code = `import { logAccess } from ${JSON.stringify(new URL("./access-log.ts", import.meta.url).pathname)};\n${script}`;
+  return Bun.spawn([process.execPath, "-e", code], {
+    stdin: "ignore",
+    stdout: "ignore",
+    stderr: "pipe",
+    env: { ...process.env, MESH_ACCESS_LOG: "on", MESH_LOG_LEVEL: "info", MESH_LOG_FORMAT: "json" },
+  });
+}
+
+const ENTRY = `{ direction: "inbound", method: "/m.S/U", code: 0, details: "", durationMs: 1, upstream: "app", attempts: 1, traceId: "t".repeat(32), spanId: "s".repeat(16) }`;
+
+describe("access log output", () => {
+  test("a few lines of an idle process reach stderr without waiting for 4 KiB or exit", async () => {
+    // Three short lines, then the process stays alive: the lines must come out on their own (timer).
+    const p = child(`for (let i = 0; i < 3; i++) logAccess({ ...${ENTRY}, attempts: i + 1 });\nsetInterval(() => {}, 1000);`);
+    const reader = p.stderr.getReader();
+    let text = "";
+    while (text.split("\n").length < 4) {
+      const { value, done } = await reader.read();
+      if (done) break;
+      text += new TextDecoder().decode(value);
+    }
+    p.kill();
+    await p.exited;
+    const lines = text.trim().split("\n").map((l) => JSON.parse(l));
+    expect(lines.map((l) => l.attempts)).toEqual([1, 2, 3]);
+    expect(lines[0]).toMatchObject({ level: 30, component: "access", direction: "inbound", method: "/m.S/U", code: "OK", msg: "call" });
+  });
+
+  test("every line is out, in order, when the process exits right after writing many", async () => {
+    const p = child(`for (let i = 0; i < 5000; i++) logAccess({ ...${ENTRY}, attempts: i, details: "x", method: i % 7 ? "/m.S/U" : "/m.S/ünï" });\nprocess.exit(0);`);
+    const text = await new Response(p.stderr).text();
+    expect(await p.exited).toBe(0);
+    const lines = text.trim().split("\n").map((l) => JSON.parse(l));
+    expect(lines.length).toBe(5000);
+    expect(lines.every((l, i) => l.attempts === i && l.method === (i % 7 ? "/m.S/U" : "/m.S/ünï"))).toBe(true);
+  });
+});
