@@ -71,3 +71,79 @@ describe("call head codec", () => {
     }
   });
 });
+
+// Headers and EndStatus went the same way (hand-written, protobufjs-compatible): checked here against
+// protobufjs in both directions, and against hostile bytes.
+import { decodeEndStatus, decodeHeaders, encodeEndStatus, encodeHeaders, WireError } from "./wire.ts";
+
+const proto = protobuf.loadSync(join(import.meta.dir, "../../proto/mesh/v1/rpc.proto"));
+const EndStatusPb = proto.lookupType("mesh.v1.EndStatus");
+const HeadersPb = proto.lookupType("mesh.v1.Headers");
+
+const mdSamples: Record<string, string | Uint8Array>[] = [
+  {},
+  { "x-echo-header": "from-app" },
+  { "x-ü": "wert ✓", "x-key-bin": new Uint8Array([0, 255, 7]), empty: "", "empty-bin": new Uint8Array(0), big: "v".repeat(3000) },
+];
+
+function entriesOf(md: Record<string, string | Uint8Array>) {
+  return Object.entries(md).map(([key, v]) => (typeof v === "string" ? { key, value: v } : { key, binaryValue: v }));
+}
+
+function pbMetadata(list: { key: string; value?: string; binaryValue?: Uint8Array }[]) {
+  const md: Record<string, string | Uint8Array> = {};
+  // (protobufjs gives an empty bytes field as a plain [], the old decoder passed that on; ours is a Uint8Array.)
+  for (const e of list) md[e.key.toLowerCase()] = e.key.toLowerCase().endsWith("-bin") ? new Uint8Array(e.binaryValue ?? []) : (e.value ?? "");
+  return md;
+}
+
+describe("headers and end status codec", () => {
+  test("what we encode, protobufjs decodes to the same; what protobufjs encodes, we decode to the same", () => {
+    for (const md of mdSamples) {
+      const h = HeadersPb.decode(encodeHeaders(md)) as unknown as { metadata: { key: string; value?: string; binaryValue?: Uint8Array }[] };
+      expect(pbMetadata(h.metadata)).toEqual(md);
+      expect(decodeHeaders(HeadersPb.encode({ metadata: entriesOf(md) }).finish())).toEqual(md);
+      for (const [code, message] of [[0, ""], [13, "boom ✓"], [4, ""], [0xffffffff, "max"], [0, "ok with text"]] as const) {
+        const bytes = encodeEndStatus(code, message, md);
+        if (code === 0 && !message && Object.keys(md).length === 0) expect(bytes.byteLength).toBe(0);
+        const s = EndStatusPb.toObject(EndStatusPb.decode(bytes), { defaults: true }) as { code: number; message: string; trailers: never[] };
+        expect({ code: s.code, message: s.message, trailers: pbMetadata(s.trailers) }).toEqual({ code, message, trailers: md });
+        const theirs = EndStatusPb.encode({ code, message, trailers: entriesOf(md) }).finish();
+        expect(decodeEndStatus(theirs)).toEqual({ code, message, trailers: md });
+      }
+    }
+    // Upper-case keys are lower-cased; a later duplicate wins; unknown fields are skipped; uint32 keeps the low 32 bits.
+    const odd = EndStatusPb.encode({ code: 5, message: "m", trailers: [{ key: "X-A", value: "1" }, { key: "x-a", value: "2" }] }).finish();
+    expect(decodeEndStatus(new Uint8Array([...odd, 0x48, 0x05, 0x52, 0x01, 0x41]))).toEqual({ code: 5, message: "m", trailers: { "x-a": "2" } });
+    expect(decodeEndStatus(new Uint8Array([0x08, 0xff, 0xff, 0xff, 0xff, 0x1f])).code).toBe(0xffffffff);
+    expect(decodeEndStatus(new Uint8Array([0x08, 0x85, 0x80, 0x80, 0x80, 0x10])).code).toBe(5);
+  });
+
+  test("hostile bytes: a WireError or a result, never a crash; invalid UTF-8 is an error", () => {
+    const good = [encodeHeaders(mdSamples[2]!), encodeEndStatus(13, "boom", mdSamples[2]!)];
+    let x = 11;
+    const rnd = () => ((x = (x * 1103515245 + 12345) % 2147483648) / 2147483648);
+    const inputs: Uint8Array[] = [];
+    for (const g of good) {
+      for (let cut = 1; cut < g.byteLength; cut += Math.max(1, Math.floor(g.byteLength / 200))) inputs.push(g.subarray(0, cut));
+      for (let i = 0; i < 300; i++) {
+        const b = g.slice(0, 64);
+        b[Math.floor(rnd() * b.byteLength)] = Math.floor(rnd() * 256);
+        inputs.push(b);
+      }
+    }
+    for (let i = 0; i < 500; i++) inputs.push(Uint8Array.from({ length: 1 + Math.floor(rnd() * 40) }, () => Math.floor(rnd() * 256)));
+    for (const b of inputs) {
+      for (const f of [decodeHeaders, decodeEndStatus]) {
+        try {
+          f(b);
+        } catch (e) {
+          expect(e).toBeInstanceOf(WireError);
+        }
+      }
+    }
+    expect(() => decodeHeaders(new Uint8Array([0x0a, 0x05, 0x0a, 0x01, 0xff, 0x12, 0x00]))).toThrow(/malformed headers: invalid UTF-8/);
+    expect(() => decodeEndStatus(new Uint8Array([0x12, 0x02, 0xc3, 0x28]))).toThrow(/malformed end status: invalid UTF-8/);
+    expect(() => decodeEndStatus(new Uint8Array([0x1a, 0x09, 0x0a]))).toThrow(WireError);
+  });
+});

@@ -78,6 +78,21 @@ export function encodeCallHeadTransient(h: CallHeadFields): Uint8Array {
   return scratch.subarray(0, pos);
 }
 
+/** Writes each entry of `md` as a MetadataEntry message in field `tag`. */
+function entries(tag: number, md: Metadata): void {
+  for (const key in md) {
+    const value = md[key]!;
+    const k = utf8(key);
+    const v = typeof value === "string" ? utf8(value) : value;
+    const valueTag = typeof value === "string" ? 0x12 : 0x1a;
+    const inner = 1 + varintLength(k.byteLength) + k.byteLength + 1 + varintLength(v.byteLength) + v.byteLength;
+    varint(tag);
+    varint(inner);
+    bytesField(0x0a, k);
+    bytesField(valueTag, v);
+  }
+}
+
 /** Encodes a call head into scratch[0, pos). */
 function encodeHead(h: CallHeadFields): void {
   pos = 0;
@@ -87,17 +102,7 @@ function encodeHead(h: CallHeadFields): void {
     if (methodBytes.size < METHOD_CACHE_LIMIT) methodBytes.set(h.method, m);
   }
   bytesField(0x0a, m);
-  for (const key in h.metadata) {
-    const value = h.metadata[key]!;
-    const k = utf8(key);
-    const v = typeof value === "string" ? utf8(value) : value;
-    const valueTag = typeof value === "string" ? 0x12 : 0x1a;
-    const inner = 1 + varintLength(k.byteLength) + k.byteLength + 1 + varintLength(v.byteLength) + v.byteLength;
-    varint(0x12);
-    varint(inner);
-    bytesField(0x0a, k);
-    bytesField(valueTag, v);
-  }
+  entries(0x12, h.metadata);
   if (h.timeoutUs > 0) {
     varint(0x18);
     varint(Math.floor(h.timeoutUs));
@@ -131,24 +136,26 @@ interface Cursor {
   buf: Uint8Array;
   at: number;
   end: number;
+  /** What is being decoded, for errors ("call head", "headers", "end status"). */
+  what: string;
 }
 
 function readVarint(c: Cursor): number {
   let result = 0;
   let scale = 1;
   for (let i = 0; i < 10; i++) {
-    if (c.at >= c.end) throw new CallHeadError("malformed call head: truncated varint");
+    if (c.at >= c.end) throw new CallHeadError(`malformed ${c.what}: truncated varint`);
     const b = c.buf[c.at++]!;
     result += (b & 0x7f) * scale;
     if (b < 0x80) return result;
     scale *= 0x80;
   }
-  throw new CallHeadError("malformed call head: varint longer than 10 bytes");
+  throw new CallHeadError(`malformed ${c.what}: varint longer than 10 bytes`);
 }
 
 function readSlice(c: Cursor): Uint8Array {
   const len = readVarint(c);
-  if (len > c.end - c.at) throw new CallHeadError(`malformed call head: a field claims ${len} bytes, ${c.end - c.at} remain`);
+  if (len > c.end - c.at) throw new CallHeadError(`malformed ${c.what}: a field claims ${len} bytes, ${c.end - c.at} remain`);
   const s = c.buf.subarray(c.at, c.at + len);
   c.at += len;
   return s;
@@ -169,9 +176,9 @@ function skip(c: Cursor, wireType: number): void {
       c.at += 4;
       break;
     default:
-      throw new CallHeadError(`malformed call head: wire type ${wireType}`);
+      throw new CallHeadError(`malformed ${c.what}: wire type ${wireType}`);
   }
-  if (c.at > c.end) throw new CallHeadError("malformed call head: truncated fixed-width field");
+  if (c.at > c.end) throw new CallHeadError(`malformed ${c.what}: truncated fixed-width field`);
 }
 
 /** Decoded method names, keyed by a hash of their bytes and checked byte for byte on a hit. */
@@ -199,10 +206,10 @@ function methodName(buf: Uint8Array, at: number, len: number): string {
   return text;
 }
 
-function readEntry(c: Cursor, md: Metadata): void {
+function readEntry(c: Cursor, md: Metadata, text: TextDecoder = decoder): void {
   const len = readVarint(c);
-  if (len > c.end - c.at) throw new CallHeadError("malformed call head: metadata entry longer than the message");
-  const inner: Cursor = { buf: c.buf, at: c.at, end: c.at + len };
+  if (len > c.end - c.at) throw new CallHeadError(`malformed ${c.what}: metadata entry longer than the message`);
+  const inner: Cursor = { buf: c.buf, at: c.at, end: c.at + len, what: c.what };
   c.at += len;
   let key = "";
   let value: string | undefined;
@@ -211,8 +218,8 @@ function readEntry(c: Cursor, md: Metadata): void {
     const tag = readVarint(inner);
     const field = Math.floor(tag / 8);
     const wt = tag & 7;
-    if (field === 1 && wt === 2) key = decoder.decode(readSlice(inner));
-    else if (field === 2 && wt === 2) value = decoder.decode(readSlice(inner));
+    if (field === 1 && wt === 2) key = text.decode(readSlice(inner));
+    else if (field === 2 && wt === 2) value = text.decode(readSlice(inner));
     else if (field === 3 && wt === 2) binary = readSlice(inner).slice();
     else skip(inner, wt);
   }
@@ -223,7 +230,7 @@ function readEntry(c: Cursor, md: Metadata): void {
 /** Decodes the call head in bytes[0, end) (end defaults to the whole view). */
 export function decodeCallHeadFast(bytes: Uint8Array, end: number = bytes.byteLength): CallHeadFields {
   if (end > bytes.byteLength) throw new CallHeadError(`malformed call head: ${end} bytes claimed, ${bytes.byteLength} present`);
-  const c: Cursor = { buf: bytes, at: 0, end };
+  const c: Cursor = { buf: bytes, at: 0, end, what: "call head" };
   const head: CallHeadFields = { method: "", metadata: {}, timeoutUs: 0, serverStreaming: false, clientStreaming: false };
   while (c.at < c.end) {
     const tag = readVarint(c);
@@ -242,4 +249,79 @@ export function decodeCallHeadFast(bytes: Uint8Array, end: number = bytes.byteLe
     else skip(c, wt);
   }
   return head;
+}
+
+// ---- Headers and EndStatus (sent with most calls' responses; same rules) ----------------------
+//
+//   Headers   { 1 metadata repeated MetadataEntry }
+//   EndStatus { 1 code uint32; 2 message string; 3 trailers repeated MetadataEntry }
+//
+// Strings are decoded strictly (invalid UTF-8 is an error), as protobufjs did for these.
+
+const strictDecoder = new TextDecoder("utf-8", { fatal: true });
+
+/** Encodes response headers (a fresh copy: the caller may keep it). */
+export function encodeHeadersFast(md: Metadata): Uint8Array {
+  pos = 0;
+  entries(0x0a, md);
+  return scratch.slice(0, pos);
+}
+
+/** Encodes an end status (a fresh copy). */
+export function encodeEndStatusFast(code: number, message: string, trailers: Metadata | undefined): Uint8Array {
+  pos = 0;
+  if (code !== 0) {
+    varint(0x08);
+    varint(code >>> 0);
+  }
+  if (message) bytesField(0x12, utf8(message));
+  if (trailers) entries(0x1a, trailers);
+  return scratch.slice(0, pos);
+}
+
+/** A TypeError from the strict decoder as a CallHeadError; others pass through. */
+function asCodecError(what: string, e: unknown): Error {
+  if (e instanceof CallHeadError) return e;
+  return new CallHeadError(`malformed ${what}: invalid UTF-8 in a string (${(e as Error).message})`);
+}
+
+export function decodeHeadersFast(bytes: Uint8Array): Metadata {
+  const c: Cursor = { buf: bytes, at: 0, end: bytes.byteLength, what: "headers" };
+  const md: Metadata = {};
+  try {
+    while (c.at < c.end) {
+      const tag = readVarint(c);
+      if (tag === 0x0a) readEntry(c, md, strictDecoder);
+      else skip(c, tag & 7);
+    }
+  } catch (e) {
+    throw asCodecError("headers", e);
+  }
+  return md;
+}
+
+/** uint32 of a varint: its low 32 bits (as protobufjs reads uint32). */
+function readUint32(c: Cursor): number {
+  const start = c.at;
+  readVarint(c); // bounds and length checks
+  let v = 0;
+  for (let i = start, shift = 0; i < c.at && shift < 35; i++, shift += 7) v = (v | ((c.buf[i]! & 0x7f) << shift)) >>> 0;
+  return v;
+}
+
+export function decodeEndStatusFast(bytes: Uint8Array): { code: number; message: string; trailers: Metadata } {
+  const c: Cursor = { buf: bytes, at: 0, end: bytes.byteLength, what: "end status" };
+  const out = { code: 0, message: "", trailers: {} as Metadata };
+  try {
+    while (c.at < c.end) {
+      const tag = readVarint(c);
+      if (tag === 0x08) out.code = readUint32(c);
+      else if (tag === 0x12) out.message = strictDecoder.decode(readSlice(c));
+      else if (tag === 0x1a) readEntry(c, out.trailers, strictDecoder);
+      else skip(c, tag & 7);
+    }
+  } catch (e) {
+    throw asCodecError("end status", e);
+  }
+  return out;
 }

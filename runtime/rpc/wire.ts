@@ -3,22 +3,14 @@
 // a WireError naming the message and turn it into a status or a closed session, never a crash.
 import protobuf from "protobufjs";
 import { join } from "node:path";
-import { decodeCallHeadFast, encodeCallHeadTransient } from "./call-head-codec.ts";
+import { decodeCallHeadFast, decodeEndStatusFast, decodeHeadersFast, encodeCallHeadTransient, encodeEndStatusFast, encodeHeadersFast } from "./call-head-codec.ts";
 import { hasMetadata, type Metadata } from "./status.ts";
 
 const root = protobuf.loadSync(join(import.meta.dir, "../../proto/mesh/v1/rpc.proto"));
-const EndStatusType = root.lookupType("mesh.v1.EndStatus");
-const HeadersType = root.lookupType("mesh.v1.Headers");
 const HelloType = root.lookupType("mesh.v1.Hello");
 
 export class WireError extends Error {
   override name = "WireError";
-}
-
-interface MetadataEntry {
-  key: string;
-  value?: string;
-  binaryValue?: Uint8Array;
 }
 
 export interface CallHead {
@@ -58,27 +50,6 @@ export interface HelloMsg {
   forced?: boolean;
 }
 
-function toEntries(md: Metadata | undefined): MetadataEntry[] {
-  if (!md) return [];
-  const out: MetadataEntry[] = [];
-  for (const key in md) {
-    const v = md[key]!;
-    if (typeof v === "string") out.push({ key, value: v });
-    else out.push({ key, binaryValue: v });
-  }
-  return out;
-}
-
-function fromEntries(entries: MetadataEntry[] | undefined): Metadata {
-  const md: Metadata = {};
-  if (!entries) return md;
-  for (const e of entries) {
-    const key = e.key.toLowerCase();
-    md[key] = key.endsWith("-bin") ? (e.binaryValue ?? new Uint8Array(0)) : (e.value ?? "");
-  }
-  return md;
-}
-
 function decode<T>(type: protobuf.Type, bytes: Uint8Array, what: string): T {
   try {
     return type.decode(bytes) as unknown as T;
@@ -111,22 +82,29 @@ export function decodeCallHead(bytes: Uint8Array, end: number = bytes.byteLength
 
 export function encodeEndStatus(code: number, message: string, trailers?: Metadata): Uint8Array {
   if (code === 0 && !message && !hasMetadata(trailers)) return EMPTY;
-  return EndStatusType.encode({ code, message, trailers: toEntries(trailers) }).finish();
+  return encodeEndStatusFast(code, message, trailers);
 }
 
 export function decodeEndStatus(bytes: Uint8Array): EndStatusMsg {
-  // The common case (OK, no message, no trailers) is an empty body: skip protobufjs's reader.
+  // The common case (OK, no message, no trailers) is an empty body.
   if (bytes.byteLength === 0) return { code: 0, message: "", trailers: {} };
-  const m = decode<{ code: number; message: string; trailers: MetadataEntry[] }>(EndStatusType, bytes, "end status");
-  return { code: m.code ?? 0, message: m.message ?? "", trailers: fromEntries(m.trailers) };
+  try {
+    return decodeEndStatusFast(bytes);
+  } catch (e) {
+    throw new WireError(`${(e as Error).message} (${bytes.byteLength} bytes)`);
+  }
 }
 
 export function encodeHeaders(md: Metadata): Uint8Array {
-  return HeadersType.encode({ metadata: toEntries(md) }).finish();
+  return encodeHeadersFast(md);
 }
 
 export function decodeHeaders(bytes: Uint8Array): Metadata {
-  return fromEntries(decode<{ metadata: MetadataEntry[] }>(HeadersType, bytes, "headers").metadata);
+  try {
+    return decodeHeadersFast(bytes);
+  } catch (e) {
+    throw new WireError(`${(e as Error).message} (${bytes.byteLength} bytes)`);
+  }
 }
 
 export function encodeHello(h: HelloMsg): Uint8Array {
