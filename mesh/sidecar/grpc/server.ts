@@ -173,6 +173,15 @@ export interface GrpcServerOptions {
    * framing); 0 turns it off. Default IDLE_TIMEOUT_MS (env MESH_GRPC_IDLE_MS).
    */
   idleTimeoutMs?: number;
+  /** Rapid-reset bucket per connection (see RESET_BURST/RESET_RATE in h2/session.ts); env MESH_GRPC_RESET_BURST / _RATE. */
+  resetBurst?: number;
+  resetRate?: number;
+}
+
+function envNumber(name: string): number | undefined {
+  const v = process.env[name];
+  const n = Number(v);
+  return v && Number.isFinite(n) && n >= 0 ? n : undefined;
 }
 
 /** 1 hour, Envoy's default idle_timeout for downstream connections. */
@@ -533,6 +542,8 @@ export class GrpcServer {
           const h2 = new H2Session(sock, {
             server: true,
             maxConcurrentStreams: this.opts.maxConcurrentStreams,
+            resetBurst: this.opts.resetBurst ?? envNumber("MESH_GRPC_RESET_BURST"),
+            resetRate: this.opts.resetRate ?? envNumber("MESH_GRPC_RESET_RATE"),
             onStream: (stream, h) => this.onOwnStream(stream, h.headers, h.tooLarge, h.malformed),
             onClose: (err) => {
               this.opts.onConnectionClose?.(err);
