@@ -32,10 +32,6 @@ interface AttemptResult {
   headers: Metadata | undefined;
 }
 
-function asBuffer(u: Uint8Array): Buffer {
-  return Buffer.isBuffer(u) ? u : Buffer.from(u.buffer, u.byteOffset, u.byteLength);
-}
-
 function serviceOf(path: string): string {
   const end = path.indexOf("/", 1);
   return end > 1 ? path.slice(1, end) : "";
@@ -131,7 +127,7 @@ async function handleOutbound(deps: OutboundDeps, sc: ServerCall): Promise<void>
       finish(Status.INTERNAL, `${sc.method} takes exactly one request message; the app sent ${count}`);
       return;
     }
-    const req = asBuffer(request);
+    const req = request; // sent as it is (the client frames it into its own buffer): no Buffer view made
     for (;;) {
       attempts++;
       if (Date.now() >= deadline) {
@@ -216,7 +212,7 @@ function attempt(
   ep: EndpointConn,
   sc: ServerCall,
   headers: OutgoingHttpHeaders,
-  req: Buffer | undefined,
+  req: Uint8Array | undefined,
   deadline: number,
 ): Promise<AttemptResult> {
   ep.active++;

@@ -78,10 +78,35 @@ export function encodeCallHeadTransient(h: CallHeadFields): Uint8Array {
   return scratch.subarray(0, pos);
 }
 
+/** True when every UTF-16 unit of `s` is ASCII (then its UTF-8 length is its length). */
+function isAscii(s: string): boolean {
+  for (let i = 0; i < s.length; i++) if (s.charCodeAt(i) >= 0x80) return false;
+  return true;
+}
+
+/** Writes ASCII `s` as field `tag` straight into scratch (no encoded copy made). */
+function asciiField(tag: number, s: string): void {
+  const n = s.length;
+  varint(tag);
+  varint(n);
+  reserve(n);
+  for (let i = 0; i < n; i++) scratch[pos + i] = s.charCodeAt(i);
+  pos += n;
+}
+
 /** Writes each entry of `md` as a MetadataEntry message in field `tag`. */
 function entries(tag: number, md: Metadata): void {
   for (const key in md) {
     const value = md[key]!;
+    if (typeof value === "string" && isAscii(key) && isAscii(value)) {
+      // The common case (keys are ASCII by the gRPC rules; most values too): no Uint8Array per string.
+      const inner = 1 + varintLength(key.length) + key.length + 1 + varintLength(value.length) + value.length;
+      varint(tag);
+      varint(inner);
+      asciiField(0x0a, key);
+      asciiField(0x12, value);
+      continue;
+    }
     const k = utf8(key);
     const v = typeof value === "string" ? utf8(value) : value;
     const valueTag = typeof value === "string" ? 0x12 : 0x1a;
