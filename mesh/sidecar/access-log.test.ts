@@ -2,26 +2,12 @@
 // from the time), also when a field needs JSON escaping.
 import { describe, expect, test } from "bun:test";
 import pino from "pino";
-import { statusName } from "../../runtime/rpc/status.ts";
-import { type AccessEntry, formatAccessLine } from "./access-log.ts";
+import { type AccessEntry, accessFields, formatAccessLine } from "./access-log.ts";
 
 function viaPino(e: AccessEntry): string {
   let out = "";
   const log = pino({ level: "info", base: { pid: process.pid, component: "access" } }, { write: (s: string) => (out += s) });
-  log.info(
-    {
-      direction: e.direction,
-      method: e.method,
-      code: statusName(e.code),
-      duration_ms: Math.round(e.durationMs * 1000) / 1000,
-      upstream: e.upstream,
-      attempts: e.attempts,
-      trace_id: e.traceId,
-      span_id: e.spanId,
-      ...(e.code !== 0 && e.details ? { details: e.details } : {}),
-    },
-    "call",
-  );
+  log.info(accessFields(e), "call");
   return out.replace(/"time":\d+/, '"time":0');
 }
 

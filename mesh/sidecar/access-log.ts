@@ -102,18 +102,20 @@ export function logAccess(e: AccessEntry): void {
     scheduleFlush();
     return;
   }
-  pretty!.info(
-    {
-      direction: e.direction,
-      method: e.method,
-      code: statusName(e.code),
-      duration_ms: Math.round(e.durationMs * 1000) / 1000,
-      upstream: e.upstream,
-      attempts: e.attempts,
-      trace_id: e.traceId,
-      span_id: e.spanId,
-      ...(e.code !== 0 && e.details ? { details: e.details } : {}),
-    },
-    "call",
-  );
+  pretty!.info(accessFields(e), "call");
+}
+
+/** The fields of an access-log line as pino gets them (the pretty path; the test's reference for formatAccessLine). */
+export function accessFields(e: AccessEntry): Record<string, string | number> {
+  return {
+    direction: e.direction,
+    method: e.method,
+    code: statusName(e.code),
+    duration_ms: Math.round(e.durationMs * 1000) / 1000,
+    upstream: e.upstream,
+    attempts: e.attempts,
+    trace_id: e.traceId,
+    span_id: e.spanId,
+    ...(e.code !== 0 && e.details ? { details: e.details } : {}),
+  };
 }
