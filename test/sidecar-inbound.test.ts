@@ -199,6 +199,23 @@ describe("sidecar inbound", () => {
     expect((await callUnary(client, "Unary", { text: "alive" })).reply.text).toBe("alive");
   });
 
+  test("a connection that is not HTTP/2 ends in GOAWAY PROTOCOL_ERROR, counted in /metrics and logged once; other clients go on", async () => {
+    const count = async () => metric(await scrape(sc.admin), "mesh_inbound_connection_errors_total", { code: "PROTOCOL_ERROR" });
+    const before = await count();
+    const [host, port] = sc.ready.inbound!.split(":");
+    let closed = false;
+    const sock = await Bun.connect({ hostname: host!, port: Number(port), socket: { data() {}, close() { closed = true; } } });
+    try {
+      sock.write("GET / HTTP/1.1\r\nHost: x\r\n\r\n");
+      await waitFor(() => closed, { what: "the sidecar to close the HTTP/1.1 connection" });
+    } finally {
+      sock.end();
+    }
+    await waitFor(async () => (await count()) === before + 1, { what: "mesh_inbound_connection_errors_total{code=PROTOCOL_ERROR} to grow by one" });
+    await waitFor(() => /ended a client connection with GOAWAY PROTOCOL_ERROR/.test(sc.proc.output()), { what: "the sidecar's log line" });
+    expect((await callUnary(client, "Unary", { text: "after" })).reply.text).toBe("after");
+  });
+
   test("a grpc-js client that compresses its requests (gzip) is served", async () => {
     const gz = echoClient(sc.ready.inbound!, grpc.credentials.createInsecure(), { "grpc.default_compression_algorithm": 2, "grpc.use_local_subchannel_pool": 1 });
     try {

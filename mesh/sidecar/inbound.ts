@@ -5,7 +5,9 @@
 import type { RpcChannel } from "../../runtime/rpc/channel.ts";
 import { hasMetadata, type Metadata, Status } from "../../runtime/rpc/status.ts";
 import type { ClientCall } from "../../runtime/rpc/types.ts";
+import { logger } from "../../runtime/log.ts";
 import { logAccess } from "./access-log.ts";
+import { ConnectionError, ErrorCode } from "./grpc/h2/session.ts";
 import { GrpcServer, type GrpcServerCall } from "./grpc/server.ts";
 import type { InflightTracker } from "./inflight.ts";
 import type { SidecarMetrics } from "./metrics.ts";
@@ -27,6 +29,11 @@ export interface InboundDeps {
   tls?: MeshTls;
 }
 
+const log = logger("inbound");
+const H2_ERROR_NAME: Record<number, string> = Object.fromEntries(Object.entries(ErrorCode).map(([name, code]) => [code, name]));
+/** At most one log line per this many ms about client connections ended for an error: a flood of bad connections must not flood the log too (the counter counts every one). */
+const CONNECTION_ERROR_LOG_MS = 10_000;
+
 export class InboundServer {
   readonly server: GrpcServer;
 
@@ -38,8 +45,29 @@ export class InboundServer {
       lookup: (path) => deps.methods.get(path)?.shape,
       onCall: (call) => void this.handle(deps.methods.get(call.path)!, call),
       tls: deps.tls?.context(),
+      onConnectionClose: (err) => this.connectionClosed(err),
     });
     deps.tls?.onChange((ctx) => this.server.setSecureContext(ctx));
+  }
+
+  private lastConnectionErrorLog = 0;
+  private connectionErrorsNotLogged = 0;
+
+  /** A client connection ended: one that we ended with GOAWAY for an error is counted and (throttled) logged. */
+  private connectionClosed(err: Error | undefined): void {
+    if (!(err instanceof ConnectionError)) return;
+    const code = H2_ERROR_NAME[err.code] ?? `0x${err.code.toString(16)}`;
+    this.deps.metrics.connectionErrors.inc({ code });
+    const now = Date.now();
+    if (now - this.lastConnectionErrorLog < CONNECTION_ERROR_LOG_MS) {
+      this.connectionErrorsNotLogged++;
+      return;
+    }
+    const more = this.connectionErrorsNotLogged;
+    this.lastConnectionErrorLog = now;
+    this.connectionErrorsNotLogged = 0;
+    const since = more > 0 ? ` (and ${more} more since the last such line; mesh_inbound_connection_errors_total counts them all)` : "";
+    log.warn({ code, reason: err.message, not_logged: more }, `ended a client connection with GOAWAY ${code}: ${err.message}${since}`);
   }
 
   /** Binds and starts serving; resolves with the bound port. */

@@ -38,6 +38,7 @@ export class SidecarMetrics {
   readonly breakerActive: Gauge<"service">;
   readonly breakerPending: Gauge<"service">;
   readonly breakerRejections: Counter<"service">;
+  readonly connectionErrors: Counter<"code">;
   readonly ejections: Counter<"service" | "endpoint">;
   readonly ejected: Gauge<"service" | "endpoint">;
   readonly endpoints: Gauge<"service">;
@@ -85,6 +86,12 @@ export class SidecarMetrics {
       name: "mesh_circuit_breaker_rejections_total",
       help: "Calls refused with RESOURCE_EXHAUSTED because max_concurrent and max_pending were reached",
       labelNames: ["service"],
+      registers: r,
+    });
+    this.connectionErrors = new Counter({
+      name: "mesh_inbound_connection_errors_total",
+      help: "Client connections the inbound port ended with an HTTP/2 connection error (GOAWAY), by code: PROTOCOL_ERROR etc. for broken HTTP/2, ENHANCE_YOUR_CALM for floods (rapid reset, control frames, empty frames)",
+      labelNames: ["code"],
       registers: r,
     });
     this.ejections = new Counter({ name: "mesh_outlier_ejections_total", help: "Times an endpoint was ejected by outlier detection", labelNames: ["service", "endpoint"], registers: r });
