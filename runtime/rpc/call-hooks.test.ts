@@ -5,7 +5,7 @@ import { afterEach, describe, expect, test } from "bun:test";
 import { rmSync } from "node:fs";
 import { join } from "node:path";
 import { scratchDir, waitFor } from "../../test/helpers.ts";
-import { connectUnix, listenUnix, type UdsTransport, type UnixListener } from "../transport/uds.ts";
+import { connectedUdsPair } from "../transport/uds.ts";
 import { RpcChannel } from "./channel.ts";
 import { RpcError, Status } from "./status.ts";
 import type { FinalStatus, ServerCall, ServerHandler } from "./types.ts";
@@ -17,13 +17,9 @@ afterEach(() => {
 
 async function pair(handler: ServerHandler): Promise<RpcChannel> {
   const dir = scratchDir();
-  const path = join(dir, "s.sock");
-  let accepted: UdsTransport | undefined;
-  const listener: UnixListener = await listenUnix(path, (t) => (accepted = t));
-  const dialled = await connectUnix(path);
-  await waitFor(() => accepted, { what: "the accepted connection" });
+  const { dialled, accepted, listener } = await connectedUdsPair(join(dir, "s.sock"));
   const client = new RpcChannel(dialled, { initiator: true });
-  const server = new RpcChannel(accepted!, { initiator: false, handler });
+  const server = new RpcChannel(accepted, { initiator: false, handler });
   cleanups.push(() => {
     client.close();
     server.close();

@@ -4,7 +4,7 @@ import { afterEach, describe, expect, test } from "bun:test";
 import { rmSync } from "node:fs";
 import { join } from "node:path";
 import { scratchDir, waitFor } from "../../test/helpers.ts";
-import { connectUnix, listenUnix, type UdsTransport, type UnixListener } from "../transport/uds.ts";
+import { connectedUdsPair, type UdsTransport } from "../transport/uds.ts";
 import { encodeCallHead, decodeEndStatus, encodeEndStatus } from "./wire.ts";
 import { RpcChannel } from "./channel.ts";
 import { FrameFlag, FrameKind } from "./frame.ts";
@@ -26,12 +26,8 @@ afterEach(() => {
 /** A channel on one end of a real socket and a raw transport (the test plays the peer) on the other. */
 async function pair(initiatorChannel: boolean): Promise<{ channel: RpcChannel; raw: UdsTransport; seen: Seen[] }> {
   const dir = scratchDir();
-  const path = join(dir, "s.sock");
-  let accepted: UdsTransport | undefined;
-  const listener: UnixListener = await listenUnix(path, (t) => (accepted = t));
-  const dialled = await connectUnix(path);
-  await waitFor(() => accepted, { what: "the accepted connection" });
-  const [mine, raw] = initiatorChannel ? [dialled, accepted!] : [accepted!, dialled];
+  const { dialled, accepted, listener } = await connectedUdsPair(join(dir, "s.sock"));
+  const [mine, raw] = initiatorChannel ? [dialled, accepted] : [accepted, dialled];
   const seen: Seen[] = [];
   raw.start({ onFrame: (kind, flags, callId, aux, body) => seen.push({ kind, flags, callId, aux, body: body.slice() }), onClose() {} });
   const channel = new RpcChannel(mine, { initiator: initiatorChannel });

@@ -323,3 +323,27 @@ export async function connectUnix(path: string): Promise<UdsTransport> {
     throw new Error(`cannot connect to ${path} (${code}): is the sidecar running and MESH_SOCKET right?`, { cause: e });
   }
 }
+
+export interface UdsPair {
+  /** The end that connected, and the end the listener accepted. */
+  dialled: UdsTransport;
+  accepted: UdsTransport;
+  listener: UnixListener;
+}
+
+/**
+ * Two connected UdsTransports in this process, over a socket at `path` (for tests and tools that own
+ * both ends). The caller closes both ends and stops the listener.
+ */
+export async function connectedUdsPair(path: string): Promise<UdsPair> {
+  let onAccepted: (t: UdsTransport) => void = () => {};
+  const accepted = new Promise<UdsTransport>((resolve) => (onAccepted = resolve));
+  const listener = await listenUnix(path, (t) => onAccepted(t));
+  try {
+    const dialled = await connectUnix(path);
+    return { dialled, accepted: await accepted, listener };
+  } catch (e) {
+    listener.stop();
+    throw e;
+  }
+}

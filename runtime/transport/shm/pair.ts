@@ -2,7 +2,7 @@
 // for tests (the RPC suite runs over the pair) and for tools that own both ends.
 import { join } from "node:path";
 import type { Transport } from "../types.ts";
-import { connectUnix, listenUnix, type UdsTransport } from "../uds.ts";
+import { connectedUdsPair } from "../uds.ts";
 import { ShmSegment } from "./segment.ts";
 import type { SpinSetting } from "./spin.ts";
 import { ShmTransport } from "./transport.ts";
@@ -34,13 +34,8 @@ export interface ShmPair {
 
 /** Two ShmTransports in this process, joined by a Unix socket under `dir` (a private directory). */
 export async function connectedShmPair(opts: { dir: string; ringBytes?: number; spin?: SpinSetting }): Promise<ShmPair> {
-  const path = join(opts.dir, "shm-pair.sock");
-  let accepted: (t: UdsTransport) => void = () => {};
-  const acceptedP = new Promise<UdsTransport>((resolve) => (accepted = resolve));
-  const listener = await listenUnix(path, (t) => accepted(t));
+  const { dialled: appControl, accepted: sidecarControl, listener } = await connectedUdsPair(join(opts.dir, "shm-pair.sock"));
   try {
-    const appControl = await connectUnix(path);
-    const sidecarControl = await acceptedP;
     const segment = ShmSegment.create(opts.ringBytes ?? DEFAULT_RING_BYTES);
     const appSegment = ShmSegment.open(segment.info);
     const sidecar = new ShmTransport({ segment, control: sidecarControl, spin: opts.spin });
