@@ -259,8 +259,7 @@ export class SidecarMetrics {
       byEndpoint.set(endpoint, (a = new AttemptCell(service, endpoint)));
       this.hookFlush();
     }
-    a.counts[code]!++;
-    a.dirty = true;
+    a.counts.add(code);
   }
 
   /** Forgets an endpoint's cached attempt counts (it left the endpoint set), after handing them over. */
@@ -299,12 +298,34 @@ function histogramEntry(h: Histogram<string>, labels: Record<string, string>): H
   return made;
 }
 
+/** Calls by gRPC code (0..16) since the last drain: what a cell hands to a prom-client counter. */
+class CodeCounts {
+  private readonly counts = new Float64Array(17);
+  private dirty = false;
+
+  add(code: number): void {
+    this.counts[code]!++;
+    this.dirty = true;
+  }
+
+  /** Gives `inc` each code counted since the last drain, with its count, and starts again from zero. */
+  drain(inc: (code: number, n: number) => void): void {
+    if (!this.dirty) return;
+    this.dirty = false;
+    const c = this.counts;
+    for (let code = 0; code < c.length; code++) {
+      const n = c[code]!;
+      if (n === 0) continue;
+      c[code] = 0;
+      inc(code, n);
+    }
+  }
+}
+
 /** Counts of one (direction, method): requests by code since the last flush, and its histogram entry. */
 class CallCell {
-  /** Indexed by gRPC code (0..16). */
-  readonly pending = new Float64Array(17);
+  private readonly pending = new CodeCounts();
   private readonly labels: ({ direction: string; method: string; code: string } | undefined)[] = [];
-  private dirty = false;
 
   constructor(
     private readonly direction: Direction,
@@ -315,8 +336,7 @@ class CallCell {
 
   /** `code` is 0..16. */
   record(code: number, seconds: number): void {
-    this.pending[code]!++;
-    this.dirty = true;
+    this.pending.add(code);
     // What Histogram.observe() does to the entry (its bucket counts are per bound, not cumulative).
     const h = this.hist;
     const bounds = this.bounds;
@@ -333,23 +353,13 @@ class CallCell {
   }
 
   flush(requests: Counter<"direction" | "method" | "code">): void {
-    if (!this.dirty) return;
-    this.dirty = false;
-    const p = this.pending;
-    for (let code = 0; code < 17; code++) {
-      const n = p[code]!;
-      if (n === 0) continue;
-      p[code] = 0;
-      const labels = (this.labels[code] ??= { direction: this.direction, method: this.method, code: statusName(code) });
-      requests.inc(labels, n);
-    }
+    this.pending.drain((code, n) => requests.inc((this.labels[code] ??= { direction: this.direction, method: this.method, code: statusName(code) }), n));
   }
 }
 
 /** Attempts to one endpoint of one service by code, since the last flush. */
 class AttemptCell {
-  readonly counts = new Float64Array(17);
-  dirty = false;
+  readonly counts = new CodeCounts();
 
   constructor(
     readonly service: string,
@@ -357,14 +367,6 @@ class AttemptCell {
   ) {}
 
   flush(attempts: Counter<"service" | "endpoint" | "code">): void {
-    if (!this.dirty) return;
-    this.dirty = false;
-    const c = this.counts;
-    for (let code = 0; code < 17; code++) {
-      const n = c[code]!;
-      if (n === 0) continue;
-      c[code] = 0;
-      attempts.inc({ service: this.service, endpoint: this.endpoint, code: statusName(code) }, n);
-    }
+    this.counts.drain((code, n) => attempts.inc({ service: this.service, endpoint: this.endpoint, code: statusName(code) }, n));
   }
 }
