@@ -103,7 +103,7 @@ describe("headers and end status codec", () => {
       const h = HeadersPb.decode(encodeHeaders(md)) as unknown as { metadata: { key: string; value?: string; binaryValue?: Uint8Array }[] };
       expect(pbMetadata(h.metadata)).toEqual(md);
       expect(decodeHeaders(HeadersPb.encode({ metadata: entriesOf(md) }).finish())).toEqual(md);
-      for (const [code, message] of [[0, ""], [13, "boom ✓"], [4, ""], [0xffffffff, "max"], [0, "ok with text"]] as const) {
+      for (const [code, message] of [[0, ""], [13, "boom ✓"], [4, ""], [0xffffffff, "max"], [0, "ok with text"], [2, "\ufeffkept BOM"]] as const) {
         const bytes = encodeEndStatus(code, message, md);
         if (code === 0 && !message && Object.keys(md).length === 0) expect(bytes.byteLength).toBe(0);
         const s = EndStatusPb.toObject(EndStatusPb.decode(bytes), { defaults: true }) as { code: number; message: string; trailers: never[] };

@@ -22,7 +22,8 @@ export interface CallHeadFields {
 }
 
 const encoder = new TextEncoder();
-const decoder = new TextDecoder();
+// ignoreBOM: a leading U+FEFF is data (protobufjs keeps it too), not a marker to strip.
+const decoder = new TextDecoder("utf-8", { ignoreBOM: true });
 let scratch = new Uint8Array(1024);
 let pos = 0;
 
@@ -283,7 +284,7 @@ export function decodeCallHeadFast(bytes: Uint8Array, end: number = bytes.byteLe
 //
 // Strings are decoded strictly (invalid UTF-8 is an error), as protobufjs did for these.
 
-const strictDecoder = new TextDecoder("utf-8", { fatal: true });
+const strictDecoder = new TextDecoder("utf-8", { fatal: true, ignoreBOM: true });
 
 /** Encodes response headers (a fresh copy: the caller may keep it). */
 export function encodeHeadersFast(md: Metadata): Uint8Array {
