@@ -380,7 +380,7 @@ describe("HELLO from a hostile peer", () => {
   test("the checks decodeHello made stay: role, RPAL key, defaults", () => {
     expect(errorOf(bytes())).toContain('HELLO with unknown role ""');
     expect(errorOf(bytes(0x12, 4, utf8("root")))).toContain('HELLO with unknown role "root"');
-    for (const key of ["", "12a", "-1", "1".repeat(21), " 1", "1e5"]) {
+    for (const key of ["", "12a", "-1", "1".repeat(21), " 1", "1e5", "18446744073709551616"]) {
       expect(errorOf(bytes(ROLE_APP, 0x4a, key.length + 2, 0x0a, key.length, utf8(key)))).toContain("malformed RPAL service key");
     }
     expect(errorOf(bytes(ROLE_APP, 0x4a, 0x00))).toContain('malformed RPAL service key ""'); // rpal sent without a key

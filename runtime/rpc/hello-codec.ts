@@ -21,6 +21,7 @@ export class HelloError extends Error {
 /** Limits on a peer's HELLO: more transports, or a longer string or nonce, is an error. */
 export const MAX_TRANSPORTS = 16;
 export const MAX_FIELD_BYTES = 4096;
+const U64_MAX = (1n << 64n) - 1n;
 
 // ---- encoding ------------------------------------------------------------------------------
 
@@ -295,7 +296,7 @@ export function decodeHelloFields(bytes: Uint8Array): HelloMsg {
   if (m.shmSetup) hello.shmSetup = m.shmSetup;
   if (m.rpal) {
     const key = m.rpal.key;
-    if (!/^\d{1,20}$/.test(key)) throw new HelloError(`HELLO carries a malformed RPAL service key ${JSON.stringify(key.slice(0, 40))}`);
+    if (!/^\d{1,20}$/.test(key) || BigInt(key) > U64_MAX) throw new HelloError(`HELLO carries a malformed RPAL service key ${JSON.stringify(key.slice(0, 40))}`);
     hello.rpal = { serviceKey: BigInt(key), serviceId: m.rpal.id };
   }
   if (m.error) hello.error = m.error;
