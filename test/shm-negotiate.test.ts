@@ -5,7 +5,10 @@ import { afterEach, describe, expect, test } from "bun:test";
 import { join } from "node:path";
 import { connect } from "../runtime/sdk/app.ts";
 import { TransportUnavailableError } from "../runtime/transport/types.ts";
-import { TestResources, leakedShmSegments } from "./helpers.ts";
+import { FrameKind } from "../runtime/rpc/frame.ts";
+import { decodeHello, encodeHello, type HelloMsg } from "../runtime/rpc/wire.ts";
+import { connectUnix } from "../runtime/transport/uds.ts";
+import { TestResources, leakedShmSegments, waitFor } from "./helpers.ts";
 
 const PEER = join(import.meta.dir, "fixtures/rpc-peer.ts");
 const enc = new TextEncoder();
@@ -103,5 +106,27 @@ describe("shm negotiation", () => {
     expect(auto.output()).toMatch(/auto: skipping shm: could not attach: cannot map the sidecar's shm segment: open\(\\"\/proc\/\d+\/fd\/\d+\\"\) failed: No such file or directory/);
     const forced = inNewPidNs("shm");
     await forced.waitForLine(/^failed: transport shm cannot be used here: cannot map the sidecar's shm segment: .*same PID namespace/);
+  });
+
+  test("a refusal stays readable when the app's HELLO is as large as allowed (the reason is cut, not lost)", async () => {
+    const socket = await sidecar();
+    const control = await connectUnix(socket);
+    let reply: HelloMsg | undefined;
+    control.start({
+      onFrame: (kind, _f, _c, _a, body) => {
+        if (kind === FrameKind.HELLO) reply = decodeHello(body);
+      },
+      onClose: () => {},
+      onWritable: () => {},
+    });
+    // 16 unknown transport names of 4,000 bytes: the sidecar's reason lists them all (64 KB), more than
+    // the 4 KiB a HELLO string may carry.
+    const transports = Array.from({ length: 16 }, (_, i) => `t${i}`.padEnd(4000, "x"));
+    control.send(FrameKind.HELLO, 0, 0, 0, encodeHello({ version: 2, role: "app", transports, maxMessageBytes: 1 << 20, initialWindowBytes: 1 << 20, maxConcurrentCalls: 10 }));
+    const refusal = await waitFor(() => reply, { timeoutMs: 5000, what: "the sidecar's refusal" });
+    expect(refusal.error).toStartWith("the app offered no transport this sidecar knows (t0xxx");
+    expect(refusal.error!.endsWith("…")).toBe(true);
+    expect(refusal.error!.length).toBe(1001);
+    control.close();
   });
 });

@@ -280,7 +280,9 @@ async function negotiateWithApp(control: UdsTransport, choice: TransportChoice, 
   const app = await handoff.nextHello("app");
   const reply = helloFields("sidecar", local);
   const refuse = (why: string): never => {
-    reply.error = why;
+    // The app's decoder caps strings at 4 KiB; a reason that long (it can list every transport the app
+    // offered) would arrive as "too long" instead of the reason. 1,000 UTF-16 units are < 3 KiB of UTF-8.
+    reply.error = why.length > 1000 ? `${why.slice(0, 1000)}…` : why;
     control.send(FrameKind.HELLO, 0, 0, 0, encodeHello(reply));
     throw new Error(why);
   };
