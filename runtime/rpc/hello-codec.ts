@@ -208,20 +208,14 @@ function readShmSetup(c: Cursor, s: ShmSetupMsg): void {
   }
 }
 
-interface Fields {
-  version: number;
+/** HELLO as read off the wire, before the checks that turn it into a HelloMsg. */
+type Fields = Omit<HelloMsg, "role" | "rpal" | "error" | "appName" | "forced"> & {
   role: string;
-  transports: string[];
-  maxMessageBytes: number;
-  initialWindowBytes: number;
-  maxConcurrentCalls: number;
-  shmOffer?: { ringBytes: number };
-  shmSetup?: ShmSetupMsg;
   rpal?: { key: string; id: number };
   error: string;
   appName: string;
   forced: boolean;
-}
+};
 
 function readHello(c: Cursor): Fields {
   const m: Fields = { version: 0, role: "", transports: [], maxMessageBytes: 0, initialWindowBytes: 0, maxConcurrentCalls: 0, error: "", appName: "", forced: false };
