@@ -79,4 +79,24 @@ describe("access log output", () => {
     expect(lines.length).toBe(5000);
     expect(lines.every((l, i) => l.attempts === i && l.method === (i % 7 ? "/m.S/U" : "/m.S/ünï"))).toBe(true);
   });
+
+  test("a reader that stalls: lines wait (stderr is a full non-blocking pipe) and all come out, in order, once it reads", async () => {
+    // 20,000 lines (~6 MB) in bursts while nobody reads: writes come back EAGAIN or short and are retried
+    // on a timer; the process keeps running (no exit flush) and the lines reach the reader when it reads.
+    const p = child(`let n = 0; const t = setInterval(() => { for (let i = 0; i < 2000; i++) logAccess({ ...${ENTRY}, attempts: n++ }); if (n >= 20000) clearInterval(t); }, 5);\nsetInterval(() => {}, 1000);`);
+    await Bun.sleep(500);
+    const reader = p.stderr.getReader();
+    let text = "";
+    const decoder = new TextDecoder();
+    while (text.split("\n").length <= 20000) {
+      const { value, done } = await reader.read();
+      if (done) break;
+      text += decoder.decode(value, { stream: true });
+    }
+    p.kill();
+    await p.exited;
+    const lines = text.trim().split("\n").map((l) => JSON.parse(l));
+    expect(lines.length).toBe(20000);
+    expect(lines.every((l, i) => l.attempts === i)).toBe(true);
+  });
 });
