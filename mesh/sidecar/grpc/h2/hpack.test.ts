@@ -91,4 +91,21 @@ describe("HPACK", () => {
     expect(d.decode(encodeHeaders([["X-Up", "1"]])).malformed).toContain("upper-case");
     expect(d.decode(encodeHeaders([["a", "1"], [":path", "/"]])).malformed).toContain("pseudo-header");
   });
+
+  test("plain literals decode byte for byte as latin1, from a view into a larger buffer, any length", () => {
+    const every = String.fromCharCode(...Array.from({ length: 256 }, (_, i) => i));
+    const list: [string, string][] = [
+      ["x-short", "abc"],
+      ["x-every-byte", every],
+      ["x-empty", ""],
+      ["x-long", "v".repeat(5000)],
+    ];
+    const block = encodeHeaders(list);
+    // The block as the session hands it: a subarray at an offset of the socket's chunk.
+    const chunk = Buffer.alloc(block.length + 20, 0xee);
+    block.copy(chunk, 11);
+    for (const b of [chunk.subarray(11, 11 + block.length), new Uint8Array(chunk.buffer, chunk.byteOffset + 11, block.length)]) {
+      expect(new HpackDecoder(4096, 65536).decode(b).headers).toEqual(Object.fromEntries(list) as never);
+    }
+  });
 });

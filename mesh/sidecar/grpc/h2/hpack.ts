@@ -268,7 +268,12 @@ export class HpackDecoder {
 
 const EMPTY = new Uint8Array(0);
 
+// Buffer's latin1Slice makes the string in one native step, on any Uint8Array (~30 ns for a 20- or
+// 55-byte value; a String.fromCharCode per byte took 165 / 456 ns, a Buffer view + toString ~100).
+const latin1Slice = (Buffer.prototype as unknown as { latin1Slice?: (this: Uint8Array, start: number, end: number) => string }).latin1Slice;
+
 function latin1(buf: Uint8Array, start: number, end: number): string {
+  if (latin1Slice) return latin1Slice.call(buf, start, end);
   if (end - start < 64) {
     let s = "";
     for (let i = start; i < end; i++) s += String.fromCharCode(buf[i]!);
