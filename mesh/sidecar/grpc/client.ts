@@ -298,7 +298,7 @@ export class GrpcClientCall {
       this.abort(Status.RESOURCE_EXHAUSTED, `request message larger than max (${message.byteLength} vs. ${this.maxBytes})`);
       return false;
     }
-    if (own) return own.write(frameMessage(message));
+    if (own) return own.writeMessage(message);
     try {
       return s!.write(frameMessage(message));
     } catch {
@@ -521,7 +521,7 @@ export class GrpcClient {
       return call;
     }
     call.attachOwn(stream, deadline);
-    if (request) stream.write(frameMessage(request), true);
+    if (request) stream.writeMessage(request, true);
     return call;
   }
 

@@ -45,9 +45,10 @@ interface ServerPort {
   readonly requestEnded: boolean;
   readonly paused: boolean;
   respond(headers: OutHeaders, endStream: boolean): void;
-  write(b: Buffer): boolean;
-  /** `last` (if any) then the trailers, ending our side. */
-  finish(last: Buffer | undefined, trailers: OutHeaders): void;
+  /** One gRPC message (framed here, with its length prefix). */
+  writeMessage(message: Uint8Array): boolean;
+  /** The message `last` (if any) then the trailers, ending our side. */
+  finish(last: Uint8Array | undefined, trailers: OutHeaders): void;
   /** RST_STREAM with `code`. */
   close(code: number): void;
   pause(): void;
@@ -70,10 +71,10 @@ class NodePort implements ServerPort {
   respond(headers: OutHeaders, endStream: boolean) {
     this.s.respond(headers, endStream ? { endStream: true } : { waitForTrailers: true });
   }
-  write(b: Buffer) {
-    return this.s.write(b);
+  writeMessage(m: Uint8Array) {
+    return this.s.write(frameMessage(m));
   }
-  finish(last: Buffer | undefined, t: OutHeaders) {
+  finish(last: Uint8Array | undefined, t: OutHeaders) {
     const stream = this.s;
     stream.once("wantTrailers", () => {
       try {
@@ -82,7 +83,7 @@ class NodePort implements ServerPort {
         stream.close(ErrorCode.INTERNAL_ERROR);
       }
     });
-    if (last) stream.end(last);
+    if (last) stream.end(frameMessage(last));
     else stream.end();
   }
   close(code: number) {
@@ -134,11 +135,11 @@ class OwnPort implements ServerPort {
   respond(headers: OutHeaders, endStream: boolean) {
     this.s.sendHeaders(toList(headers), endStream);
   }
-  write(b: Buffer) {
-    return this.s.write(b);
+  writeMessage(m: Uint8Array) {
+    return this.s.writeMessage(m);
   }
-  finish(last: Buffer | undefined, t: OutHeaders) {
-    if (last) this.s.write(last);
+  finish(last: Uint8Array | undefined, t: OutHeaders) {
+    if (last) this.s.writeMessage(last);
     this.s.sendHeaders(toList(t), true);
   }
   close(code: number) {
@@ -344,7 +345,7 @@ export class GrpcServerCall {
     }
     this.wroteMessage = true;
     try {
-      return this.stream.write(frameMessage(message));
+      return this.stream.writeMessage(message);
     } catch {
       return false;
     }
@@ -374,13 +375,13 @@ export class GrpcServerCall {
    */
   end(code: number, details: string, trailers?: Metadata, lastMessage?: Uint8Array): void {
     if (this.ended) return;
-    let last: Buffer | undefined;
+    let last: Uint8Array | undefined;
     if (lastMessage) {
       // A unary response goes out with the status in one stream.end(): one write fewer per call.
       if (lastMessage.byteLength > this.maxBytes) {
         return this.end(Status.RESOURCE_EXHAUSTED, `response message larger than max (${lastMessage.byteLength} vs. ${this.maxBytes})`);
       }
-      last = frameMessage(lastMessage);
+      last = lastMessage;
       this.wroteMessage = true;
     }
     this.endedCode = code;

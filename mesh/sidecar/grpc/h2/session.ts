@@ -7,6 +7,7 @@
 // GOAWAY with PROTOCOL_ERROR, FRAME_SIZE_ERROR, FLOW_CONTROL_ERROR or COMPRESSION_ERROR and the
 // connection ends; a broken stream gets RST_STREAM and the others go on. Memory is bounded by what we
 // announce: frame size 16 KiB, header list size, concurrent streams, and the receive windows.
+import { frameMessage } from "../wire.ts";
 import { type DecodeResult, encodeHeaders, type HeaderList, HpackDecoder, HpackError } from "./hpack.ts";
 
 export const PREFACE = Buffer.from("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", "latin1");
@@ -168,6 +169,18 @@ export class H2Stream {
     this.queued += data.length;
     this.session.flushStream(this);
     return this.queued === 0;
+  }
+
+  /**
+   * Sends one gRPC message (the 5-byte length prefix, then `message`) as DATA, like
+   * write(frameMessage(message), endStream). When nothing is queued and flow control lets the whole of
+   * it go as one frame, prefix and bytes are written straight into the connection's output (no framed
+   * copy of the message); otherwise it is framed and queued as write() does.
+   */
+  writeMessage(message: Uint8Array, endStream = false): boolean {
+    if (this.closed || this.localEnded || this.queuedEnd) return false;
+    if (this.queue.length === 0 && this.session.writeMessageFrame(this, message, endStream)) return true;
+    return this.write(frameMessage(message), endStream);
   }
 
   /** Half-closes with an empty DATA frame carrying END_STREAM (after any queued data). */
@@ -405,6 +418,40 @@ export class H2Session {
       const last = off + max >= block.length;
       this.frame(FrameType.CONTINUATION, last ? FLAG_END_HEADERS : 0, s.id, block.subarray(off, Math.min(block.length, off + max)));
     }
+  }
+
+  /**
+   * @internal One DATA frame holding a gRPC message (prefix + bytes) written into the output buffer, if
+   * the stream's and the connection's windows and the peer's frame size take all of it; false (nothing
+   * written) otherwise. The stream's queue must be empty.
+   */
+  writeMessageFrame(s: H2Stream, message: Uint8Array, endStream: boolean): boolean {
+    const m = message.byteLength;
+    const len = m + 5;
+    if (len > s.sendWindow || len > this.connSendWindow || len > this.peerMaxFrame) return false;
+    s.sendWindow -= len;
+    this.connSendWindow -= len;
+    const o = this.reserve(9 + len);
+    const stream = s.id;
+    let i = this.olen;
+    o[i++] = len >>> 16;
+    o[i++] = (len >>> 8) & 0xff;
+    o[i++] = len & 0xff;
+    o[i++] = FrameType.DATA;
+    o[i++] = endStream ? FLAG_END_STREAM : 0;
+    o[i++] = stream >>> 24;
+    o[i++] = (stream >>> 16) & 0xff;
+    o[i++] = (stream >>> 8) & 0xff;
+    o[i++] = stream & 0xff;
+    o[i++] = 0; // not compressed
+    o[i++] = m >>> 24;
+    o[i++] = (m >>> 16) & 0xff;
+    o[i++] = (m >>> 8) & 0xff;
+    o[i++] = m & 0xff;
+    if (m) o.set(message, i);
+    this.olen = i + m;
+    if (endStream) s.endLocal();
+    return true;
   }
 
   /** @internal Sends what flow control allows of a stream's queued DATA (and its trailers once it is out). */
