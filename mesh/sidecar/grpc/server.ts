@@ -767,11 +767,29 @@ export class GrpcServer {
     if (shape.clientStreaming) {
       this.hand(call);
     } else if (deadline !== undefined) {
-      // Until the request has arrived no handler holds the deadline: the server does.
-      call.timer = setTimeout(() => call.fail(new GrpcError(Status.DEADLINE_EXCEEDED, "deadline exceeded before the request arrived")), Math.max(0, deadline - Date.now()));
+      // Until the request has arrived no handler holds the deadline: the server does. A unary request
+      // usually arrives in the same read as its headers (handed before this read's microtasks run): the
+      // timer is set only for calls still waiting then, not set and cleared for each call.
+      this.awaitingRequest.push(call);
+      if (this.awaitingRequest.length === 1) queueMicrotask(this.armDeadlines);
     }
     return events;
   }
+
+  /** Calls whose request had not arrived when their headers were read (see armDeadlines). */
+  private awaitingRequest: GrpcServerCall[] = [];
+
+  private readonly armDeadlines = (): void => {
+    const calls = this.awaitingRequest;
+    this.awaitingRequest = [];
+    for (const call of calls) {
+      if (call.handed || call.ended || call.cancelled || call.deadline === undefined) continue;
+      call.timer = setTimeout(
+        () => call.fail(new GrpcError(Status.DEADLINE_EXCEEDED, "deadline exceeded before the request arrived")),
+        Math.max(0, call.deadline - Date.now()),
+      );
+    }
+  };
 
   private hand(call: GrpcServerCall): void {
     if (call.handed) return;

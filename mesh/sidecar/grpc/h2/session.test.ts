@@ -257,6 +257,31 @@ describe("own HTTP/2 framing: connection errors end with GOAWAY and the right co
 });
 
 describe("own HTTP/2 framing: what a connection survives", () => {
+  test("grpc-timeout: a request that never comes ends DEADLINE_EXCEEDED; one in the same write, or a later one in time, is served", async () => {
+    const raw = await Raw.open();
+    const t0 = performance.now();
+    // Headers only (the timer is armed after this read), headers + request in one write, and headers
+    // now with the request in a later write.
+    raw.send(frame(1, 4, 1, requestHeaders("/t.S/Unary", [["grpc-timeout", "150m"]])));
+    raw.send(frame(1, 4, 3, requestHeaders("/t.S/Unary", [["grpc-timeout", "150m"]])), frame(0, 1, 3, grpcMsg("same-read")));
+    raw.send(frame(1, 4, 5, requestHeaders("/t.S/Unary", [["grpc-timeout", "2S"]])));
+    await raw.barrier();
+    await Bun.sleep(20);
+    raw.send(frame(0, 1, 5, grpcMsg("later")));
+    const served = await raw.status(3);
+    expect(served.code).toBe(Status.OK);
+    expect(served.data.subarray(5).toString()).toBe("echo:same-read");
+    const later = await raw.status(5);
+    expect(later.code).toBe(Status.OK);
+    expect(later.data.subarray(5).toString()).toBe("echo:later");
+    const st = await raw.status(1);
+    expect(st.code).toBe(Status.DEADLINE_EXCEEDED);
+    expect(performance.now() - t0).toBeGreaterThanOrEqual(140);
+    // The stream the client left open is reset (NO_ERROR) once the status is out.
+    await raw.until((f) => f.type === 3 && f.stream === 1, "RST_STREAM on stream 1");
+    raw.close();
+  });
+
   test("PING is answered with the same 8 bytes; SETTINGS is acknowledged", async () => {
     const c = await Raw.open();
     try {
