@@ -1,6 +1,9 @@
 // The hand-made access-log line is the line pino writes for the same fields, byte for byte (apart
 // from the time), also when a field needs JSON escaping.
 import { describe, expect, test } from "bun:test";
+import { mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import pino from "pino";
 import { type AccessEntry, accessFields, formatAccessLine } from "./access-log.ts";
 
@@ -98,5 +101,33 @@ describe("access log output", () => {
     const lines = text.trim().split("\n").map((l) => JSON.parse(l));
     expect(lines.length).toBe(20000);
     expect(lines.every((l, i) => l.attempts === i)).toBe(true);
+  });
+});
+
+describe("access log when stderr goes away", () => {
+  test("the reader exits (EPIPE): the process keeps running, and the lines it could not write are counted as dropped", async () => {
+    const dir = mkdtempSync(join(tmpdir(), "access-epipe-"));
+    try {
+      const marker = join(dir, "marker");
+      const code = `import { logAccess, flushAccessLog, accessLogDroppedLines } from ${JSON.stringify(new URL("./access-log.ts", import.meta.url).pathname)};
+        import { writeFileSync } from "node:fs";
+        let n = 0;
+        const t = setInterval(() => { for (let i = 0; i < 200; i++) logAccess({ ...${ENTRY}, attempts: n++ }); }, 5);
+        setTimeout(() => { clearInterval(t); flushAccessLog(); writeFileSync(${JSON.stringify(marker)}, JSON.stringify({ n, dropped: accessLogDroppedLines() })); process.exit(0); }, 1500);`;
+      // stderr into a pipe whose reader (head) leaves after 100 bytes.
+      const sh = Bun.spawn(["sh", "-c", `"$0" -e "$1" 2>&1 >/dev/null | head -c 100 >/dev/null`, process.execPath, code], {
+        stdout: "pipe",
+        stderr: "inherit",
+        env: { ...process.env, MESH_ACCESS_LOG: "on", MESH_LOG_LEVEL: "info", MESH_LOG_FORMAT: "json" },
+      });
+      await sh.exited;
+      const { n, dropped } = JSON.parse(readFileSync(marker, "utf8")) as { n: number; dropped: number };
+      expect(n).toBeGreaterThan(10_000);
+      // Almost all lines were written after the reader left; all of those are counted.
+      expect(dropped).toBeGreaterThan(n / 2);
+      expect(dropped).toBeLessThanOrEqual(n);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 });

@@ -4,15 +4,10 @@
 // CPU, so lines are buffered (up to 4 KiB or 250 ms) and flushed on exit — as Envoy buffers its access
 // log. And not through pino's object serialisation either: the line has fixed fields, so it is put
 // together by hand (a few string joins instead of pino's generic walk over an object — a few µs per
-// call, at 1,000 calls/s a visible share of the sidecar's CPU). Nor through pino's destination
-// (sonic-boom): each line is encoded into one reused buffer here, and ~4 KiB of them go out in one
-// write(2) from this thread. sonic-boom measured and flattened the joined lines (Buffer.byteLength of a
-// 4 KiB rope), encoded them again for fs.write, and sent each write through the thread pool and back.
-// Bun makes stderr non-blocking (a pipe): a write the pipe cannot take is kept and tried again on a
-// timer, so a reader that stalls never blocks the sidecar (lines gather, up to MAX_PENDING_BYTES).
-// MESH_ACCESS_LOG=off turns it off; MESH_LOG_LEVEL above info silences it too.
-import type { Logger } from "pino";
-import { writeSync } from "node:fs";
+// call, at 1,000 calls/s a visible share of the sidecar's CPU). The bytes still go through pino's
+// buffered destination, ~4 KiB at a time: lines are joined here first, since the destination measures
+// the UTF-8 length of its whole pending chunk on every write (Buffer.byteLength of up to 16 KiB per line). MESH_ACCESS_LOG=off turns it off; MESH_LOG_LEVEL above info silences it too.
+import pino, { type Logger } from "pino";
 import { logger } from "../../runtime/log.ts";
 import { statusName } from "../../runtime/rpc/status.ts";
 import type { Direction } from "./metrics.ts";
@@ -22,12 +17,24 @@ const level = process.env.MESH_LOG_LEVEL ?? "info";
 const enabled = process.env.MESH_ACCESS_LOG !== "off" && (LEVELS[level] ?? 30) <= 30;
 
 let pretty: Logger | undefined;
-let json = false;
+let dest: ReturnType<typeof pino.destination> | undefined;
 let prefix = "";
 let started = false;
+let broken = false;
+/** Lines dropped: the reader stopped reading (sonic-boom's maxLength), or stderr failed. */
+let droppedLines = 0;
+const MAX_QUEUED_BYTES = 64 * 1024 * 1024;
 
-/** Where the JSON lines go. */
-const fd = 2;
+/** Access-log lines dropped: stderr's reader fell more than 64 MiB behind, or stderr failed (/metrics). */
+export function accessLogDroppedLines(): number {
+  return droppedLines;
+}
+
+function countLines(text: string): number {
+  let n = 0;
+  for (let i = text.indexOf("\n"); i !== -1; i = text.indexOf("\n", i + 1)) n++;
+  return n;
+}
 
 function start(): void {
   started = true;
@@ -35,93 +42,54 @@ function start(): void {
     pretty = logger("access");
     return;
   }
-  json = true;
-  process.on("exit", () => flushSync());
+  // maxLength: a reader that stops reading costs at most 64 MiB of queued lines; past it sonic-boom
+  // drops them (counted below) instead of growing without bound.
+  dest = pino.destination({ fd: 2, sync: false, minLength: 4096, maxLength: MAX_QUEUED_BYTES });
+  const d = dest;
+  // stderr gone (EPIPE: the supervisor or container runtime died) or failing: stop logging calls
+  // rather than let an unhandled 'error' event take the sidecar and its traffic down with it.
+  d.on("error", () => {
+    broken = true;
+  });
+  d.on("drop", (data: string) => {
+    droppedLines += countLines(data);
+  });
+  process.on("exit", () => {
+    handOver();
+    if (broken) return;
+    try {
+      d.flushSync();
+    } catch {
+      // stderr is gone: nothing left to tell
+    }
+  });
   prefix = `,"pid":${process.pid},"component":"access","direction":"`;
 }
 
 /** Writes buffered lines now (before a planned exit). */
 export function flushAccessLog(): void {
-  flushSync();
-}
-
-/** Encoded lines not yet written: out[0, outLen). */
-let out = Buffer.allocUnsafe(16 << 10);
-let outLen = 0;
-/** Written once this many bytes gathered (or by the 250 ms timer). */
-const WRITE_BYTES = 4096;
-/** Lines that would take the unwritten bytes past this (a reader that does not read) are dropped. */
-const MAX_PENDING_BYTES = 64 << 20;
-/** Set while the fd did not take everything (EAGAIN or a short write): the next try is on a timer. */
-let retryTimer: ReturnType<typeof setTimeout> | undefined;
-const RETRY_MS = 10;
-
-/** One write(2) of what gathered; what the fd does not take now stays for a retry. False if it did not take it all. */
-function writeOut(): boolean {
-  if (outLen === 0) return true;
-  let n = 0;
+  handOver();
+  if (broken) return;
   try {
-    n = writeSync(fd, out, 0, outLen);
-  } catch (e) {
-    const code = (e as NodeJS.ErrnoException).code;
-    if (code !== "EAGAIN" && code !== "EWOULDBLOCK" && code !== "EINTR") {
-      // stderr is gone (EPIPE, EBADF): the lines have nowhere to go.
-      outLen = 0;
-      return true;
-    }
+    dest?.flushSync();
+  } catch {
+    broken = true; // stderr is gone
   }
-  if (n >= outLen) {
-    outLen = 0;
-    if (out.length > 64 << 10) out = Buffer.allocUnsafe(16 << 10);
-    return true;
-  }
-  if (n > 0) out.copyWithin(0, n, outLen);
-  outLen -= n;
-  return false;
 }
+
+/** Lines not yet given to the destination. */
+let pending = "";
+const HAND_OVER_CHARS = 4096;
 
 function handOver(): void {
-  if (retryTimer) return;
-  if (!writeOut()) {
-    retryTimer = setTimeout(retry, RETRY_MS);
-    retryTimer.unref?.();
+  if (pending === "" || !dest) return;
+  if (broken) {
+    droppedLines += countLines(pending);
+    pending = "";
+    return;
   }
-}
-
-function retry(): void {
-  retryTimer = undefined;
-  handOver();
-}
-
-/** Everything out before the process goes: waits (sleeping) while the pipe is full, 10 s at most without progress. */
-function flushSync(): void {
-  if (retryTimer) {
-    clearTimeout(retryTimer);
-    retryTimer = undefined;
-  }
-  const wait = new Int32Array(new SharedArrayBuffer(4));
-  let stuckSince = 0;
-  while (outLen > 0) {
-    const before = outLen;
-    if (writeOut()) return;
-    const now = performance.now();
-    if (outLen < before) stuckSince = 0;
-    else if (stuckSince === 0) stuckSince = now;
-    else if (now - stuckSince > 10_000) return;
-    Atomics.wait(wait, 0, 0, 5);
-  }
-}
-
-function append(line: string): void {
-  // UTF-8 takes at most 3 bytes per UTF-16 unit.
-  const need = outLen + line.length * 3;
-  if (need > out.length) {
-    if (need > MAX_PENDING_BYTES) return;
-    const bigger = Buffer.allocUnsafe(Math.max(out.length * 2, need));
-    out.copy(bigger, 0, 0, outLen);
-    out = bigger;
-  }
-  outLen += out.write(line, outLen);
+  dest.write(pending);
+  pending = "";
 }
 
 export interface AccessEntry {
@@ -141,10 +109,11 @@ let flushTimer: ReturnType<typeof setTimeout> | undefined;
 
 /** Lines reach stderr within 250 ms; an idle sidecar has no timer waking it up. */
 function scheduleFlush(): void {
-  if (flushTimer) return;
+  if (flushTimer || !dest) return;
   flushTimer = setTimeout(() => {
     flushTimer = undefined;
     handOver();
+    dest?.flush();
   }, 250);
   flushTimer.unref?.();
 }
@@ -166,10 +135,14 @@ export function formatAccessLine(e: AccessEntry, now: number, head: string): str
 
 export function logAccess(e: AccessEntry): void {
   if (!enabled) return;
+  if (broken) {
+    droppedLines++;
+    return;
+  }
   if (!started) start();
-  if (json) {
-    append(formatAccessLine(e, Date.now(), prefix));
-    if (outLen >= WRITE_BYTES) handOver();
+  if (dest) {
+    pending += formatAccessLine(e, Date.now(), prefix);
+    if (pending.length >= HAND_OVER_CHARS) handOver();
     scheduleFlush();
     return;
   }

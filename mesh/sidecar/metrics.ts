@@ -4,6 +4,7 @@ import type * as Prom from "prom-client";
 import { ProcessTracker, sampleProcess } from "../../runtime/procstat.ts";
 import type { TransportStats } from "../../runtime/transport/types.ts";
 import { statusName } from "../../runtime/rpc/status.ts";
+import { accessLogDroppedLines } from "./access-log.ts";
 
 // The four classes from prom-client's own modules, not its index: the index also loads its cluster
 // aggregator, pushgateway client and default process metrics (node:cluster, http, https, perf_hooks, v8),
@@ -180,6 +181,15 @@ export class SidecarMetrics {
         const m = process.memoryUsage();
         this.set({ kind: "used" }, m.heapUsed);
         this.set({ kind: "total" }, m.heapTotal);
+      },
+    });
+    new Counter({
+      name: "mesh_access_log_dropped_lines_total",
+      help: "Access-log lines dropped because stderr's reader fell more than 64 MiB behind, or stderr failed",
+      registers: r,
+      collect() {
+        this.reset();
+        this.inc(accessLogDroppedLines());
       },
     });
     new Counter({
