@@ -256,6 +256,13 @@ async function main(): Promise<void> {
   }
   process.env.MESH_LOG_LEVEL ??= "warn";
   const res = new TestResources();
+  // Stopped by a signal (SIGTERM from a job runner, SIGINT outside a terminal's process group): the
+  // sidecars, apps and scratch files go too.
+  const onSignal = (signal: NodeJS.Signals) => {
+    void res.cleanup().finally(() => process.exit(signal === "SIGINT" ? 130 : 143));
+  };
+  process.once("SIGINT", onSignal);
+  process.once("SIGTERM", onSignal);
   try {
     const dir = res.scratchDir("bench-mesh-");
     const env = { MESH_ACCESS_LOG: o.accessLog ? "on" : "off", MESH_TRANSPORT: o.transport === "auto" ? "" : o.transport, MESH_LOG_LEVEL: o.accessLog ? "info" : "warn" };
