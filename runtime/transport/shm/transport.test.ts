@@ -112,6 +112,34 @@ describe("ShmTransport (in one process, real memfd, real uds control)", () => {
     expect(sidecar.stats.parks - parks).toBe(20);
   });
 
+  test("spinUs counts the time spent spinning: each wait that spun out a fixed 200 µs adds 200 µs; spin off adds none", async () => {
+    for (const spin of [200, "off"] as const) {
+      pair = await connectedShmPair({ dir: res.scratchDir(), spin });
+      const a = recorder();
+      const s = recorder();
+      pair.app.start(a);
+      pair.sidecar.start(s);
+      for (let round = 0; round < 10; round++) {
+        pair.app.send(FrameKind.PING, 0, 0, round);
+        await waitFor(() => s.frames.length === round + 1, { what: `ping ${round}` });
+      }
+      await waitFor(() => pair!.app.isParked && pair!.sidecar.isParked, { what: "both parked" });
+      for (const t of [pair.app, pair.sidecar]) {
+        // In one process the peer cannot answer during a spin: every spin ran its whole budget.
+        if (spin === "off") {
+          expect(t.stats.spinUs).toBe(0);
+        } else {
+          expect(t.stats.spinMisses).toBeGreaterThan(0);
+          expect(t.stats.spinHits).toBe(0);
+          expect(t.stats.spinUs).toBeGreaterThanOrEqual(200 * t.stats.spinMisses);
+          expect(t.stats.spinUs).toBeLessThan(300 * t.stats.spinMisses);
+        }
+      }
+      pair.close();
+      pair = undefined;
+    }
+  });
+
   test("the sidecar closes its memfd once the app attached, and nothing is in /dev/shm", async () => {
     const before = memfdFds();
     const seg = ShmSegment.create(8192);

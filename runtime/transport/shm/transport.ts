@@ -76,6 +76,11 @@ export interface ShmStats extends TransportStats {
   parks: number;
   spinHits: number;
   spinMisses: number;
+  /**
+   * µs spent in spin slices (polling the empty ring), from the spin loop's own clock reads; time the
+   * kernel ran something else during a slice is not counted.
+   */
+  spinUs: number;
   /** Frames that found the ring full and waited in the local backlog. */
   backlogged: number;
 }
@@ -92,6 +97,7 @@ export class ShmTransport implements Transport {
     parks: 0,
     spinHits: 0,
     spinMisses: 0,
+    spinUs: 0,
     backlogged: 0,
   };
   closeError: Error | undefined;
@@ -461,7 +467,7 @@ export class ShmTransport implements Transport {
     for (;;) {
       // Several looks per clock read (one read costs ~10 of them): the records are seen sooner.
       if (reader.hasData() || reader.hasData() || reader.hasData() || reader.hasData()) {
-        this.spinLeft -= t - start - stolen;
+        this.spun(t - start - stolen);
         this.run(t); // that poll finds the records and ends the wait as a hit
         return;
       }
@@ -476,9 +482,15 @@ export class ShmTransport implements Transport {
       t = t2;
       if (t >= end) break;
     }
-    this.spinLeft -= t - start - stolen;
+    this.spun(t - start - stolen);
     if (this.spinLeft <= 0) this.giveUp(t);
     else this.schedule(1, t);
+  }
+
+  /** A spin slice took `ms` of spin time: off the wait's budget, onto the stats. */
+  private spun(ms: number): void {
+    this.spinLeft -= ms;
+    this.stats.spinUs += ms * 1000;
   }
 
   /** Sets the current wait's spin budget; false if it is 0 (then we parked). */
