@@ -46,40 +46,95 @@ describe("spin policy", () => {
 
   test("auto: at zero it probes now and then, so a change of placement is noticed", () => {
     const p = new SpinPolicy("auto");
-    for (let i = 0; i < 20; i++) p.miss();
-    const budgets = Array.from({ length: 200 }, () => p.budgetUs(false));
-    const probes = budgets.filter((b) => b > 0).length;
-    // One wait in 16, long enough (50 µs) to cover an idle CPU's wake-up.
-    expect(probes).toBe(12);
+    while (p.currentUs > 0) p.miss();
+    // Probes that keep missing back off to one wait in 256, each 50 µs (an idle CPU's wake-up).
+    const budgets: number[] = [];
+    for (let i = 0; i < 2000; i++) {
+      const b = p.budgetUs(false);
+      budgets.push(b);
+      if (b > 0) p.miss(true);
+    }
     expect(Math.max(...budgets)).toBe(50);
+    const at = budgets.flatMap((b, i) => (b > 0 ? [i] : []));
+    expect(at.slice(-3)).toEqual([1278, 1534, 1790]);
     // A probe that pays off brings spinning back.
     p.hit(3);
     expect(p.budgetUs(false)).toBeGreaterThanOrEqual(7);
   });
 
-  test("auto: right after falling to zero it probes sooner, backing off to one in 16 as probes miss", () => {
+  test("auto: right after falling to zero it probes sooner, backing off as probes miss", () => {
     // A busy pair whose peer was preempted for a few waits should not park 16 times before its next
     // chance to spin; a peer that stays slow costs a handful of extra probes once.
     const p = new SpinPolicy("auto");
     while (p.currentUs > 0) p.miss();
     const probes: number[] = [];
-    for (let i = 0; i < 40; i++) {
+    for (let i = 0; i < 300; i++) {
       if (p.budgetUs(false) > 0) {
         probes.push(i);
         p.miss();
       }
     }
-    expect(probes).toEqual([0, 2, 6, 14, 30]);
+    expect(probes).toEqual([0, 2, 6, 14, 30, 62, 126, 254]);
+    // After a run of hits the next fall to zero starts the back-off over.
+    for (let i = 0; i < 8; i++) p.hit(5);
+    while (p.currentUs > 0) p.miss();
+    expect(p.budgetUs(false)).toBe(50);
   });
 
-  test("auto: a miss after waking a sleeping peer only shaves the budget (the peer's wake-up, not the spin, was slow)", () => {
+  test("auto: a miss after waking a sleeping peer, while spins still hit now and then, only shaves the budget", () => {
+    // The peer's wake-up, not the spin, was slow.
     const p = new SpinPolicy("auto");
-    p.hit(20);
+    for (let i = 0; i < 3; i++) p.hit(20);
     expect(p.currentUs).toBe(41);
     p.miss(true);
     expect(p.currentUs).toBeCloseTo(36.9, 5);
     p.miss(false);
     expect(p.currentUs).toBeCloseTo(18.45, 5);
+  });
+
+  test("auto, low rate: a lone hit among misses (the peer always asleep) costs at most ~150 µs of spin in all", () => {
+    // 1,000 calls/s: every wait lasts ~1 ms, each side rang the peer before it. Spins of 50, 45,
+    // 40.5 ... after one lucky probe were ~500 µs, then the probes started over at every other wait.
+    const p = new SpinPolicy("auto");
+    while (p.currentUs > 0) p.miss(true);
+    for (let i = 0; i < 2000; i++) if (p.budgetUs(false, 5) > 0) p.miss(true); // settled: probes rare
+    let spun = 0;
+    let probes = 0;
+    let lucky = false;
+    for (let i = 0; i < 1000; i++) {
+      const b = p.budgetUs(false, 5);
+      if (b === 0) continue;
+      if (!lucky && p.currentUs === 0) {
+        lucky = true;
+        spun += 40;
+        p.hit(40); // the one probe whose answer came within the spin
+        continue;
+      }
+      if (p.currentUs === 0) probes++;
+      spun += b;
+      p.miss(true);
+    }
+    expect(lucky).toBe(true);
+    // The hit's budget (81, spun at most 50 at a time) halves away: 50 + 40.5 + 20.25 + ... ≈ 111 µs,
+    // and the probes keep their back-off (at most ~4 in 1,000 waits).
+    expect(probes).toBeLessThanOrEqual(4);
+    expect(spun - 40 - probes * 50).toBeLessThan(150);
+  });
+
+  test("auto: a steady exchange whose peer often sleeps keeps its spin (doorbell misses only shave while hits are common)", () => {
+    // Half the waits hit, half miss right after a doorbell (a busy pipeline whose peer parks between
+    // batches): the budget must stay, not halve to parking.
+    const p = new SpinPolicy("auto");
+    let lowest = Infinity;
+    for (let round = 0; round < 100; round++) {
+      p.hit(20);
+      p.hit(20);
+      p.miss(true);
+      p.miss(true);
+      if (round >= 8) lowest = Math.min(lowest, p.currentUs); // after its first hits set the rate
+    }
+    expect(lowest).toBeGreaterThan(30);
+    expect(p.budgetUs(false)).toBeGreaterThan(30);
   });
 
   test("auto: a miss among mostly hits only shaves the budget; misses in a row still halve it to zero", () => {

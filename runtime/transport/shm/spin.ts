@@ -6,16 +6,24 @@
 //   - a wait that ended while spinning after w µs ("hit") raises the budget to cover 2·w;
 //   - a spin that ended in parking ("miss") halves it; below 1 µs it is 0 (park at once). Two kinds of
 //     miss say little about spinning and only shave the budget by a tenth: one right after we had to
-//     wake the peer with a doorbell (the peer was asleep, so its answer had to wait for its wake-up),
-//     and one among mostly hits (recent hit rate ≥ STEADY_HIT_RATE: a steady exchange whose peer was
-//     preempted, collected garbage or worked through a long batch once). Halving on those made a busy
-//     pipelined pair collapse to parking - a doorbell and an epoll wake-up per wait - after four
-//     unlucky waits, and stay there;
-//   - at 0, one wait in PROBE_EVERY spins PROBE_US (long enough to cover an idle CPU's wake-up), so
+//     wake the peer with a doorbell (the peer was asleep, so its answer had to wait for its wake-up)
+//     while spins still hit now and then (recent hit rate ≥ SOME_HIT_RATE), and one among mostly hits
+//     (recent hit rate ≥ STEADY_HIT_RATE: a steady exchange whose peer was preempted, collected
+//     garbage or worked through a long batch once). Halving on those made a busy pipelined pair
+//     collapse to parking - a doorbell and an epoll wake-up per wait - after four unlucky waits, and
+//     stay there. At low rates (every wait ~1 ms, the peer always asleep) a lone hit among misses
+//     must not buy a tail of shaved spins (50, 45, 40.5 … ≈ 500 µs): there hits are rare and misses
+//     halve (~110 µs). (bench-mesh at 1,000 calls/s saw no hits at all, so no such tail, in either placement);
+//   - at 0, one wait in probeEvery spins PROBE_US (long enough to cover an idle CPU's wake-up), so
 //     spinning comes back when it starts to pay (the peer moved to its own core, or began to spin).
 //     Right after the budget fell to 0 the probes come sooner - the next wait, then one in 2, 4, 8 -
 //     backing off as they miss: a busy pair whose peer was preempted for a few waits got its spin
-//     back only 16 parks (a doorbell and an epoll wake-up each) later, which was most of its parks;
+//     back only 16 parks (a doorbell and an epoll wake-up each) later, which was most of its parks.
+//     The back-off goes on to one in PROBE_EVERY_MAX: at 1,000 calls/s with each pair on two CPUs,
+//     one in 16 was 56 probes/s, every one a miss, 2.8 ms of spin per second in each of the four
+//     endpoints, all the spinning they did (stats.spinUs); a busy pair gets through 256 waits in a
+//     few ms. A fall to 0 restarts the back-off only after a run of hits (hit rate ≥ SOME_HIT_RATE),
+//     not after a lone probe that hit;
 //   - if the peer last reported running on our CPU, that wait does not spin at all;
 //   - the budget is at most AUTO_MAX_US, or up to AUTO_MAX_LOADED_US while we work at least as long
 //     between two waits (a loaded pipeline: the peer is working through a batch or was preempted for
@@ -31,10 +39,13 @@ export const AUTO_MAX_US = 50;
 export const AUTO_MAX_LOADED_US = 100;
 const AUTO_START_US = 10;
 const PROBE_US = 50;
-const PROBE_EVERY = 16;
+/** Longest back-off between probes at budget 0 while they keep missing. */
+const PROBE_EVERY_MAX = 256;
 /** Weight of the newest outcome in the recent hit rate (an average over roughly the last 8 waits). */
 const RATE_WEIGHT = 1 / 8;
 const STEADY_HIT_RATE = 0.75;
+/** Below this recent hit rate hits are rare: doorbell misses halve the budget too. */
+const SOME_HIT_RATE = 0.25;
 /** Weight of the newest sample in the average work between waits. */
 const BUSY_WEIGHT = 1 / 8;
 export const MAX_FIXED_SPIN_US = 1_000_000;
@@ -64,8 +75,11 @@ export function spinFromWire(n: number): SpinSetting {
 export class SpinPolicy {
   private budget: number;
   private parksAtZero = 0;
-  /** Waits between probes at budget 0: 1 when it gets there, doubling per missed probe up to PROBE_EVERY. */
-  private probeEvery = PROBE_EVERY;
+  /**
+   * Waits between probes at budget 0: 1 when it first gets there or after a run of hits, doubling per
+   * missed probe up to PROBE_EVERY_MAX.
+   */
+  private probeEvery = 1;
   /** Exponentially weighted share of recent spins that were hits (0 before the first). */
   private hitRate = 0;
   /** Average µs of work between two waits (0 until told). */
@@ -112,11 +126,13 @@ export class SpinPolicy {
     if (this.setting !== "auto") return;
     const probe = this.budget === 0;
     const steady = this.hitRate >= STEADY_HIT_RATE;
+    const someHits = this.hitRate >= SOME_HIT_RATE;
     this.hitRate -= this.hitRate * RATE_WEIGHT;
-    this.budget = peerWasAsleep || steady ? this.budget * 0.9 : this.budget / 2;
+    this.budget = (peerWasAsleep && someHits) || steady ? this.budget * 0.9 : this.budget / 2;
     if (this.budget < 1) {
       this.budget = 0;
-      this.probeEvery = probe ? Math.min(PROBE_EVERY, this.probeEvery * 2) : 1;
+      if (probe) this.probeEvery = Math.min(PROBE_EVERY_MAX, this.probeEvery * 2);
+      else if (someHits) this.probeEvery = 1;
       if (!probe) this.parksAtZero = 0;
     }
   }
