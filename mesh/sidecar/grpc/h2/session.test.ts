@@ -13,6 +13,7 @@ import { baseRequestHeaders, GrpcClient } from "../client.ts";
 import { GrpcServer, type GrpcServerCall } from "../server.ts";
 import { encodeHeaders, HpackDecoder, huffmanEncode } from "./hpack.ts";
 import { type ConnectionError, ErrorCode, MAX_EMPTY_FRAMES, PREFACE, RESET_BURST } from "./session.ts";
+import { type Frame, frame, SETTINGS, u32 } from "./test-frames.ts";
 
 const SHAPES: Record<string, CallShape> = {
   "/t.S/Unary": { clientStreaming: false, serverStreaming: false },
@@ -43,29 +44,6 @@ beforeAll(async () => {
 });
 afterAll(() => server.forceStop());
 
-interface Frame {
-  type: number;
-  flags: number;
-  stream: number;
-  payload: Buffer;
-}
-
-function frame(type: number, flags: number, stream: number, payload: Buffer | number[] = []): Buffer {
-  const p = Buffer.from(payload);
-  const h = Buffer.alloc(9);
-  h.writeUIntBE(p.length, 0, 3);
-  h[3] = type;
-  h[4] = flags;
-  h.writeUInt32BE(stream, 5);
-  return Buffer.concat([h, p]);
-}
-const u32 = (v: number) => {
-  const b = Buffer.alloc(4);
-  b.writeUInt32BE(v >>> 0, 0);
-  return b;
-};
-const SETTINGS = (pairs: [number, number][] = []) =>
-  frame(4, 0, 0, Buffer.concat(pairs.map(([id, v]) => Buffer.concat([Buffer.from([id >> 8, id & 0xff]), u32(v)]))));
 const grpcMsg = (s: string) => {
   const p = Buffer.from(s);
   return Buffer.concat([Buffer.from([0]), u32(p.length), p]);

@@ -6,47 +6,13 @@
 import { describe, expect, test } from "bun:test";
 import { frameMessage, MessageDecoder } from "../wire.ts";
 import { H2Session, type H2Stream, MAX_FRAME, PREFACE } from "./session.ts";
-
-interface Frame {
-  type: number;
-  flags: number;
-  stream: number;
-  payload: Buffer;
-}
-
-function frame(type: number, flags: number, stream: number, payload: Buffer = Buffer.alloc(0)): Buffer {
-  const h = Buffer.alloc(9);
-  h.writeUIntBE(payload.length, 0, 3);
-  h[3] = type;
-  h[4] = flags;
-  h.writeUInt32BE(stream, 5);
-  return Buffer.concat([h, payload]);
-}
-const settings = (pairs: [number, number][]) =>
-  frame(
-    4,
-    0,
-    0,
-    Buffer.concat(
-      pairs.map(([id, v]) => {
-        const b = Buffer.alloc(6);
-        b.writeUInt16BE(id, 0);
-        b.writeUInt32BE(v, 2);
-        return b;
-      }),
-    ),
-  );
-const windowUpdate = (stream: number, inc: number) => {
-  const b = Buffer.alloc(4);
-  b.writeUInt32BE(inc, 0);
-  return frame(8, 0, stream, b);
-};
+import { type Frame, SETTINGS, windowUpdate } from "./test-frames.ts";
 
 /** A client session on a socket that records what it writes; the test plays the server. */
 function client(peerSettings: [number, number][]) {
   const out: Buffer[] = [];
   const session = new H2Session({ write: (d) => (out.push(Buffer.from(d)), d.length), end: () => {} }, { server: false });
-  session.onData(settings(peerSettings));
+  session.onData(SETTINGS(peerSettings));
   session.flush();
   let seen = 0;
   /** Frames written since the last look (the preface skipped). */
