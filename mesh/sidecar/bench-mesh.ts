@@ -197,6 +197,11 @@ class CpuTotals {
     this.jitNsSum += jitNs(b.jit, jitThreads(this.pid));
   }
 
+  /** Wall-clock seconds of the windows. */
+  get wallSec(): number {
+    return this.wallMs / 1000;
+  }
+
   /** CPUs' worth used over the windows. */
   vcpu(): number {
     return this.cpuNs / 1e6 / this.wallMs;
@@ -205,6 +210,14 @@ class CpuTotals {
   jitVcpu(): number {
     return this.jitNsSum / 1e6 / this.wallMs;
   }
+}
+
+/** µs the sidecar's shm sessions have spent spinning, from its /metrics (0 when none is on shm). */
+async function spinUs(admin: string): Promise<number> {
+  const text = await (await fetch(`${admin}/metrics`)).text();
+  let us = 0;
+  for (const m of text.matchAll(/^mesh_transport_stat\{[^}]*stat="spinUs"[^}]*\} (\S+)$/gm)) us += Number(m[1]);
+  return us;
 }
 
 /** Resident memory by kind (MB), from /proc/<pid>/status. */
@@ -310,6 +323,7 @@ async function main(): Promise<void> {
     await openLoop(viaMesh, o.rate, o.warmup);
     const pids = { greeter: greeter.proc.proc.pid, frontend: frontend.proc.proc.pid };
     const cpu = { direct: new CpuTotals(direct.proc.pid), greeter: new CpuTotals(pids.greeter), frontend: new CpuTotals(pids.frontend) };
+    const spinBefore = { frontend: await spinUs(frontend.admin), greeter: await spinUs(greeter.admin) };
     const directTotals = new PathTotals();
     const meshTotals = new PathTotals();
     const windowSec = o.seconds / o.rounds;
@@ -323,6 +337,7 @@ async function main(): Promise<void> {
       cpu.greeter.end();
       cpu.frontend.end();
     }
+    const spinAfter = { frontend: await spinUs(frontend.admin), greeter: await spinUs(greeter.admin) };
     const directRes = directTotals.result();
     const meshRes = meshTotals.result();
     const directServerVcpuPer1k = cpu.direct.vcpu() / (directRes.achievedRps / 1000);
@@ -337,6 +352,8 @@ async function main(): Promise<void> {
         vcpu,
         vcpuPer1kRps: vcpu / perK,
         jitVcpuPer1kRps: jitVcpu / perK,
+        /** Spinning on the shm ring toward the app (0 on uds); only the mesh windows have calls to wait for. */
+        spinVcpuPer1kRps: (spinAfter[k] - spinBefore[k]) / 1e6 / cpu[k].wallSec / perK,
         rssMB: sampleProcess(pids[k]).rssBytes / 1048576,
         rssAnonMB: parts[k].anonMB,
         rssFileMB: parts[k].fileMB,
@@ -381,7 +398,7 @@ async function main(): Promise<void> {
       for (const k of ["frontend", "greeter"] as const) {
         const s = result.sidecars[k];
         console.log(
-          `${k.padEnd(8)} sidecar  ${s.vcpu.toFixed(3)} vCPU = ${s.vcpuPer1kRps.toFixed(3)} vCPU per 1k rps (target <= 0.1; Istio 0.20, Dapr 0.48), of which JIT compiler ${s.jitVcpuPer1kRps.toFixed(3)}   ` +
+          `${k.padEnd(8)} sidecar  ${s.vcpu.toFixed(3)} vCPU = ${s.vcpuPer1kRps.toFixed(3)} vCPU per 1k rps (target <= 0.1; Istio 0.20, Dapr 0.48), of which JIT compiler ${s.jitVcpuPer1kRps.toFixed(3)}, spinning ${s.spinVcpuPer1kRps.toFixed(4)}   ` +
             `RSS ${s.rssMB.toFixed(1)} MB (target <= 60) = ${s.rssAnonMB.toFixed(1)} anon + ${s.rssFileMB.toFixed(1)} file-backed (the bun executable), JS heap used ${s.heapUsedMB.toFixed(1)} MB\n` +
             `                  PSS ${s.pssMB.toFixed(1)} MB = ${s.pssAnonMB.toFixed(1)} anon + ${s.pssFileMB.toFixed(1)} file-backed + ${s.pssShmemMB.toFixed(1)} shmem (file pages split between ${result.bun_processes_sharing_executable} bun processes)`,
         );
