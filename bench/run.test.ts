@@ -65,6 +65,22 @@ describe("bun run bench (smoke)", () => {
     expect(left).toBe("");
   }, 120_000);
 
+  test("--quick --json --only floor yields the RPC floor rows (one process, no server, no C reference)", async () => {
+    const { code, stdout, stderr } = await runBench(["--quick", "--json", "--only", "floor"]);
+    expect(code, stderr).toBe(0);
+    const rows = JSON.parse(stdout) as Record<string, unknown>[];
+    expect(rows.map((r) => [r.transport, r.mode, r.level, r.in_flight ?? 1])).toEqual([
+      ["floor", "closed-loop", "rpc-floor", 1],
+      ["floor", "pipelined", "rpc-floor", 64],
+    ]);
+    for (const r of rows) {
+      expect((r.iterations as number) > 0).toBe(true);
+      expect((r.cpu_us_per_call as number) > 0).toBe(true); // the whole process's CPU, from /proc
+      expect(r.server_cpu_us_per_call).toBeUndefined(); // no separate server to split off
+      expect(r.ref).toBeUndefined();
+    }
+  }, 120_000);
+
   test("an unknown --only name fails with a message listing the accepted names, not a stack trace", async () => {
     const { code, stdout, stderr } = await runBench(["--only", "udp"]);
     expect(code).toBe(2);

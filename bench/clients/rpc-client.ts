@@ -1,6 +1,9 @@
 // The bench's client process: connects to the bench server as an app (runtime/sdk connect) over one
 // transport and runs the jobs it is given, printing one JSON line per job. CPU time of both processes
 // comes from /proc (runtime/procstat.ts) over exactly the measured window.
+// With transport "floor" (FLOOR) there is no server process: the bench handler is served in this
+// process over the in-memory pair (lib/rpc-floor.ts), and the same jobs measure the RPC layer alone;
+// CPU is then this process's, all threads.
 // Usage: bun bench/clients/rpc-client.ts '<ClientSpec JSON>'
 import { connect } from "../../runtime/sdk/app.ts";
 import type { RpcChannel } from "../../runtime/rpc/channel.ts";
@@ -8,8 +11,10 @@ import { closeWindow, openWindow, tscHz } from "../lib/measure-window.ts";
 import type { TransportChoice } from "../../runtime/transport/types.ts";
 import { ECHO, ONE_WAY, ONE_WAY_STATS } from "../lib/methods.ts";
 import { openTsc, type CycleStats } from "../lib/tsc.ts";
-import type { ClientJob, ClientResult, ClientSpec } from "../lib/client-protocol.ts";
+import { type ClientJob, type ClientResult, type ClientSpec, FLOOR } from "../lib/client-protocol.ts";
+import { echoHandler } from "../lib/echo-handler.ts";
 import { exitWhenOrphaned } from "../lib/orphan-guard.ts";
+import { openRpcFloor } from "../lib/rpc-floor.ts";
 
 exitWhenOrphaned();
 const spec = JSON.parse(Bun.argv[2] ?? "null") as ClientSpec | null;
@@ -20,9 +25,18 @@ if (!spec) {
 const PAYLOAD = 32;
 const serverPid = spec.serverPid;
 const tsc = openTsc(spec.tscLib);
-const mesh = await connect({ socketPath: spec.socketPath, transport: spec.transport as TransportChoice, reconnect: false, appName: "bench" });
-if (mesh.transport !== spec.transport) throw new Error(`asked for transport ${spec.transport}, the session runs over ${mesh.transport}`);
-const channel = mesh.currentChannel as RpcChannel;
+/** The channel the jobs call through, and how to end its session. */
+async function openSession(): Promise<{ channel: RpcChannel; close(): Promise<void> }> {
+  if (spec!.transport === FLOOR) {
+    const floor = openRpcFloor(echoHandler(tsc));
+    return { channel: floor.client, close: () => floor.close() };
+  }
+  const mesh = await connect({ socketPath: spec!.socketPath, transport: spec!.transport as TransportChoice, reconnect: false, appName: "bench" });
+  if (mesh.transport !== spec!.transport) throw new Error(`asked for transport ${spec!.transport}, the session runs over ${mesh.transport}`);
+  return { channel: mesh.currentChannel as RpcChannel, close: () => mesh.close() };
+}
+const session = await openSession();
+const channel = session.channel;
 const request = new Uint8Array(PAYLOAD).fill(0x5a);
 
 let mismatches = 0;
@@ -189,5 +203,5 @@ for (const job of spec.jobs) {
   if (mismatches > 0) throw new Error(`${mismatches} echo replies differed from their requests`);
   console.log(JSON.stringify(result));
 }
-await mesh.close();
+await session.close();
 process.exit(0);

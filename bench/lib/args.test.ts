@@ -25,6 +25,14 @@ describe("bench options", () => {
     expect(selected(o, "uds")).toBe(false);
   });
 
+  test("--only floor selects the RPC floor rows and no C reference; the default run includes them", () => {
+    const o = opts(["--only", "floor"]);
+    expect(selected(o, "floor")).toBe(true);
+    expect(["c-uds", "c-pipe", "c-shm-spin", "uds", "shm", "rpal", "micro"].some((n) => selected(o, n as never))).toBe(false);
+    expect(selected(opts([]), "floor")).toBe(true);
+    expect(selected(opts(["--only", "uds,shm,floor"]), "c-uds")).toBe(true);
+  });
+
   test("bad input fails with what is accepted", () => {
     expect(() => parseBenchArgs(["--only", "tcp"])).toThrow(/unknown name 'tcp'; accepted: c, c-uds/);
     expect(() => parseBenchArgs(["--only", ","])).toThrow(UsageError);

@@ -3,7 +3,8 @@
 import { parseArgs } from "node:util";
 import type { Placement } from "./rows.ts";
 
-export const SELECTABLE = ["c", "c-uds", "c-pipe", "c-shm-spin", "uds", "shm", "rpal", "micro"] as const;
+/** "floor": the RPC layer alone, client and server in one process with no IPC (lib/rpc-floor.ts). */
+export const SELECTABLE = ["c", "c-uds", "c-pipe", "c-shm-spin", "uds", "shm", "rpal", "floor", "micro"] as const;
 export type Selectable = (typeof SELECTABLE)[number];
 
 export interface BenchOptions {
@@ -25,7 +26,8 @@ export const USAGE = `usage: bun run bench [-- options]
   --quick             small counts (under ~30 s): a smoke run, not figures to quote
   --full              the seed's 1,000,000 one-way messages for every transport (adds minutes)
   --only LIST         comma-separated subset of: ${SELECTABLE.join(", ")}
-                      ("c" = every C reference; the references a selected row is compared with always run)
+                      ("c" = every C reference; the references a selected row is compared with always run;
+                       "floor" = the RPC layer alone, in one process with no IPC: no C reference)
   --placement P       same-cpu | apart | unpinned: run every row with that placement
                       (default: blocking transports pinned to one CPU, spinning ones to two)
   --help`;

@@ -1,7 +1,8 @@
 // The Bun rows: a bench server process (bench/servers/echo-sidecar.ts, the sidecar side) and a bench
 // client process (bench/clients/rpc-client.ts, the app side) per transport variant, each pinned as the
 // variant says. Unary 32-byte calls: closed loop, 64 in flight, a fixed-rate sweep, syscalls under
-// load, and the seed's one-way TSC method.
+// load, and the seed's one-way TSC method. Plus the RPC floor ("floor"): the same client jobs with the
+// server's channel and handler in the client process over an in-memory pair, no IPC (lib/rpc-floor.ts).
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -10,7 +11,7 @@ import { localUnavailableReason } from "../../runtime/transport/negotiate.ts";
 import type { TransportName } from "../../runtime/transport/types.ts";
 import { type BenchOptions, selected } from "./args.ts";
 import { buildC } from "./build-c.ts";
-import type { ClientJob, ClientResult, ClientSpec } from "./client-protocol.ts";
+import { type ClientJob, type ClientResult, type ClientSpec, FLOOR } from "./client-protocol.ts";
 import { cpusFor, pinPrefix } from "./placement.ts";
 import type { BenchRow, Placement } from "./rows.ts";
 import { startPerfCounter, startStraceCounter, type SyscallCount, type SyscallCounter } from "./syscalls.ts";
@@ -22,7 +23,8 @@ const RATES = [1_000, 10_000, 50_000];
 const IDLE_RATE = 0;
 
 interface Variant {
-  transport: TransportName;
+  /** FLOOR: no server process; rpc-client.ts serves the bench handler in-process (no IPC). */
+  transport: TransportName | typeof FLOOR;
   /** The label rows carry: "rpal-double" when rpal runs against the test double. */
   label: string;
   spin?: string;
@@ -126,6 +128,20 @@ function variants(opts: BenchOptions, notes: string[]): Variant[] {
       out.push({ transport: "rpal", label: "rpal-double", placement: "apart", jobs: rpalJobs() });
     }
   }
+  if (selected(opts, "floor")) {
+    // The RPC layer alone: what every transport's per-call CPU contains before any IPC. Same counts,
+    // warm-up and time limits as the uds/shm closed-loop and pipelined rows; one process on one CPU,
+    // as those rows put their two.
+    out.push({
+      transport: FLOOR,
+      label: "floor",
+      placement: "same-cpu",
+      jobs: [
+        { kind: "closed-loop", iterations: c.closed },
+        { kind: "pipelined", iterations: c.pipelined, inFlight: 64 },
+      ],
+    });
+  }
   return out;
 }
 
@@ -137,6 +153,7 @@ async function doubleEnv(): Promise<Record<string, string>> {
 }
 
 function describe(v: Variant, r: ClientResult): string {
+  if (v.transport === FLOOR) return `RPC layer alone, in-process, no IPC, ${r.in_flight ?? 1} in flight`;
   const spin = v.spin !== undefined ? `, spin ${v.spin}` : "";
   switch (r.kind) {
     case "closed-loop":
@@ -173,6 +190,11 @@ function toRow(v: Variant, placement: Placement, r: ClientResult, syscalls?: Sys
   };
   if (v.spin !== undefined) row.spin = v.spin;
   if (r.kind === "message-one-way") row.level = "transport";
+  if (v.transport === FLOOR) {
+    // One process: client and server CPU cannot be told apart; cpu_us_per_call is the whole process.
+    row.level = "rpc-floor";
+    row.client_cpu_us_per_call = row.server_cpu_us_per_call = undefined;
+  }
   const notes = [v.label === "rpal-double" ? "librpal TEST DOUBLE (user-space emulation on a stock kernel): not an RPAL figure" : "", r.kind === "fixed-rate" ? "" : (r.note ?? "")];
   if (notes.some(Boolean)) row.note = notes.filter(Boolean).join("; ");
   if (r.in_flight !== undefined) row.in_flight = r.in_flight;
@@ -211,6 +233,30 @@ function toRow(v: Variant, placement: Placement, r: ClientResult, syscalls?: Sys
   return row;
 }
 
+/** Starts the variant's bench server process (see waitForReady). */
+function spawnServer(v: Variant, cpu: number | undefined, socketPath: string, tscLib: string, env: Record<string, string>): Subprocess {
+  const serverScript = v.messages ? "servers/echo-messages.ts" : "servers/echo-sidecar.ts";
+  return Bun.spawn([...pinPrefix(cpu), process.execPath, join(BENCH_DIR, serverScript), socketPath, v.transport, tscLib], {
+    env,
+    stdin: "ignore",
+    stdout: "pipe",
+    stderr: "pipe",
+  });
+}
+
+/** Waits for the server's READY line; throws with its stderr if it does not come. */
+async function waitForReady(v: Variant, server: Subprocess): Promise<void> {
+  const serverErr = new Response(server.stderr as ReadableStream).text();
+  const ready = await Promise.race([
+    (async () => {
+      for await (const l of readLines(server.stdout as ReadableStream<Uint8Array>)) if (l.trim() === "READY") return true;
+      return false;
+    })(),
+    Bun.sleep(15_000).then(() => false), // a deadline, not synchronisation
+  ]);
+  if (!ready) throw new Error(`bench server for ${v.label} did not start:\n${(await Promise.race([serverErr, Bun.sleep(200).then(() => "")])).slice(-1500)}`);
+}
+
 async function runVariant(v: Variant, opts: BenchOptions, onRow: (r: BenchRow) => void, notes: string[]): Promise<void> {
   const cpus = cpusFor(opts.placement ?? v.placement);
   const dir = mkdtempSync(join(tmpdir(), "rpal-mesh-bench-"));
@@ -220,25 +266,12 @@ async function runVariant(v: Variant, opts: BenchOptions, onRow: (r: BenchRow) =
   let server: Subprocess | undefined;
   let client: Subprocess<"pipe", "pipe", "pipe"> | undefined;
   try {
-    const serverScript = v.messages ? "servers/echo-messages.ts" : "servers/echo-sidecar.ts";
+    if (v.transport !== FLOOR) {
+      server = spawnServer(v, cpus.server, socketPath, tscLib, env);
+      await waitForReady(v, server);
+    }
+    const spec: ClientSpec = { socketPath, transport: v.transport, serverPid: server?.pid, tscLib, maxJobMs: opts.quick ? 2_000 : opts.full ? 120_000 : 6_000, jobs: v.jobs };
     const clientScript = v.messages ? "clients/message-client.ts" : "clients/rpc-client.ts";
-    server = Bun.spawn([...pinPrefix(cpus.server), process.execPath, join(BENCH_DIR, serverScript), socketPath, v.transport, tscLib], {
-      env,
-      stdin: "ignore",
-      stdout: "pipe",
-      stderr: "pipe",
-    });
-    const serverErr = new Response(server.stderr as ReadableStream).text();
-    const ready = await Promise.race([
-      (async () => {
-        for await (const l of readLines(server!.stdout as ReadableStream<Uint8Array>)) if (l.trim() === "READY") return true;
-        return false;
-      })(),
-      Bun.sleep(15_000).then(() => false), // a deadline, not synchronisation
-    ]);
-    if (!ready) throw new Error(`bench server for ${v.label} did not start:\n${(await Promise.race([serverErr, Bun.sleep(200).then(() => "")])).slice(-1500)}`);
-
-    const spec: ClientSpec = { socketPath, transport: v.transport, serverPid: server.pid, tscLib, maxJobMs: opts.quick ? 2_000 : opts.full ? 120_000 : 6_000, jobs: v.jobs };
     client = Bun.spawn([...pinPrefix(cpus.client), process.execPath, join(BENCH_DIR, clientScript), JSON.stringify(spec)], {
       env,
       stdin: "pipe",
@@ -262,7 +295,7 @@ async function runVariant(v: Variant, opts: BenchOptions, onRow: (r: BenchRow) =
       if (!l.startsWith("{")) continue;
       const msg = JSON.parse(l) as ClientResult | { await: "go" };
       if ("await" in msg) {
-        const pids = [server.pid, client.pid];
+        const pids = server ? [server.pid, client.pid] : [client.pid];
         // BENCH_SYSCALLS=strace forces the fallback (to compare the two methods, or when perf misbehaves).
         perf = process.env.BENCH_SYSCALLS === "strace" ? "perf skipped (BENCH_SYSCALLS=strace)" : startPerfCounter(pids);
         if (typeof perf === "string") {

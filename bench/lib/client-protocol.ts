@@ -1,6 +1,9 @@
 // What run.ts tells the bench client process to do, and what it answers (one JSON line per job).
 import type { CycleStats } from "./tsc.ts";
 
+/** rpc-client.ts's transport for the RPC floor rows (lib/rpc-floor.ts): no server process, no IPC. */
+export const FLOOR = "floor";
+
 export type ClientJob =
   | { kind: "closed-loop"; iterations: number }
   | { kind: "pipelined"; iterations: number; inFlight: number }
@@ -13,8 +16,10 @@ export type ClientJob =
 
 export interface ClientSpec {
   socketPath: string;
+  /** A transport name, or FLOOR: client and server channels in the client process, no IPC. */
   transport: string;
-  serverPid: number;
+  /** Absent for FLOOR (the server runs inside the client process). */
+  serverPid?: number;
   tscLib: string;
   /** Time limit of each measured job (warm-ups get a quarter of it); the job reports the calls it made. */
   maxJobMs: number;

@@ -1,5 +1,7 @@
 // The measured window of a bench client job: CPU time and context switches of BOTH processes (this one
-// and the bench server) from /proc, read/write syscalls, wall time, and latency quantiles.
+// and the bench server) from /proc, read/write syscalls, wall time, and latency quantiles. Without a
+// server pid (the RPC floor rows: client and server in this one process) it is this process alone,
+// all its threads, JIT and GC threads included as they are for the other rows.
 import { readFileSync } from "node:fs";
 import { diffSamples, sampleProcess, type ProcSample } from "../../runtime/procstat.ts";
 import type { ClientResult } from "./client-protocol.ts";
@@ -11,24 +13,30 @@ function ioSyscalls(pid: number): number {
 }
 
 export interface MeasureWindow {
-  serverPid: number;
+  serverPid: number | undefined;
   client: ProcSample;
-  server: ProcSample;
+  server: ProcSample | undefined;
   io: number;
   t0: number;
 }
 
-export function openWindow(serverPid: number): MeasureWindow {
-  return { serverPid, client: sampleProcess(process.pid), server: sampleProcess(serverPid), io: ioSyscalls(process.pid) + ioSyscalls(serverPid), t0: performance.now() };
+/** `serverPid` undefined: the server runs in this process (its CPU is in the client's figure). */
+export function openWindow(serverPid: number | undefined): MeasureWindow {
+  const client = sampleProcess(process.pid);
+  const server = serverPid === undefined ? undefined : sampleProcess(serverPid);
+  const io = ioSyscalls(process.pid) + (serverPid === undefined ? 0 : ioSyscalls(serverPid));
+  return { serverPid, client, server, io, t0: performance.now() };
 }
+
+const NO_SERVER = { cpuNs: 0, voluntaryCtxSwitches: 0, involuntaryCtxSwitches: 0 };
 
 /** `lat`: per-call latencies in ms, the first `n` of which are measured (sorted in place). */
 export function closeWindow(w: MeasureWindow, callsMade: number, lat: Float64Array, n: number): Omit<ClientResult, "kind"> {
   const calls = Math.max(callsMade, 1); // the idle baseline makes no calls: per-call figures are then totals
   const wallMs = performance.now() - w.t0;
   const c = diffSamples(w.client, sampleProcess(process.pid));
-  const s = diffSamples(w.server, sampleProcess(w.serverPid));
-  const io = ioSyscalls(process.pid) + ioSyscalls(w.serverPid) - w.io;
+  const s = w.server === undefined || w.serverPid === undefined ? NO_SERVER : diffSamples(w.server, sampleProcess(w.serverPid));
+  const io = ioSyscalls(process.pid) + (w.serverPid === undefined ? 0 : ioSyscalls(w.serverPid)) - w.io;
   const sorted = lat.subarray(0, n).sort();
   const q = (p: number) => (n ? (sorted[Math.min(n - 1, Math.floor(p * n))] ?? 0) : 0);
   return {

@@ -4,7 +4,10 @@ export type Placement = "same-cpu" | "apart" | "unpinned";
 
 export interface BenchRow {
   name: string;
-  /** uds, shm, rpal, rpal-double; references c-uds, c-pipe, c-shm-spin; "in-process" for microbenchmarks. */
+  /**
+   * uds, shm, rpal, rpal-double; references c-uds, c-pipe, c-shm-spin; "in-process" for microbenchmarks;
+   * "floor" for the RPC floor rows (level "rpc-floor").
+   */
   transport: string;
   mode: Mode;
   payload_bytes: number;
@@ -30,8 +33,11 @@ export interface BenchRow {
   /**
    * one-way rows: "transport" = a frame through the transport API alone, no RPC on top (what RPAL's
    * published figure measures); absent = a unary RPC through the channel (the seed method's Bun row).
+   * "rpc-floor" (transport "floor"): the real RpcChannel client and server in ONE process over an
+   * in-memory pair (bench/lib/memory-transport.ts), no IPC: what the RPC layer costs by itself, a lower
+   * bound of every transport's CPU per call. cpu_us_per_call is that process's, all threads.
    */
-  level?: "transport";
+  level?: "transport" | "rpc-floor";
   /** one-way rows: median_us/p99_us are one-way (from cycles); this is the round trip the client saw. */
   round_trip_median_us?: number;
   /** fixed-rate rows: the offered rate, and CPU (both processes) per 1,000 calls in ms and in vCPU at that rate. */
@@ -70,7 +76,8 @@ function ratio(a: number | null | undefined, b: number | null | undefined): numb
  * a spinning shm with the spinning C shared memory; one-way rows with the C one-way row of the same kind.
  */
 export function referenceFor(row: BenchRow): { transport: string; mode: Mode } | undefined {
-  if (row.transport.startsWith("c-") || row.mode === "micro") return undefined;
+  // The RPC floor is not a transport: it is compared with the uds/shm rows (targets.ts), not with C.
+  if (row.transport.startsWith("c-") || row.mode === "micro" || row.level === "rpc-floor") return undefined;
   const spinning = row.spin !== undefined && row.spin !== "off";
   const ref = spinning ? "c-shm-spin" : "c-uds";
   if (row.mode === "one-way") return { transport: ref, mode: "one-way" };
