@@ -35,6 +35,37 @@ describe("issue targets", () => {
     expect(verdict([rpc], "shm one-way")?.met).toBeUndefined();
   });
 
+  test("the shm ≤ 1/4 of uds line prints the RPC floor and what it implies; the verdict stays on the measured ratio", () => {
+    const u = row({ transport: "uds", mode: "pipelined", in_flight: 64, cpu_us_per_call: 1.63 });
+    const s = row({ transport: "shm", mode: "pipelined", in_flight: 64, spin: "off", cpu_us_per_call: 1.55 });
+    const floor = row({ transport: "floor", mode: "pipelined", level: "rpc-floor", in_flight: 64, cpu_us_per_call: 1.2 });
+    const without = verdict([u, s], "shm pipelined CPU");
+    expect(without?.measured).toBe("1.55 vs 1.63 µs = 0.95×");
+    const withFloor = verdict([u, s, floor], "shm pipelined CPU");
+    expect(withFloor?.met).toBe(false);
+    expect(withFloor?.measured).toBe(
+      "1.55 vs 1.63 µs = 0.95×; the RPC layer alone (no IPC) costs 1.20 µs = 0.74× uds, leaving uds 0.43 and shm 0.35 µs above it: no transport can reach 1/4 here",
+    );
+    // A floor under a quarter of uds says how much room it leaves; a shm at 1/4 is still judged met on its own figure.
+    const cheap = verdict([u, { ...s, cpu_us_per_call: 0.4 }, { ...floor, cpu_us_per_call: 0.2 }], "shm pipelined CPU");
+    expect(cheap?.met).toBe(true);
+    expect(cheap?.measured).toContain("costs 0.20 µs = 0.12× uds");
+    expect(cheap?.measured).toContain("1/4 of uds (0.41 µs) leaves a transport 0.21 µs per call above the floor");
+    // The floor's closed-loop row is not the pipelined floor; and the floor alone gives no verdict.
+    expect(verdict([u, s, { ...floor, mode: "closed-loop" }], "shm pipelined CPU")?.measured).toBe("1.55 vs 1.63 µs = 0.95×");
+    expect(verdict([floor], "shm pipelined CPU")?.measured).toBe("not measured");
+  });
+
+  test("the RPC floor rows get no C ratio", () => {
+    const rows = [
+      row({ transport: "c-uds", mode: "closed-loop", median_us: 10, cpu_us_per_call: 8 }),
+      row({ transport: "floor", mode: "pipelined", level: "rpc-floor", cpu_us_per_call: 1.2 }),
+    ];
+    attachRatios(rows);
+    expect(rows[1]!.ref).toBeUndefined();
+    expect(rows[1]!.ratio_cpu).toBeUndefined();
+  });
+
   test("ratios divide by the reference of the same kind; rpal-double rows are compared with c-uds", () => {
     const rows = [
       row({ transport: "c-uds", mode: "closed-loop", median_us: 10, cpu_us_per_call: 8 }),
