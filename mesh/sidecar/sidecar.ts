@@ -27,7 +27,7 @@ export interface SidecarOptions {
   appSocket: string;
   /** Overrides sidecar.transport (CLI --transport / MESH_TRANSPORT). */
   transport?: TransportChoice;
-  /** The methods of the pod's protos by path (see config-worker.ts, which loads them). */
+  /** The methods of the pod's protos by path (see config-loader.ts, which loads them). */
   methods: Map<string, MethodInfo>;
 }
 

@@ -4,11 +4,18 @@
 // so certificates rotated by `mesh certs` take effect without a restart. New upstream connections use
 // the current set; established connections keep theirs. A half-written set (a refresh that lands
 // between `mesh certs`' file writes) is skipped until the next refresh sees it whole.
-import { X509Certificate } from "node:crypto";
+import type * as NodeCrypto from "node:crypto";
 import { accessSync, constants, readFileSync } from "node:fs";
 import { resolve } from "node:path";
-import { createSecureContext, type SecureContextOptions } from "node:tls";
+import type * as NodeTls from "node:tls";
+import type { SecureContextOptions } from "node:tls";
 import { logger } from "../../runtime/log.ts";
+
+// node:crypto and node:tls are loaded on first use, i.e. only by a sidecar with mTLS: loading them costs
+// a sidecar without TLS ~1 MB of resident memory (with node:zlib and node:dns/promises, also loaded
+// on first use: grpc/wire.ts, discovery/dns.ts).
+const X509Certificate = (): typeof NodeCrypto.X509Certificate => (require("node:crypto") as typeof NodeCrypto).X509Certificate;
+const createSecureContext = (o: SecureContextOptions): NodeTls.SecureContext => (require("node:tls") as typeof NodeTls).createSecureContext(o);
 
 export interface TlsFiles {
   ca: string;
@@ -30,7 +37,7 @@ export function checkTlsFiles(tls: TlsFiles, baseDir: string): TlsFiles {
       accessSync(path, constants.R_OK);
       const text = readFileSync(path, "utf8");
       if (!text.includes("-----BEGIN ")) throw new Error("not a PEM file");
-      if (field !== "key") new X509Certificate(text);
+      if (field !== "key") new (X509Certificate())(text);
     } catch (e) {
       throw new Error(
         `sidecar.tls.${field}: cannot use ${path}: ${(e as Error).message} — run \`bun run mesh certs <pod>\` to make the CA and certificates`,
@@ -53,8 +60,9 @@ function readMaterial(files: TlsFiles): Material {
 /** Throws unless key and certificate match and the certificate is signed by the CA. */
 function checkConsistent(m: Material): void {
   createSecureContext({ ca: m.ca, cert: m.cert, key: m.key }); // throws on a key that does not match
-  const cert = new X509Certificate(m.cert);
-  const ca = new X509Certificate(m.ca);
+  const X509 = X509Certificate();
+  const cert = new X509(m.cert);
+  const ca = new X509(m.ca);
   if (!cert.verify(ca.publicKey)) throw new Error("the certificate is not signed by the CA");
 }
 

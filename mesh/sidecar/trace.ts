@@ -1,7 +1,8 @@
 // W3C Trace Context (https://www.w3.org/TR/trace-context/): every hop through a sidecar keeps the
 // trace id, records the incoming span as parent, and sends a new span id onward. A missing or
 // malformed traceparent starts a new trace (malformed input is dropped, never forwarded).
-import { randomFillSync } from "node:crypto";
+// Random bytes come from Web Crypto's getRandomValues (getrandom, like node:crypto's randomFillSync):
+// it is built in, so the sidecar does not load node:crypto for it.
 
 const ZERO_TRACE = "0".repeat(32);
 const ZERO_SPAN = "0".repeat(16);
@@ -13,7 +14,7 @@ let rndUsed = rnd.length;
 
 function randomHex(bytes: 8 | 16): string {
   if (rndUsed + bytes > rnd.length) {
-    randomFillSync(rnd);
+    crypto.getRandomValues(rnd);
     rndUsed = 0;
   }
   const s = rnd.toString("hex", rndUsed, rndUsed + bytes);

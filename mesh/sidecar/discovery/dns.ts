@@ -10,7 +10,7 @@
 //   Any other failure (timeout, refused, SERVFAIL) keeps the last good set: a DNS hiccup must not take
 //   a healthy upstream down. Retries back off up to the longest refresh interval.
 // - Answers are untrusted: at most `maxEndpoints` are kept, ports outside 1..65535 are dropped.
-import { Resolver } from "node:dns/promises";
+import type { Resolver } from "node:dns/promises";
 import { isIP } from "node:net";
 import { logger, type Logger } from "../../../runtime/log.ts";
 import { parseDnsServers, parseDnsTarget, type DnsTarget } from "./target.ts";
@@ -74,7 +74,9 @@ export class DnsDiscovery {
     this.retryMs = opts.retryMs ?? 500;
     this.maxEndpoints = opts.maxEndpoints ?? 256;
     this.log = (opts.log ?? logger("discovery")).child({ dns: target });
-    this.resolver = new Resolver({ timeout: opts.queryTimeoutMs ?? 2000, tries: 2 });
+    // node:dns/promises only for an upstream with dns: (loaded on first use, see ../tls.ts on why).
+    const { Resolver: DnsResolver } = require("node:dns/promises") as typeof import("node:dns/promises");
+    this.resolver = new DnsResolver({ timeout: opts.queryTimeoutMs ?? 2000, tries: 2 });
     const servers = opts.servers ?? process.env.MESH_DNS_SERVERS;
     if (servers !== undefined && servers !== "") {
       this.resolver.setServers(parseDnsServers(servers, opts.servers === undefined ? "MESH_DNS_SERVERS" : "DNS servers"));

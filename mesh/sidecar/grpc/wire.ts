@@ -3,7 +3,7 @@
 // they arrive (a message may span chunks; a chunk may hold several messages), hands out messages without
 // copying when a chunk holds them whole, and refuses a length over the limit before buffering a byte of
 // it, so an absurd prefix costs nothing.
-import { gunzipSync, inflateSync } from "node:zlib";
+import type * as NodeZlib from "node:zlib";
 import { Status } from "../../../runtime/rpc/status.ts";
 import { GrpcError } from "./errors.ts";
 
@@ -114,7 +114,9 @@ export function decompress(message: Buffer, encoding: string | undefined, maxByt
   }
   try {
     const opts = { maxOutputLength: Math.max(1, maxBytes) };
-    return encoding === "gzip" ? gunzipSync(message, opts) : inflateSync(message, opts);
+    // node:zlib on first use: most sidecars never see a compressed message (see tls.ts on why).
+    const zlib = require("node:zlib") as typeof NodeZlib;
+    return encoding === "gzip" ? zlib.gunzipSync(message, opts) : zlib.inflateSync(message, opts);
   } catch (e) {
     if ((e as { code?: string }).code === "ERR_BUFFER_TOO_LARGE" || e instanceof RangeError) {
       throw new GrpcError(Status.RESOURCE_EXHAUSTED, `received message that decompresses to more than ${maxBytes} bytes`);
