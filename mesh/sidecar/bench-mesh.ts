@@ -7,13 +7,17 @@
 // shared by every Bun process on the host). Beside it PSS (from /proc/<pid>/smaps_rollup): each shared
 // page counted as 1/n for the n processes mapping it, so the executable's pages are split between the
 // Bun processes running (here: this script, both sidecars, the echo app, the direct server) — what the
-// sidecar costs the node. RSS stays the target figure (issue 5 says RSS).
+// sidecar costs the node. RSS stays the target figure (issue 5 says RSS). The RSS at the end is one
+// moment of a heap that grows and is collected; the median and maximum of readings every 0.5 s over the
+// measured windows are printed beside it.
+// The sidecars run from the bundle `mesh up` runs (mesh/sidecar/bundle.ts), or with --sidecar source
+// from main.ts.
 // The two paths are measured in alternating windows (--rounds of them each: direct, mesh, direct, …),
 // so a slow moment of the shared machine falls on both instead of making the added p99 negative or
 // doubling it; CPU is summed over each process's own windows.
 //
 //   bun mesh/sidecar/bench-mesh.ts [--rate 1000] [--seconds 10] [--rounds 5] [--warmup 2]
-//        [--transport auto|uds|shm] [--access-log on|off] [--tls on|off] [--smol] [--json]
+//        [--transport auto|uds|shm] [--access-log on|off] [--tls on|off] [--sidecar bundle|source] [--smol] [--json]
 // --smol runs the sidecars with `bun --smol` (smaller heap, more frequent GC).
 import * as grpc from "@grpc/grpc-js";
 import hdr from "hdr-histogram-js";
@@ -23,8 +27,9 @@ import { readdirSync, readFileSync, readlinkSync } from "node:fs";
 import { diffSamples, sampleProcess } from "../../runtime/procstat.ts";
 import { connect } from "../../runtime/sdk/index.ts";
 import { TestResources } from "../../test/helpers.ts";
+import { buildSidecarBundle } from "./bundle.ts";
 import { issueCertificates } from "./certs.ts";
-import { ECHO_PROTO, echoClient, startEchoApp, startSidecar, writeMeshYaml } from "./testdata/harness.ts";
+import { ECHO_PROTO, echoClient, SIDECAR_MAIN, startEchoApp, startSidecar, writeMeshYaml } from "./testdata/harness.ts";
 
 interface Opts {
   rate: number;
@@ -36,10 +41,11 @@ interface Opts {
   tls: boolean;
   json: boolean;
   smol: boolean;
+  bundle: boolean;
 }
 
 function parse(argv: string[]): Opts {
-  const o: Opts = { rate: 1000, seconds: 10, rounds: 5, warmup: 2, transport: "auto", accessLog: true, tls: false, json: false, smol: false };
+  const o: Opts = { rate: 1000, seconds: 10, rounds: 5, warmup: 2, transport: "auto", accessLog: true, tls: false, json: false, smol: false, bundle: true };
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i]!;
     const v = () => {
@@ -56,6 +62,11 @@ function parse(argv: string[]): Opts {
     else if (a === "--tls") o.tls = v() === "on";
     else if (a === "--json") o.json = true;
     else if (a === "--smol") o.smol = true;
+    else if (a === "--sidecar") {
+      const x = v();
+      if (x !== "bundle" && x !== "source") throw new Error(`--sidecar ${x}: expected bundle or source`);
+      o.bundle = x === "bundle";
+    }
     else throw new Error(`unknown argument ${a}`);
   }
   if (!(o.rate > 0) || !(o.seconds > 0) || !(o.warmup >= 0)) throw new Error("--rate, --seconds must be positive, --warmup >= 0");
@@ -239,6 +250,36 @@ function pssParts(pid: number): { pssMB: number; pssAnonMB: number; pssFileMB: n
   return { pssMB: kb("Pss"), pssAnonMB: kb("Pss_Anon"), pssFileMB: kb("Pss_File"), pssShmemMB: kb("Pss_Shmem") };
 }
 
+/** RSS readings of some processes every 0.5 s while running (MB), for their median and maximum. */
+class RssSampler {
+  private readonly readings = new Map<number, number[]>();
+  private timer: ReturnType<typeof setInterval> | undefined;
+
+  constructor(private readonly pids: number[]) {}
+
+  start(): void {
+    const read = () => {
+      for (const pid of this.pids) {
+        const { anonMB, fileMB } = rssParts(pid);
+        const list = this.readings.get(pid) ?? [];
+        list.push(anonMB + fileMB);
+        this.readings.set(pid, list);
+      }
+    };
+    read();
+    this.timer = setInterval(read, 500);
+  }
+
+  stop(): void {
+    clearInterval(this.timer);
+  }
+
+  figures(pid: number): { rssMedianMB: number; rssMaxMB: number; rssReadings: number } {
+    const list = [...(this.readings.get(pid) ?? [])].sort((a, b) => a - b);
+    return { rssMedianMB: list[Math.floor(list.length / 2)] ?? NaN, rssMaxMB: list[list.length - 1] ?? NaN, rssReadings: list.length };
+  }
+}
+
 /** Bun processes of this user mapping the same executable as `pid` (they share its file-backed pages). */
 function bunProcessesLike(pid: number): number {
   let exe = "";
@@ -264,7 +305,7 @@ async function main(): Promise<void> {
   try {
     o = parse(process.argv.slice(2));
   } catch (e) {
-    console.error(`bench-mesh: ${(e as Error).message}\nusage: bun mesh/sidecar/bench-mesh.ts [--rate 1000] [--seconds 10] [--rounds 5] [--warmup 2] [--transport auto|uds|shm] [--access-log on|off] [--tls on|off] [--smol] [--json]`);
+    console.error(`bench-mesh: ${(e as Error).message}\nusage: bun mesh/sidecar/bench-mesh.ts [--rate 1000] [--seconds 10] [--rounds 5] [--warmup 2] [--transport auto|uds|shm] [--access-log on|off] [--tls on|off] [--sidecar bundle|source] [--smol] [--json]`);
     process.exit(2);
   }
   process.env.MESH_LOG_LEVEL ??= "warn";
@@ -297,10 +338,11 @@ async function main(): Promise<void> {
       ...(o.smol ? ["--smol"] : []),
       ...(prof ? ["--cpu-prof", "--cpu-prof-md", `--cpu-prof-dir=${prof}`, `--cpu-prof-name=${name}.md`] : []),
     ];
-    const greeter = await startSidecar(res, config, "greeter", join(dir, "g", "app.sock"), env, [], flags("greeter"));
+    const entry = o.bundle ? await buildSidecarBundle(join(dir, "bundle")) : SIDECAR_MAIN;
+    const greeter = await startSidecar(res, config, "greeter", join(dir, "g", "app.sock"), env, [], flags("greeter"), entry);
     await startEchoApp(res, greeter.socket, env);
     writeMeshYaml(dir, pods(greeter.ready.inbound!));
-    const frontend = await startSidecar(res, config, "frontend", join(dir, "f", "app.sock"), env, [], flags("frontend"));
+    const frontend = await startSidecar(res, config, "frontend", join(dir, "f", "app.sock"), env, [], flags("frontend"), entry);
     const app = await connect({ socketPath: frontend.socket, transport: o.transport === "auto" ? undefined : (o.transport as "uds"), reconnect: false });
 
     const direct = res.spawnBun([join(import.meta.dir, "testdata", "direct-echo.ts")]);
@@ -327,6 +369,8 @@ async function main(): Promise<void> {
     const directTotals = new PathTotals();
     const meshTotals = new PathTotals();
     const windowSec = o.seconds / o.rounds;
+    const rssSampler = new RssSampler([pids.greeter, pids.frontend]);
+    rssSampler.start();
     for (let round = 0; round < o.rounds; round++) {
       cpu.direct.begin();
       directTotals.add(await openLoop(viaDirect, o.rate, windowSec, directTotals.h));
@@ -337,6 +381,7 @@ async function main(): Promise<void> {
       cpu.greeter.end();
       cpu.frontend.end();
     }
+    rssSampler.stop();
     const spinAfter = { frontend: await spinUs(frontend.admin), greeter: await spinUs(greeter.admin) };
     const directRes = directTotals.result();
     const meshRes = meshTotals.result();
@@ -357,6 +402,7 @@ async function main(): Promise<void> {
         rssMB: sampleProcess(pids[k]).rssBytes / 1048576,
         rssAnonMB: parts[k].anonMB,
         rssFileMB: parts[k].fileMB,
+        ...rssSampler.figures(pids[k]),
         ...pss[k],
         heapUsedMB: heaps[k],
       };
@@ -375,6 +421,7 @@ async function main(): Promise<void> {
       transport: status.transport,
       access_log: o.accessLog,
       tls: o.tls,
+      sidecar_program: o.bundle ? "bundle" : "source",
       direct: directRes,
       mesh: meshRes,
       added_p50_us: meshRes.p50Us - directRes.p50Us,
@@ -390,7 +437,7 @@ async function main(): Promise<void> {
       console.log(JSON.stringify(result));
     } else {
       const f = (us: number) => `${(us / 1000).toFixed(3)} ms`;
-      console.log(`fixed rate ${o.rate} rps for ${o.seconds} s per path in ${o.rounds} alternating windows, ${reqBytes.byteLength} B requests, app↔sidecar transport ${status.transport}, access log ${o.accessLog ? "on" : "off"}, mTLS ${o.tls ? "on" : "off"}${o.smol ? ", bun --smol" : ""}, ${result.cpus} CPUs`);
+      console.log(`fixed rate ${o.rate} rps for ${o.seconds} s per path in ${o.rounds} alternating windows, ${reqBytes.byteLength} B requests, app↔sidecar transport ${status.transport}, access log ${o.accessLog ? "on" : "off"}, mTLS ${o.tls ? "on" : "off"}, sidecars from ${o.bundle ? "the bundle" : "source"}${o.smol ? ", bun --smol" : ""}, ${result.cpus} CPUs`);
       console.log(`direct gRPC      p50 ${f(directRes.p50Us)}  p90 ${f(directRes.p90Us)}  p99 ${f(directRes.p99Us)}  max ${f(directRes.maxUs)}  ok ${directRes.ok}/${directRes.sent}`);
       console.log(`via 2 sidecars   p50 ${f(meshRes.p50Us)}  p90 ${f(meshRes.p90Us)}  p99 ${f(meshRes.p99Us)}  max ${f(meshRes.maxUs)}  ok ${meshRes.ok}/${meshRes.sent}`);
       console.log(`added latency    p50 ${f(result.added_p50_us)}  p99 ${f(result.added_p99_us)}   (target: added p99 <= 1 ms)`);
@@ -400,6 +447,7 @@ async function main(): Promise<void> {
         console.log(
           `${k.padEnd(8)} sidecar  ${s.vcpu.toFixed(3)} vCPU = ${s.vcpuPer1kRps.toFixed(3)} vCPU per 1k rps (target <= 0.1; Istio 0.20, Dapr 0.48), of which JIT compiler ${s.jitVcpuPer1kRps.toFixed(3)}, spinning ${s.spinVcpuPer1kRps.toFixed(4)}   ` +
             `RSS ${s.rssMB.toFixed(1)} MB (target <= 60) = ${s.rssAnonMB.toFixed(1)} anon + ${s.rssFileMB.toFixed(1)} file-backed (the bun executable), JS heap used ${s.heapUsedMB.toFixed(1)} MB\n` +
+            `                  RSS over the measured windows: median ${s.rssMedianMB.toFixed(1)} MB, max ${s.rssMaxMB.toFixed(1)} MB (${s.rssReadings} readings)\n` +
             `                  PSS ${s.pssMB.toFixed(1)} MB = ${s.pssAnonMB.toFixed(1)} anon + ${s.pssFileMB.toFixed(1)} file-backed + ${s.pssShmemMB.toFixed(1)} shmem (file pages split between ${result.bun_processes_sharing_executable} bun processes)`,
         );
       }

@@ -34,8 +34,10 @@ export async function startSidecar(
   env: Record<string, string> = {},
   extraArgs: string[] = [],
   bunFlags: string[] = [],
+  /** The program: main.ts, or a bundle of it (mesh/sidecar/bundle.ts). */
+  entry = SIDECAR_MAIN,
 ): Promise<RunningSidecar> {
-  const proc = res.spawnBun([...bunFlags, SIDECAR_MAIN, "--config", configPath, "--pod", pod, "--app-socket", socket, ...extraArgs], { env });
+  const proc = res.spawnBun([...bunFlags, entry, "--config", configPath, "--pod", pod, "--app-socket", socket, ...extraArgs], { env });
   const line = await proc.waitForLine(/"event":"ready"/);
   const ready = JSON.parse(line) as ReadyInfo;
   return { proc, ready, admin: `http://${ready.admin}`, socket };
