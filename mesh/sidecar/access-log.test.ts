@@ -83,6 +83,20 @@ describe("access log output", () => {
     expect(lines.every((l, i) => l.attempts === i && l.method === (i % 7 ? "/m.S/U" : "/m.S/ünï"))).toBe(true);
   });
 
+  test("lines are formatted in batches but each keeps its own call's time and fields (slots reused across batches)", async () => {
+    // 70 lines (one full batch of 64 and a partial one), 150 ms between the 10th and 11th call: the
+    // times are those of the calls, not of the hand-over; a failed call's details are on its line only.
+    const p = child(`for (let i = 0; i < 70; i++) { if (i === 10) { const t = Date.now(); while (Date.now() - t < 150) {} } logAccess({ ...${ENTRY}, attempts: i, code: i === 65 ? 14 : 0, details: i === 65 ? "gone" : "", upstream: i % 2 ? "127.0.0.1:1" : "app" }); }\nprocess.exit(0);`);
+    const text = await new Response(p.stderr).text();
+    expect(await p.exited).toBe(0);
+    const lines = text.trim().split("\n").map((l) => JSON.parse(l));
+    expect(lines.map((l) => l.attempts)).toEqual(Array.from({ length: 70 }, (_, i) => i));
+    expect(lines[10].time - lines[9].time).toBeGreaterThanOrEqual(149);
+    expect(lines[69].time - lines[10].time).toBeLessThan(100);
+    expect(lines.filter((l) => "details" in l).map((l) => [l.attempts, l.code, l.details])).toEqual([[65, "UNAVAILABLE", "gone"]]);
+    expect(lines.every((l, i) => l.upstream === (i % 2 ? "127.0.0.1:1" : "app"))).toBe(true);
+  });
+
   test("a reader that stalls: lines wait (stderr is a full non-blocking pipe) and all come out, in order, once it reads", async () => {
     // 20,000 lines (~6 MB) in bursts while nobody reads: writes come back EAGAIN or short and are retried
     // on a timer; the process keeps running (no exit flush) and the lines reach the reader when it reads.
