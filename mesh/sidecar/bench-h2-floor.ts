@@ -1,10 +1,13 @@
 // The floor under the sidecar's HTTP/2 hop: what Bun's node:http2 costs by itself for gRPC-shaped unary
 // calls (1 KB, length-prefixed, status in trailers) at a fixed rate, client and server in two processes
 // — against the same bytes over a bare TCP socket (Bun.listen/Bun.connect) for the kernel's share.
-// Nothing of the mesh runs here; compare the figures with bench-mesh.ts's per-sidecar CPU.
+// Nothing of the mesh runs here; compare the figures with bench-mesh.ts's per-sidecar CPU, and the
+// loaded server's RSS (printed after each) with a sidecar's: the memory floor of a Bun process doing
+// this networking.
 //
 //   bun mesh/sidecar/bench-h2-floor.ts [--rate 1000] [--seconds 10] [--warmup 15] [--kinds h2,own,tcp]
 import http2 from "node:http2";
+import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { diffSamples, sampleProcess } from "../../runtime/procstat.ts";
 import { H2Session, type H2Stream } from "./grpc/h2/session.ts";
@@ -158,6 +161,19 @@ async function client(kind: string, port: number): Promise<() => Promise<void>> 
     });
 }
 
+/** The loaded server's resident memory: a floor for the sidecar's (bench-mesh.ts prints the same parts). */
+function serverMemory(pid: number): string {
+  const kb = (text: string, k: string) => Number(new RegExp(`^${k}:\\s+(\\d+)`, "m").exec(text)?.[1] ?? NaN) / 1024;
+  const status = readFileSync(`/proc/${pid}/status`, "utf8");
+  let pss = NaN;
+  try {
+    pss = kb(readFileSync(`/proc/${pid}/smaps_rollup`, "utf8"), "Pss");
+  } catch {
+    // no smaps_rollup (kernel < 4.14)
+  }
+  return `RSS ${kb(status, "VmRSS").toFixed(1)} MB = ${kb(status, "RssAnon").toFixed(1)} anon + ${kb(status, "RssFile").toFixed(1)} file-backed, PSS ${pss.toFixed(1)} MB`;
+}
+
 async function main(): Promise<void> {
   const argv = process.argv.slice(2);
   if (argv[0] === "--serve") return serve(argv[1]!);
@@ -186,10 +202,11 @@ async function main(): Promise<void> {
       const c0 = sampleProcess(process.pid);
       await openLoop(call, rate, seconds);
       const s = diffSamples(s0, sampleProcess(server.proc.pid));
+      const mem = serverMemory(server.proc.pid);
       const c = diffSamples(c0, sampleProcess(process.pid));
       const per1k = (d: { cpuNs: number; wallMs: number }) => d.cpuNs / 1e6 / d.wallMs / (rate / 1000);
       const label = kind === "h2" ? "node:http2 gRPC-shaped unary " : kind === "own" ? "own h2 (grpc/h2) gRPC unary  " : "bare TCP echo (Bun sockets)  ";
-      console.log(`${label}  client ${(per1k(c) - (timerVcpu * 1000) / rate).toFixed(3)}   server ${per1k(s).toFixed(3)}`);
+      console.log(`${label}  client ${(per1k(c) - (timerVcpu * 1000) / rate).toFixed(3)}   server ${per1k(s).toFixed(3)}   server ${mem}`);
     }
     console.log(`load average ${(await Bun.file("/proc/loadavg").text()).split(" ").slice(0, 3).join(" ")}`);
   } finally {
