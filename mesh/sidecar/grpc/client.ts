@@ -16,7 +16,7 @@ import { fromHeaders } from "./metadata.ts";
 import { decodeGrpcMessage, parseGrpcStatus, statusFromHttp, statusFromRst } from "./status.ts";
 import { formatGrpcTimeout } from "./timeout.ts";
 import { decompress, frameMessage, MessageDecoder } from "./wire.ts";
-import type { DecodeResult, HeaderList } from "./h2/hpack.ts";
+import { type DecodeResult, field, type HeaderList } from "./h2/hpack.ts";
 import { ALPN_H2, ErrorCode, H2Session, type H2Stream } from "./h2/session.ts";
 
 const NGHTTP2_CANCEL = ErrorCode.CANCEL;
@@ -364,17 +364,17 @@ export class GrpcClientCall {
 /** Request headers object → HPACK field list: pseudo-headers first, :scheme and :authority added. */
 function toRequestList(h: http2.OutgoingHttpHeaders, authority: string, scheme: string): HeaderList {
   const list: HeaderList = [
-    [":method", String(h[":method"] ?? "POST")],
-    [":scheme", scheme],
-    [":path", String(h[":path"] ?? "/")],
-    [":authority", authority],
+    field(":method", String(h[":method"] ?? "POST")),
+    field(":scheme", scheme),
+    field(":path", String(h[":path"] ?? "/")),
+    field(":authority", authority),
   ];
   for (const k in h) {
     if (k.charCodeAt(0) === 0x3a) continue;
     const v = h[k];
     if (v === undefined) continue;
-    if (Array.isArray(v)) for (const x of v) list.push([k, String(x)]);
-    else list.push([k, String(v)]);
+    if (Array.isArray(v)) for (const x of v) list.push(field(k, String(x)));
+    else list.push(field(k, String(v)));
   }
   return list;
 }

@@ -23,7 +23,7 @@ import { fromHeaders, toHeaders } from "./metadata.ts";
 import { encodeGrpcMessage } from "./status.ts";
 import { parseGrpcTimeout } from "./timeout.ts";
 import { ACCEPT_ENCODING, decompress, frameMessage, MessageDecoder } from "./wire.ts";
-import type { HeaderList, HeaderMap } from "./h2/hpack.ts";
+import { field, type HeaderList, type HeaderMap } from "./h2/hpack.ts";
 import { ALPN_H2, ErrorCode, H2Session, type H2Stream } from "./h2/session.ts";
 
 // node:http2 (about 10 MB of a process's RSS once loaded) is loaded only for TLS.
@@ -109,13 +109,13 @@ class NodePort implements ServerPort {
 function toList(h: OutHeaders): HeaderList {
   const list: HeaderList = [];
   const status = h[HTTP2_HEADER_STATUS];
-  if (status !== undefined) list.push([":status", String(status)]);
+  if (status !== undefined) list.push(field(":status", String(status)));
   for (const k in h) {
     if (k === HTTP2_HEADER_STATUS) continue;
     const v = h[k];
     if (v === undefined) continue;
-    if (Array.isArray(v)) for (const x of v) list.push([k, String(x)]);
-    else list.push([k, String(v)]);
+    if (Array.isArray(v)) for (const x of v) list.push(field(k, String(x)));
+    else list.push(field(k, String(v)));
   }
   return list;
 }

@@ -25,7 +25,8 @@ export function frameMessage(message: Uint8Array): Buffer {
 export type OnMessage = (message: Buffer, compressed: boolean) => void;
 
 export class MessageDecoder {
-  private readonly head = Buffer.alloc(PREFIX_BYTES);
+  /** A prefix split across chunks is gathered here (made on first need: most calls never split one). */
+  private head: Buffer | undefined;
   private headFill = 0;
   private body: Buffer | undefined;
   private bodyFill = 0;
@@ -68,14 +69,15 @@ export class MessageDecoder {
         size = chunk.readUInt32BE(i + 1);
         i += PREFIX_BYTES;
       } else {
+        const head = (this.head ??= Buffer.alloc(PREFIX_BYTES));
         const take = Math.min(PREFIX_BYTES - this.headFill, len - i);
-        chunk.copy(this.head, this.headFill, i, i + take);
+        chunk.copy(head, this.headFill, i, i + take);
         this.headFill += take;
         i += take;
         if (this.headFill < PREFIX_BYTES) break;
         this.headFill = 0;
-        flag = this.head[0]!;
-        size = this.head.readUInt32BE(1);
+        flag = head[0]!;
+        size = head.readUInt32BE(1);
       }
       if (flag > 1) throw new GrpcError(Status.INTERNAL, `invalid gRPC message prefix: compressed flag ${flag} (must be 0 or 1)`);
       if (size > this.maxBytes) {

@@ -1,5 +1,5 @@
 import { describe, expect, test } from "bun:test";
-import { encodeHeaders, HpackDecoder, HpackError, huffmanDecode, huffmanEncode } from "./hpack.ts";
+import { encodeHeaders, field, HpackDecoder, HpackError, huffmanDecode, huffmanEncode } from "./hpack.ts";
 
 const hex = (s: string) => Buffer.from(s.replace(/\s+/g, ""), "hex");
 
@@ -106,6 +106,38 @@ describe("HPACK", () => {
     block.copy(chunk, 11);
     for (const b of [chunk.subarray(11, 11 + block.length), new Uint8Array(chunk.buffer, chunk.byteOffset + 11, block.length)]) {
       expect(new HpackDecoder(4096, 65536).decode(b).headers).toEqual(Object.fromEntries(list) as never);
+    }
+  });
+
+  test("a decoder's reused literal strings never stand in for other bytes (same length, same slot, changed in place)", () => {
+    const d = new HpackDecoder(4096, 65536);
+    // Thousands of distinct values of one length through 128 slots: every slot sees collisions, and
+    // each value comes back twice (a hit must be the very bytes, a miss must replace the slot).
+    for (let round = 0; round < 2; round++) {
+      for (let i = 0; i < 3000; i++) {
+        const v = `v-${String(i).padStart(6, "0")}`;
+        const list: [string, string][] = [["x-key", v], ["x-same", "constant"], ["x-other", v.split("").reverse().join("")]];
+        expect(d.decode(encodeHeaders(list)).headers).toEqual(Object.fromEntries(list) as never);
+      }
+    }
+    // The same block buffer rewritten between decodes (as a socket chunk buffer may be).
+    const block = Buffer.from(encodeHeaders([["x-key", "aaaa"]]));
+    expect(d.decode(block).headers["x-key"]).toBe("aaaa");
+    block.fill(0x62, block.length - 4);
+    expect(d.decode(block).headers["x-key"]).toBe("bbbb");
+  });
+
+  test("field() shares a pair only while a name keeps its value", () => {
+    const a = field("x-field-test", "one");
+    expect(field("x-field-test", "one")).toBe(a);
+    const b = field("x-field-test", "two");
+    expect(b).toEqual(["x-field-test", "two"]);
+    expect(a).toEqual(["x-field-test", "one"]);
+    // Per-call values are never kept.
+    expect(field("grpc-timeout", "5m")).not.toBe(field("grpc-timeout", "5m"));
+    const d = new HpackDecoder(4096, 65536);
+    for (const v of ["one", "two", "one", "three"]) {
+      expect(d.decode(encodeHeaders([field(":status", "200"), field("x-field-test", v)])).headers).toEqual({ ":status": "200", "x-field-test": v } as never);
     }
   });
 });

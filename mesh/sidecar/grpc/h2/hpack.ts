@@ -115,6 +115,9 @@ export type HeaderValue = string | string[];
 export type HeaderMap = Record<string, HeaderValue>;
 
 const STATIC_LEN = STATIC_TABLE.length; // 61
+/** Slots (a power of 2) and the longest literal of a decoder's cache of plain literal strings. */
+const SEEN_SLOTS = 128;
+const SEEN_MAX_LEN = 64;
 
 export interface DecodeResult {
   headers: HeaderMap;
@@ -191,7 +194,33 @@ export class HpackDecoder {
     const start = this.pos;
     if (start + len > this.end) throw new HpackError("truncated string");
     this.pos = start + len;
-    return huff ? huffmanDecode(this.buf, start, start + len) : latin1(this.buf, start, start + len);
+    return huff ? huffmanDecode(this.buf, start, start + len) : this.literal(start, start + len);
+  }
+
+  /**
+   * Plain literals decoded before, by a hash of their bytes: our encoder never indexes, so the same
+   * names and values (content-type, te, user-agent, the path, grpc-status, ...) come as literals on
+   * every call; a hit returns the string decoded last time instead of making a new one.
+   */
+  private readonly seen: (string | undefined)[] = new Array<string | undefined>(SEEN_SLOTS).fill(undefined);
+
+  /** The latin1 string of buf[start, end), from `seen` when the same bytes were decoded before. */
+  private literal(start: number, end: number): string {
+    const buf = this.buf;
+    const n = end - start;
+    if (n > SEEN_MAX_LEN) return latin1(buf, start, end);
+    let h = n;
+    for (let i = start; i < end; i++) h = (Math.imul(h, 31) + buf[i]!) | 0;
+    const slot = h & (SEEN_SLOTS - 1);
+    const s = this.seen[slot];
+    if (s !== undefined && s.length === n) {
+      let i = 0;
+      while (i < n && s.charCodeAt(i) === buf[start + i]) i++;
+      if (i === n) return s;
+    }
+    const fresh = latin1(buf, start, end);
+    this.seen[slot] = fresh;
+    return fresh;
   }
 
   private entryName(index: number): string {
@@ -292,7 +321,7 @@ for (let i = STATIC_TABLE.length - 1; i >= 0; i--) {
 }
 
 /** Header fields to send, in order: [name, value] pairs, names lower case, pseudo-headers first. */
-export type HeaderList = [string, string][];
+export type HeaderList = (readonly [string, string])[];
 
 // The encoder writes into one scratch buffer (the caller copies the block into frames at once).
 let scratch = Buffer.allocUnsafe(4096);
@@ -337,6 +366,22 @@ const UNCACHED = new Set(["traceparent", "tracestate", "grpc-timeout", "grpc-mes
 const fieldCache = new Map<string, Map<string, Uint8Array>>();
 let cached = 0;
 
+/** The last pair made for each name (see field); at most 1024 names are kept. */
+const lastPair = new Map<string, readonly [string, string]>();
+
+/**
+ * The [name, value] pair of one field for a HeaderList: the one made last time while the name keeps its
+ * value (most calls send the same fields), so a list costs one array, not one per field. Pairs are
+ * shared: never modify one.
+ */
+export function field(name: string, value: string): readonly [string, string] {
+  const last = lastPair.get(name);
+  if (last !== undefined && last[1] === value) return last;
+  const pair = [name, value] as const;
+  if (value.length <= 64 && !UNCACHED.has(name) && (last !== undefined || lastPair.size < 1024)) lastPair.set(name, pair);
+  return pair;
+}
+
 function encodeField(name: string, value: string): void {
   let byValue = fieldCache.get(name);
   const hit = byValue?.get(value);
@@ -347,11 +392,12 @@ function encodeField(name: string, value: string): void {
     return;
   }
   const start = slen;
-  const exact = EXACT.get(`${name}\0${value}`);
+  // Only a name in the static table can have an exact entry: no lookup key is built for the others.
+  const ni = NAMES.get(name);
+  const exact = ni === undefined ? undefined : EXACT.get(`${name}\0${value}`);
   if (exact !== undefined) {
     writeInt(7, 0x80, exact);
   } else {
-    const ni = NAMES.get(name);
     if (ni !== undefined) writeInt(4, 0, ni);
     else {
       room(1);

@@ -892,7 +892,8 @@ export class H2Session {
     }
     if (flags & FLAG_PRIORITY) start += 5;
     if (end < start) throw new ConnectionError(ErrorCode.PROTOCOL_ERROR, "HEADERS padding longer than the frame");
-    const block = p.subarray(start, end);
+    // Without padding or priority the payload is the block itself (no view made).
+    const block = start === 0 && end === p.length ? p : p.subarray(start, end);
     if (flags & FLAG_END_HEADERS) {
       this.onHeaderBlock(sid, flags, block);
       return;
