@@ -6,7 +6,7 @@
 // The tests in this file run in order against one `mesh up` (starting it once keeps the suite fast);
 // the example's ports are fixed (50051, 8080, 9901, 9902), so nothing else may use them meanwhile.
 import { afterAll, beforeAll, describe, expect, test, setDefaultTimeout } from "bun:test";
-import { existsSync, readdirSync, readlinkSync } from "node:fs";
+import { existsSync, readdirSync, readFileSync, readlinkSync } from "node:fs";
 import { join } from "node:path";
 import * as grpc from "@grpc/grpc-js";
 import * as protoLoader from "@grpc/proto-loader";
@@ -128,6 +128,9 @@ describe("mesh up on examples/hello (real sidecars)", () => {
         expect(["uds", "shm", "rpal"]).toContain(p.transport!);
         expect(p.restarts).toBe(0);
         expect(pidAlive(p.pid!)).toBe(true);
+        // Sidecars get JSC's heap sized for a pod (mesh/sidecar/process-env.ts); apps keep their own.
+        const environ = readFileSync(`/proc/${p.pid}/environ`, "latin1").split("\0");
+        expect(environ.includes("BUN_JSC_forceRAMSize=536870912")).toBe(p.role === "sidecar");
       }
     }
   });

@@ -17,8 +17,10 @@
 // doubling it; CPU is summed over each process's own windows.
 //
 //   bun mesh/sidecar/bench-mesh.ts [--rate 1000] [--seconds 10] [--rounds 5] [--warmup 2]
-//        [--transport auto|uds|shm] [--access-log on|off] [--tls on|off] [--sidecar bundle|source] [--smol] [--json]
+//        [--transport auto|uds|shm] [--access-log on|off] [--tls on|off] [--sidecar bundle|source] [--smol]
+//        [--sidecar-env K=V]... [--json]
 // --smol runs the sidecars with `bun --smol` (smaller heap, more frequent GC).
+// --sidecar-env K=V (repeatable) sets K=V in the sidecars' environment only (not the apps' or this process's).
 import * as grpc from "@grpc/grpc-js";
 import hdr from "hdr-histogram-js";
 import { join } from "node:path";
@@ -28,6 +30,7 @@ import { diffSamples, sampleProcess } from "../../runtime/procstat.ts";
 import { connect } from "../../runtime/sdk/index.ts";
 import { TestResources } from "../../test/helpers.ts";
 import { buildSidecarBundle } from "./bundle.ts";
+import { sidecarProcessEnv } from "./process-env.ts";
 import { issueCertificates } from "./certs.ts";
 import { ECHO_PROTO, echoClient, SIDECAR_MAIN, startEchoApp, startSidecar, writeMeshYaml } from "./testdata/harness.ts";
 
@@ -42,10 +45,11 @@ interface Opts {
   json: boolean;
   smol: boolean;
   bundle: boolean;
+  sidecarEnv: Record<string, string>;
 }
 
 function parse(argv: string[]): Opts {
-  const o: Opts = { rate: 1000, seconds: 10, rounds: 5, warmup: 2, transport: "auto", accessLog: true, tls: false, json: false, smol: false, bundle: true };
+  const o: Opts = { rate: 1000, seconds: 10, rounds: 5, warmup: 2, transport: "auto", accessLog: true, tls: false, json: false, smol: false, bundle: true, sidecarEnv: {} };
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i]!;
     const v = () => {
@@ -62,6 +66,12 @@ function parse(argv: string[]): Opts {
     else if (a === "--tls") o.tls = v() === "on";
     else if (a === "--json") o.json = true;
     else if (a === "--smol") o.smol = true;
+    else if (a === "--sidecar-env") {
+      const x = v();
+      const eq = x.indexOf("=");
+      if (eq <= 0) throw new Error(`--sidecar-env ${x}: expected KEY=VALUE`);
+      o.sidecarEnv[x.slice(0, eq)] = x.slice(eq + 1);
+    }
     else if (a === "--sidecar") {
       const x = v();
       if (x !== "bundle" && x !== "source") throw new Error(`--sidecar ${x}: expected bundle or source`);
@@ -305,7 +315,7 @@ async function main(): Promise<void> {
   try {
     o = parse(process.argv.slice(2));
   } catch (e) {
-    console.error(`bench-mesh: ${(e as Error).message}\nusage: bun mesh/sidecar/bench-mesh.ts [--rate 1000] [--seconds 10] [--rounds 5] [--warmup 2] [--transport auto|uds|shm] [--access-log on|off] [--tls on|off] [--sidecar bundle|source] [--smol] [--json]`);
+    console.error(`bench-mesh: ${(e as Error).message}\nusage: bun mesh/sidecar/bench-mesh.ts [--rate 1000] [--seconds 10] [--rounds 5] [--warmup 2] [--transport auto|uds|shm] [--access-log on|off] [--tls on|off] [--sidecar bundle|source] [--smol] [--sidecar-env K=V]... [--json]`);
     process.exit(2);
   }
   process.env.MESH_LOG_LEVEL ??= "warn";
@@ -339,10 +349,13 @@ async function main(): Promise<void> {
       ...(prof ? ["--cpu-prof", "--cpu-prof-md", `--cpu-prof-dir=${prof}`, `--cpu-prof-name=${name}.md`] : []),
     ];
     const entry = o.bundle ? await buildSidecarBundle(join(dir, "bundle")) : SIDECAR_MAIN;
-    const greeter = await startSidecar(res, config, "greeter", join(dir, "g", "app.sock"), env, [], flags("greeter"), entry);
+    // As `mesh up` starts them (process-env.ts), then what --sidecar-env says; the header prints both.
+    Object.assign(o.sidecarEnv, { ...sidecarProcessEnv({ ...process.env, ...env, ...o.sidecarEnv }), ...o.sidecarEnv });
+    const sidecarEnv = { ...env, ...o.sidecarEnv };
+    const greeter = await startSidecar(res, config, "greeter", join(dir, "g", "app.sock"), sidecarEnv, [], flags("greeter"), entry);
     await startEchoApp(res, greeter.socket, env);
     writeMeshYaml(dir, pods(greeter.ready.inbound!));
-    const frontend = await startSidecar(res, config, "frontend", join(dir, "f", "app.sock"), env, [], flags("frontend"), entry);
+    const frontend = await startSidecar(res, config, "frontend", join(dir, "f", "app.sock"), sidecarEnv, [], flags("frontend"), entry);
     const app = await connect({ socketPath: frontend.socket, transport: o.transport === "auto" ? undefined : (o.transport as "uds"), reconnect: false });
 
     const direct = res.spawnBun([join(import.meta.dir, "testdata", "direct-echo.ts")]);
@@ -437,7 +450,7 @@ async function main(): Promise<void> {
       console.log(JSON.stringify(result));
     } else {
       const f = (us: number) => `${(us / 1000).toFixed(3)} ms`;
-      console.log(`fixed rate ${o.rate} rps for ${o.seconds} s per path in ${o.rounds} alternating windows, ${reqBytes.byteLength} B requests, app↔sidecar transport ${status.transport}, access log ${o.accessLog ? "on" : "off"}, mTLS ${o.tls ? "on" : "off"}, sidecars from ${o.bundle ? "the bundle" : "source"}${o.smol ? ", bun --smol" : ""}, ${result.cpus} CPUs`);
+      console.log(`fixed rate ${o.rate} rps for ${o.seconds} s per path in ${o.rounds} alternating windows, ${reqBytes.byteLength} B requests, app↔sidecar transport ${status.transport}, access log ${o.accessLog ? "on" : "off"}, mTLS ${o.tls ? "on" : "off"}, sidecars from ${o.bundle ? "the bundle" : "source"}${o.smol ? ", bun --smol" : ""}${Object.keys(o.sidecarEnv).length ? `, sidecar env ${Object.entries(o.sidecarEnv).map(([k, x]) => `${k}=${x}`).join(" ")}` : ""}, ${result.cpus} CPUs`);
       console.log(`direct gRPC      p50 ${f(directRes.p50Us)}  p90 ${f(directRes.p90Us)}  p99 ${f(directRes.p99Us)}  max ${f(directRes.maxUs)}  ok ${directRes.ok}/${directRes.sent}`);
       console.log(`via 2 sidecars   p50 ${f(meshRes.p50Us)}  p90 ${f(meshRes.p90Us)}  p99 ${f(meshRes.p99Us)}  max ${f(meshRes.maxUs)}  ok ${meshRes.ok}/${meshRes.sent}`);
       console.log(`added latency    p50 ${f(result.added_p50_us)}  p99 ${f(result.added_p99_us)}   (target: added p99 <= 1 ms)`);

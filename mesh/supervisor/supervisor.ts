@@ -12,6 +12,7 @@ import { ManagedProcess, type BackoffPolicy, type ProcEvent } from "./managed-pr
 import { ensurePrivateDir, MAX_SOCKET_PATH, runDir, runtimeRoot } from "./runtime-dir.ts";
 import { readRuns, writeState, type PodState, type RunState } from "./state.ts";
 import { renderStatusTable, sidecarPorts, type ProcessRow } from "./table.ts";
+import { sidecarProcessEnv } from "../sidecar/process-env.ts";
 
 /** The sidecar program; MESH_SIDECAR_ENTRY swaps in another one (a custom build, or a test double). */
 export const SIDECAR_ENTRY = process.env.MESH_SIDECAR_ENTRY || join(import.meta.dir, "../sidecar/main.ts");
@@ -84,7 +85,7 @@ class PodRunner {
         role: "sidecar",
         cmd: sidecarCmd,
         cwd: process.cwd(),
-        env: { ...baseEnv, MESH_POD: pod.name, MESH_LOG_FORMAT: baseEnv.MESH_LOG_FORMAT ?? "json" },
+        env: { ...baseEnv, ...sidecarProcessEnv(baseEnv), MESH_POD: pod.name, MESH_LOG_FORMAT: baseEnv.MESH_LOG_FORMAT ?? "json" },
         logPath: join(logDir, `${pod.name}-sidecar.log`),
         mirror: mirror && ((line) => mirror(`${pod.name}/sidecar`, line)),
         onStdoutLine: (line) => {
