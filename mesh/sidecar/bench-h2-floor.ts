@@ -7,10 +7,10 @@
 //
 //   bun mesh/sidecar/bench-h2-floor.ts [--rate 1000] [--seconds 10] [--warmup 15] [--kinds h2,own,tcp]
 import http2 from "node:http2";
-import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { diffSamples, sampleProcess } from "../../runtime/procstat.ts";
 import { H2Session, type H2Stream } from "./grpc/h2/session.ts";
+import { pssParts, rssParts } from "./proc-memory.ts";
 import { TestResources } from "../../test/helpers.ts";
 
 const BODY = 1039; // a 1,034-byte message and its 5-byte prefix, as in bench-mesh.ts
@@ -163,15 +163,8 @@ async function client(kind: string, port: number): Promise<() => Promise<void>> 
 
 /** The loaded server's resident memory: a floor for the sidecar's (bench-mesh.ts prints the same parts). */
 function serverMemory(pid: number): string {
-  const kb = (text: string, k: string) => Number(new RegExp(`^${k}:\\s+(\\d+)`, "m").exec(text)?.[1] ?? NaN) / 1024;
-  const status = readFileSync(`/proc/${pid}/status`, "utf8");
-  let pss = NaN;
-  try {
-    pss = kb(readFileSync(`/proc/${pid}/smaps_rollup`, "utf8"), "Pss");
-  } catch {
-    // no smaps_rollup (kernel < 4.14)
-  }
-  return `RSS ${kb(status, "VmRSS").toFixed(1)} MB = ${kb(status, "RssAnon").toFixed(1)} anon + ${kb(status, "RssFile").toFixed(1)} file-backed, PSS ${pss.toFixed(1)} MB`;
+  const rss = rssParts(pid);
+  return `RSS ${rss.rssMB.toFixed(1)} MB = ${rss.anonMB.toFixed(1)} anon + ${rss.fileMB.toFixed(1)} file-backed, PSS ${pssParts(pid).pssMB.toFixed(1)} MB`;
 }
 
 async function main(): Promise<void> {

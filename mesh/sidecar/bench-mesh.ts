@@ -30,6 +30,7 @@ import { diffSamples, sampleProcess } from "../../runtime/procstat.ts";
 import { connect } from "../../runtime/sdk/index.ts";
 import { TestResources } from "../../test/helpers.ts";
 import { buildSidecarBundle } from "./bundle.ts";
+import { pssParts, rssParts } from "./proc-memory.ts";
 import { sidecarProcessEnv } from "./process-env.ts";
 import { issueCertificates } from "./certs.ts";
 import { ECHO_PROTO, echoClient, SIDECAR_MAIN, startEchoApp, startSidecar, writeMeshYaml } from "./testdata/harness.ts";
@@ -239,25 +240,6 @@ async function spinUs(admin: string): Promise<number> {
   let us = 0;
   for (const m of text.matchAll(/^mesh_transport_stat\{[^}]*stat="spinUs"[^}]*\} (\S+)$/gm)) us += Number(m[1]);
   return us;
-}
-
-/** Resident memory by kind (MB), from /proc/<pid>/status. */
-function rssParts(pid: number): { anonMB: number; fileMB: number } {
-  const text = readFileSync(`/proc/${pid}/status`, "utf8");
-  const kb = (k: string) => Number(new RegExp(`^${k}:\\s+(\\d+)`, "m").exec(text)?.[1] ?? NaN) / 1024;
-  return { anonMB: kb("RssAnon"), fileMB: kb("RssFile") };
-}
-
-/** Proportional set size by kind (MB), from /proc/<pid>/smaps_rollup; NaN where the kernel has none. */
-function pssParts(pid: number): { pssMB: number; pssAnonMB: number; pssFileMB: number; pssShmemMB: number } {
-  let text = "";
-  try {
-    text = readFileSync(`/proc/${pid}/smaps_rollup`, "utf8");
-  } catch {
-    // no smaps_rollup (kernel < 4.14) or no permission
-  }
-  const kb = (k: string) => Number(new RegExp(`^${k}:\\s+(\\d+)`, "m").exec(text)?.[1] ?? NaN) / 1024;
-  return { pssMB: kb("Pss"), pssAnonMB: kb("Pss_Anon"), pssFileMB: kb("Pss_File"), pssShmemMB: kb("Pss_Shmem") };
 }
 
 /** RSS readings of some processes every 0.5 s while running (MB), for their median and maximum. */
