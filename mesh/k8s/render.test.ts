@@ -13,6 +13,7 @@ import { loadConfig, parseConfig } from "../config/index.ts";
 import { k8sMain } from "./main.ts";
 import { K8sRenderError } from "./names.ts";
 import { renderAll, type RenderOptions } from "./render.ts";
+import { sidecarProcessEnv } from "../sidecar/process-env.ts";
 
 const HELLO = join(REPO_ROOT, "examples/hello/mesh.yaml");
 const res = new TestResources();
@@ -104,6 +105,12 @@ describe("mesh k8s on examples/hello", () => {
     expect(sidecar.command).toContain("/var/run/rpal-mesh/sock/app.sock");
     expect(app.env).toContainEqual({ name: "MESH_SOCKET", value: "/var/run/rpal-mesh/sock/app.sock" });
     expect(app.env).toContainEqual({ name: "MESH_POD", value: "greeter" });
+    // The sidecar gets the runtime settings mesh up gives its sidecars; the app does not.
+    for (const [name, value] of Object.entries(sidecarProcessEnv({}))) {
+      expect(sidecar.env).toContainEqual({ name, value });
+      expect(app.env?.some((e) => e.name === name)).toBe(false);
+    }
+    expect(Object.keys(sidecarProcessEnv({})).length).toBeGreaterThan(0);
     // Both run as the same non-root user, so the owner-only socket and segments work for both.
     expect(spec.securityContext?.runAsUser).toBe(1000);
     expect(spec.securityContext?.runAsNonRoot).toBe(true);

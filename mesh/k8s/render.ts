@@ -13,6 +13,7 @@ import type { IServicePort } from "kubernetes-models/v1/ServicePort";
 import type { IVolume } from "kubernetes-models/v1/Volume";
 import type { IVolumeMount } from "kubernetes-models/v1/VolumeMount";
 import type { MeshConfig, PodConfig } from "../config/index.ts";
+import { sidecarProcessEnv } from "../sidecar/process-env.ts";
 import {
   APP_SOCKET,
   CONFIG_DIR,
@@ -182,7 +183,8 @@ function renderDeployment(pod: PodConfig, opts: RenderOptions, configHash: strin
     // A native sidecar: an init container that keeps running, started before the app and stopped after it.
     restartPolicy: "Always",
     command: [bun, `${IMAGE_ROOT}/mesh/sidecar/main.ts`, "--config", CONFIG_FILE, "--pod", pod.name, "--app-socket", APP_SOCKET],
-    env: [{ name: "MESH_LOG_FORMAT", value: "json" }],
+    // The same runtime settings `mesh up` gives its sidecars (process-env.ts), so a pod measures as bench-mesh does.
+    env: [{ name: "MESH_LOG_FORMAT", value: "json" }, ...Object.entries(sidecarProcessEnv({})).map(([name, value]) => ({ name, value }))],
     ports: sidecarPorts,
     // The app starts once /healthz answers (the app socket is listening), as `mesh up` waits for "ready".
     startupProbe: { httpGet: { path: "/healthz", port: "admin" }, periodSeconds: 1, failureThreshold: 30 },
