@@ -11,7 +11,7 @@
 //   a healthy upstream down. Retries back off up to the longest refresh interval.
 // - Answers are untrusted: at most `maxEndpoints` are kept, ports outside 1..65535 are dropped.
 import type { Resolver } from "node:dns/promises";
-import { isIP } from "node:net";
+import { isIP } from "./ip.ts";
 import { logger, type Logger } from "../../../runtime/log.ts";
 import { parseDnsServers, parseDnsTarget, type DnsTarget } from "./target.ts";
 

@@ -1,6 +1,6 @@
 // Parses an upstream's `dns:` value and the DNS server list. Both come from outside (mesh.yaml, the
 // environment), so every rejection says what was wrong and what to write instead.
-import { isIP } from "node:net";
+import { isIP } from "./ip.ts";
 
 export type DnsTarget =
   /** A/AAAA records of `name`; every address serves `port`. */
