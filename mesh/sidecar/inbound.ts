@@ -127,6 +127,9 @@ export class InboundServer {
     if (!m.shape.clientStreaming && !m.shape.serverStreaming && appCall.observe) {
       // Unary: watched with callbacks (no headers or status promise, no iteration over the responses).
       appCall.observe({
+        // end() writes the response into the HTTP/2 output (or a framed copy) before it returns, so the
+        // channel may hand it over as a view of the app transport's buffer instead of copying it.
+        transientResponse: true,
         headers: (headers) => {
           if (!done && hasMetadata(headers)) call.sendHeaders(headers);
         },

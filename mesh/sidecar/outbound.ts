@@ -151,6 +151,15 @@ async function handleOutbound(deps: OutboundDeps, sc: ServerCall): Promise<void>
       if (!retryable) {
         if (r.code === Status.OK && !sc.shape.serverStreaming) {
           if (hasMetadata(r.headers)) sc.sendHeaders(r.headers);
+          if (r.details === "" && r.response !== undefined) {
+            // Response and OK status in one step: the channel sends the response before respond()
+            // returns, so it needs no copy of it and no promise (write() copies a unary response,
+            // since a handler may reuse its buffer once write() resolves).
+            sc.respond(r.response, r.trailers);
+            // The channel may have ended it otherwise (a response over the app's limit): record that.
+            finish(sc.endCode ?? r.code, r.details, r.trailers);
+            return;
+          }
           await sc.write(r.response ?? Buffer.alloc(0));
         }
         finish(r.code, r.details, r.trailers);

@@ -189,6 +189,15 @@ class ClientCallImpl extends Window implements ClientCall {
     return this.single !== undefined || (this.queue !== undefined && this.queue.length > 0);
   }
 
+  /**
+   * @internal True when a response arriving now may be kept as a view of the transport's buffer: the
+   * call is unary, nobody made the response queue, and its observer takes the response only during
+   * end() (ClientCallObserver.transientResponse). The channel then ends the call before onFrame returns.
+   */
+  get takesTransientResponse(): boolean {
+    return this.observer?.transientResponse === true && this.queue === undefined && !this.shape.serverStreaming;
+  }
+
   /** @internal A response from the peer. */
   pushResponse(message: Uint8Array): void {
     if (this.queue === undefined && !this.shape.serverStreaming && this.single === undefined) this.single = message;
@@ -288,6 +297,7 @@ class ServerCallImpl extends Window implements ServerCall {
   /** Created on first use: most unary handlers never look at their signal. */
   private abortController: AbortController | undefined;
   ended = false;
+  endCode: number | undefined;
   responsesSent = 0;
   /** A unary call's small response, held back to travel in the END frame (FrameFlag.WITH_MESSAGE). */
   heldResponse: Uint8Array | undefined;
@@ -652,7 +662,8 @@ export class RpcChannel {
     }
     call.responsesSent++;
     call.sendWindow -= message.byteLength;
-    // Held only for the next line (serverEnd sends it before returning): no copy needed.
+    // Held only for the next line (serverEnd sends it before returning): no copy needed, so a caller
+    // may pass a buffer it reuses or a view of memory that is valid only during this call.
     call.heldResponse = message;
     this.serverEnd(call, Status.OK, "", trailers);
   }
@@ -660,6 +671,7 @@ export class RpcChannel {
   /** @internal */
   serverEnd(call: ServerCallImpl, code: number, details: string, trailers?: Metadata): void {
     if (call.ended) return;
+    call.endCode = code;
     if (!this.isClosed) {
       const held = call.heldResponse;
       if (held !== undefined) {
@@ -778,7 +790,9 @@ export class RpcChannel {
         if (!call) return;
         if (flags & FrameFlag.WITH_MESSAGE) {
           if (aux !== Status.OK) return this.clientCancel(call, Status.INTERNAL, `malformed END: a response message with status ${aux}`);
-          this.onResponseMessage(callId, 0, body);
+          // The call ends in this same onFrame: an observer that takes the response only during end()
+          // gets a view of the frame body instead of a copy.
+          this.onResponseMessage(callId, 0, body, call.takesTransientResponse);
           if (call.finished) return;
           return this.finishClient(call, OK_STATUS);
         }
@@ -848,7 +862,12 @@ export class RpcChannel {
     if (flags & FrameFlag.END_STREAM) call.requests.end();
   }
 
-  private onResponseMessage(callId: number, flags: number, body: Uint8Array): void {
+  /**
+   * `transient`: the body may be passed on as the view it is, because the call ends (and its observer
+   * takes the response) before this onFrame returns. Otherwise it is copied: a frame body is valid only
+   * during onFrame.
+   */
+  private onResponseMessage(callId: number, flags: number, body: Uint8Array, transient = false): void {
     const call = this.clientCalls.get(callId);
     if (!call) return;
     if (flags & FrameFlag.HEADERS) {
@@ -875,7 +894,7 @@ export class RpcChannel {
     }
     // A server that sends no explicit headers has none: a caller awaiting them must not wait for END.
     call.setHeaders(NO_METADATA);
-    call.pushResponse(body.slice());
+    call.pushResponse(transient ? body : body.slice());
   }
 
   /** Accounts received bytes against what we granted; false if the peer overran its window. */

@@ -38,6 +38,13 @@ export interface ClientCallObserver {
    * response) when the status is OK, else undefined.
    */
   end(status: FinalStatus, response: Uint8Array | undefined): void;
+  /**
+   * True: end()'s `response` may be a view of the transport's receive buffer (a shared-memory ring,
+   * a socket buffer), valid only until end() returns, so the channel need not copy the message out of
+   * it. Set it only when end() uses the bytes synchronously (the sidecar writes them straight into its
+   * HTTP/2 output) and keeps no reference. Copy it (`response.slice()`) to keep it.
+   */
+  transientResponse?: boolean;
 }
 
 /** The client's view of one call. */
@@ -107,6 +114,11 @@ export interface ServerCall extends AsyncIterable<Uint8Array> {
    */
   respond(message: Uint8Array, trailers?: Metadata): void;
   readonly ended: boolean;
+  /**
+   * The status code the call was ended with by end(), respond() or the channel (a deadline, a message
+   * over the limit); undefined while it runs and when the client cancelled it or the connection went.
+   */
+  readonly endCode?: number;
   /** Iterating yields request messages until the client half-closes. */
 }
 
