@@ -224,75 +224,109 @@ function attempt(
   req: Uint8Array | undefined,
   deadline: number,
 ): Promise<AttemptResult> {
-  ep.active++;
-  const streamingIn = req === undefined;
-  const result: AttemptResult = { code: Status.UNKNOWN, details: "", trailers: {}, committed: streamingIn, response: undefined, headers: undefined };
-  const serverStreaming = sc.shape.serverStreaming;
-  // Unary: the one response is held (the attempt may still fail and be retried). Otherwise forwarded.
-  const forward = serverStreaming || streamingIn;
-  return new Promise<AttemptResult>((resolve) => {
-    let call: GrpcClientCall | undefined;
-    let listening = false;
-    // Streaming responses: forwarded in order, one sc.write at a time; the upstream stream pauses while
-    // the app is slow to take them.
-    let chain: Promise<void> | undefined;
-    let queued = 0;
-    let headersSent = false;
-    const sendHeadersOnce = () => {
-      if (headersSent) return;
-      headersSent = true;
-      result.committed = true;
-      if (hasMetadata(result.headers)) sc.sendHeaders(result.headers);
-    };
-    const listener: CallListener = {
-      onHeaders: (md) => (result.headers = md),
-      onMessage: (m) => {
-        if (!forward) {
-          if (result.response !== undefined) {
-            call?.abort(Status.UNIMPLEMENTED, `${ep.address} sent a second response message for ${sc.method}`);
-            return;
-          }
-          result.response = m;
-          return;
-        }
-        sendHeadersOnce();
-        queued++;
-        if (queued > 8) call?.pause();
-        chain = (chain ?? Promise.resolve()).then(
-          () => sc.write(m),
-        ).then(
-          () => {
-            if (--queued <= 2) call?.resume();
-          },
-          () => call?.cancel("forwarding a response to the app failed (the app's call is over)"),
-        );
-      },
-      onStatus: (code, details, trailers) => {
-        if (listening) sc.onAbort = undefined;
-        if (code === Status.OK && !forward && result.response === undefined) {
-          code = Status.UNIMPLEMENTED;
-          details = `${ep.address} ended ${sc.method} OK without a response message`;
-        }
-        result.code = code;
-        result.details = details;
-        result.trailers = trailers;
-        settleAttempt(cluster, ep, code);
-        const done = () => {
-          if (forward && code === Status.OK) sendHeadersOnce();
-          resolve(result);
-        };
-        if (chain) chain.then(done, done);
-        else done();
-      },
-    };
-    call = ep.client.start(headers, Number.isFinite(deadline) ? deadline : undefined, listener, req);
+  return new Promise<AttemptResult>((resolve) => new Attempt(cluster, ep, sc, req === undefined, resolve).start(headers, req, deadline));
+}
+
+/**
+ * The state of one attempt, and the listener of its upstream call: one object with methods instead of
+ * a closure per callback (this runs on every proxied call).
+ */
+class Attempt implements CallListener {
+  readonly result: AttemptResult;
+  /** Unary: the one response is held (the attempt may still fail and be retried). Otherwise forwarded. */
+  private readonly forward: boolean;
+  private call: GrpcClientCall | undefined;
+  /** True while sc.onAbort is ours (cleared when the attempt ends). */
+  private listening = false;
+  /**
+   * Streaming responses: forwarded in order, one sc.write at a time; the upstream stream pauses while
+   * the app is slow to take them.
+   */
+  private chain: Promise<void> | undefined;
+  private queued = 0;
+  private headersSent = false;
+
+  constructor(
+    private readonly cluster: UpstreamCluster,
+    private readonly ep: EndpointConn,
+    private readonly sc: ServerCall,
+    private readonly streamingIn: boolean,
+    private readonly resolve: (r: AttemptResult) => void,
+  ) {
+    this.result = { code: Status.UNKNOWN, details: "", trailers: {}, committed: streamingIn, response: undefined, headers: undefined };
+    this.forward = sc.shape.serverStreaming || streamingIn;
+  }
+
+  /** `req`: the one request (unary, server streaming); undefined when the app streams its requests. */
+  start(headers: OutgoingHttpHeaders, req: Uint8Array | undefined, deadline: number): void {
+    this.ep.active++;
+    const call = this.ep.client.start(headers, Number.isFinite(deadline) ? deadline : undefined, this, req);
+    this.call = call;
     if (call.finished) return;
-    const c = call;
     // The call's one abort listener (no AbortSignal made per call); cleared when the attempt ends.
-    listening = true;
-    sc.onAbort = () => c.cancel("the app cancelled the call");
-    if (streamingIn) void pumpRequests(sc, c);
-  });
+    this.listening = true;
+    this.sc.onAbort = () => call.cancel("the app cancelled the call");
+    if (this.streamingIn) void pumpRequests(this.sc, call);
+  }
+
+  private sendHeadersOnce(): void {
+    if (this.headersSent) return;
+    this.headersSent = true;
+    this.result.committed = true;
+    if (hasMetadata(this.result.headers)) this.sc.sendHeaders(this.result.headers);
+  }
+
+  onHeaders(md: Metadata): void {
+    this.result.headers = md;
+  }
+
+  onMessage(m: Buffer): void {
+    const result = this.result;
+    if (!this.forward) {
+      if (result.response !== undefined) {
+        this.call?.abort(Status.UNIMPLEMENTED, `${this.ep.address} sent a second response message for ${this.sc.method}`);
+        return;
+      }
+      result.response = m;
+      return;
+    }
+    this.sendHeadersOnce();
+    this.queued++;
+    if (this.queued > 8) this.call?.pause();
+    const sc = this.sc;
+    this.chain = (this.chain ?? Promise.resolve()).then(
+      () => sc.write(m),
+    ).then(
+      () => {
+        if (--this.queued <= 2) this.call?.resume();
+      },
+      () => this.call?.cancel("forwarding a response to the app failed (the app's call is over)"),
+    );
+  }
+
+  onStatus(code: number, details: string, trailers: Metadata): void {
+    const result = this.result;
+    if (this.listening) this.sc.onAbort = undefined;
+    if (code === Status.OK && !this.forward && result.response === undefined) {
+      code = Status.UNIMPLEMENTED;
+      details = `${this.ep.address} ended ${this.sc.method} OK without a response message`;
+    }
+    result.code = code;
+    result.details = details;
+    result.trailers = trailers;
+    settleAttempt(this.cluster, this.ep, code);
+    if (this.chain) {
+      const done = () => this.done();
+      this.chain.then(done, done);
+    } else {
+      this.done();
+    }
+  }
+
+  private done(): void {
+    if (this.forward && this.result.code === Status.OK) this.sendHeadersOnce();
+    this.resolve(this.result);
+  }
 }
 
 /** Client and bidi streaming: the app's request messages go up as they come, then the half-close. */
