@@ -43,7 +43,7 @@ export class InboundServer {
       // One client connection cannot open more calls than the app session serves at once.
       maxConcurrentStreams: deps.maxConcurrentCalls,
       lookup: (path) => deps.methods.get(path)?.shape,
-      onCall: (call) => void this.handle(deps.methods.get(call.path)!, call),
+      onCall: (call) => this.handle(deps.methods.get(call.path)!, call),
       tls: deps.tls?.context(),
       onConnectionClose: (err) => this.connectionClosed(err),
     });
@@ -84,7 +84,11 @@ export class InboundServer {
     this.server.forceStop();
   }
 
-  private async handle(m: MethodInfo, call: GrpcServerCall): Promise<void> {
+  /**
+   * Not async: a unary call is watched with callbacks and needs no promise or suspended function of its
+   * own; only the streaming shapes go on in relayStreaming().
+   */
+  private handle(m: MethodInfo, call: GrpcServerCall): void {
     const { metrics, inflight, pod } = this.deps;
     const started = performance.now();
     inflight.begin();
@@ -144,13 +148,24 @@ export class InboundServer {
       });
       return;
     }
+    void this.relayStreaming(m, call, appCall, () => done, finish);
+  }
+
+  /** Streaming shapes: messages relayed as they come, then the app's status. */
+  private async relayStreaming(
+    m: MethodInfo,
+    call: GrpcServerCall,
+    appCall: ClientCall,
+    isDone: () => boolean,
+    finish: (code: number, details: string, trailers: Metadata | undefined, last?: Uint8Array) => void,
+  ): Promise<void> {
     if (m.shape.clientStreaming) {
       void this.pumpRequests(call, appCall);
     }
     // Not awaited: the app may stream messages without sending headers first. A HEADERS frame arrives
     // before any message, so this runs before the first message is forwarded.
     void appCall.headers.then((headers) => {
-      if (!done && hasMetadata(headers)) call.sendHeaders(headers);
+      if (!isDone() && hasMetadata(headers)) call.sendHeaders(headers);
     });
     let response: Uint8Array | undefined;
     try {
