@@ -34,6 +34,30 @@ describe("the sidecar bundle", () => {
     expect(bad.output()).not.toMatch(/^\s+at /m);
   });
 
+  test("loads pino's and prom-client's built-ins lazily, leaves pino transports out, and they still work", async () => {
+    const text = readFileSync(bundle, "utf8");
+    // thread-stream (pino transports: a Worker each) is not in it, and the built-ins the shims stand
+    // for are required only inside the shims' lazy loaders.
+    expect(text).not.toContain("node_modules/thread-stream/");
+    const eager = text.split("\n").filter((l) => /__require\("(util|assert|worker_threads|diagnostics_channel)"\)/.test(l) && !l.includes("real ??="));
+    expect(eager).toEqual([]);
+
+    // A bundle of pino, prom-client and our logger, run: what the shims stand in for behaves as before.
+    const dir = res.scratchDir("sidecar-bundle-");
+    const file = join(dir, "sonic.log");
+    const built = await buildSidecarBundle(join(dir, "out"), join(import.meta.dir, "testdata/lean-bundle-entry.ts"));
+    const run = res.spawnBun([built, file], { cwd: "/" });
+    expect(await run.proc.exited).toBe(0);
+    const lines = run.output().trim().split("\n");
+    expect(JSON.parse(lines.find((l) => l.includes('"hello"'))!)).toMatchObject({ level: 30, component: "lean", n: 1, msg: "hello" });
+    expect(JSON.parse(lines.find((l) => l.startsWith('{"emitter"'))!)).toEqual({
+      emitter: true,
+      promError: "Value is not a valid number: x",
+      transportError: expect.stringContaining("pino transports are left out of the sidecar bundle"),
+    });
+    expect(readFileSync(file, "utf8")).toBe("line\n");
+  });
+
   test("a build that fails says why", async () => {
     const broken = join(res.scratchDir("sidecar-bundle-"), "broken.ts");
     await Bun.write(broken, 'import "./does-not-exist.ts";\n');
