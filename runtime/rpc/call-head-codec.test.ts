@@ -147,3 +147,26 @@ describe("headers and end status codec", () => {
     expect(() => decodeEndStatus(new Uint8Array([0x1a, 0x09, 0x0a]))).toThrow(WireError);
   });
 });
+
+describe("metadata strings", () => {
+  // ASCII is read in place (latin1 of the bytes, no view); anything else goes through the UTF-8 decoder.
+  const values = ["", "plain", "\u0000\u007f", "é", "日本語", "ascii then é", "é then ascii", "\ufeffBOM", "x".repeat(300) + "ü"];
+
+  test("headers, trailers and call-head metadata decode to the strings encoded, ASCII or not", () => {
+    for (const v of values) {
+      const md = { "x-k": v, [`x-${v.length}`]: "a" };
+      expect(decodeHeaders(encodeHeaders(md))).toEqual(md);
+      expect(decodeEndStatus(encodeEndStatus(3, v, md))).toEqual({ code: 3, message: v, trailers: md });
+      const head = { method: "/a.B/C", metadata: md, timeoutUs: 0, serverStreaming: false, clientStreaming: false };
+      expect(decodeCallHeadFast(encodeCallHeadTransient(head)).metadata).toEqual(md);
+    }
+  });
+
+  test("a byte over 0x7f after ASCII ones is still checked as UTF-8 (strict for headers)", () => {
+    // Entry { key "ab\x80" }: ASCII, then a lone continuation byte.
+    expect(() => decodeHeaders(new Uint8Array([0x0a, 0x05, 0x0a, 0x03, 0x61, 0x62, 0x80]))).toThrow(/malformed headers: invalid UTF-8/);
+    // The call head's decoder is not strict: the bad byte becomes U+FFFD, as TextDecoder makes it.
+    const head = new Uint8Array([0x12, 0x09, 0x0a, 0x01, 0x6b, 0x12, 0x04, 0x61, 0x62, 0xc3, 0x28]);
+    expect(decodeCallHeadFast(head).metadata).toEqual({ k: new TextDecoder().decode(new Uint8Array([0x61, 0x62, 0xc3, 0x28])) });
+  });
+});

@@ -232,23 +232,49 @@ function methodName(buf: Uint8Array, at: number, len: number): string {
   return text;
 }
 
+// Buffer's latin1Slice makes a string from any Uint8Array's bytes in one native step, with no view.
+const latin1Slice = (Buffer.prototype as unknown as { latin1Slice?: (this: Uint8Array, start: number, end: number) => string }).latin1Slice;
+
+/**
+ * A length-delimited string field: ASCII (metadata keys, and nearly every value) is read in place,
+ * with no view made (ASCII is the same in Latin-1 and UTF-8, and always valid); anything else goes
+ * through `text`, which decides what invalid UTF-8 does.
+ */
+function readText(c: Cursor, text: TextDecoder): string {
+  const len = readVarint(c);
+  if (len > c.end - c.at) throw new CallHeadError(`malformed ${c.what}: a field claims ${len} bytes, ${c.end - c.at} remain`);
+  const buf = c.buf;
+  const start = c.at;
+  const end = start + len;
+  c.at = end;
+  if (latin1Slice !== undefined) {
+    let i = start;
+    while (i < end && buf[i]! < 0x80) i++;
+    if (i === end) return latin1Slice.call(buf, start, end);
+  }
+  return text.decode(buf.subarray(start, end));
+}
+
 function readEntry(c: Cursor, md: Metadata, text: TextDecoder = decoder): void {
   const len = readVarint(c);
   if (len > c.end - c.at) throw new CallHeadError(`malformed ${c.what}: metadata entry longer than the message`);
-  const inner: Cursor = { buf: c.buf, at: c.at, end: c.at + len, what: c.what };
-  c.at += len;
+  // The entry's fields are read with the same cursor, bounded to the entry (no cursor per entry); a
+  // throw ends the whole decode, so the bound needs no restoring then.
+  const outerEnd = c.end;
+  c.end = c.at + len;
   let key = "";
   let value: string | undefined;
   let binary: Uint8Array | undefined;
-  while (inner.at < inner.end) {
-    const tag = readVarint(inner);
+  while (c.at < c.end) {
+    const tag = readVarint(c);
     const field = Math.floor(tag / 8);
     const wt = tag & 7;
-    if (field === 1 && wt === 2) key = text.decode(readSlice(inner));
-    else if (field === 2 && wt === 2) value = text.decode(readSlice(inner));
-    else if (field === 3 && wt === 2) binary = readSlice(inner).slice();
-    else skip(inner, wt);
+    if (field === 1 && wt === 2) key = readText(c, text);
+    else if (field === 2 && wt === 2) value = readText(c, text);
+    else if (field === 3 && wt === 2) binary = readSlice(c).slice();
+    else skip(c, wt);
   }
+  c.end = outerEnd;
   key = key.toLowerCase();
   md[key] = key.endsWith("-bin") ? (binary ?? new Uint8Array(0)) : (value ?? "");
 }
@@ -288,13 +314,26 @@ const strictDecoder = new TextDecoder("utf-8", { fatal: true, ignoreBOM: true })
 
 /** Encodes response headers (a fresh copy: the caller may keep it). */
 export function encodeHeadersFast(md: Metadata): Uint8Array {
+  return encodeHeadersTransient(md).slice();
+}
+
+/**
+ * Encodes response headers into the shared scratch buffer: the view is valid only until the next
+ * encode (the channel hands it straight to Transport.send, which copies it).
+ */
+export function encodeHeadersTransient(md: Metadata): Uint8Array {
   pos = 0;
   entries(0x0a, md);
-  return scratch.slice(0, pos);
+  return scratch.subarray(0, pos);
 }
 
 /** Encodes an end status (a fresh copy). */
 export function encodeEndStatusFast(code: number, message: string, trailers: Metadata | undefined): Uint8Array {
+  return encodeEndStatusTransient(code, message, trailers).slice();
+}
+
+/** Encodes an end status into the shared scratch buffer (valid until the next encode, as above). */
+export function encodeEndStatusTransient(code: number, message: string, trailers: Metadata | undefined): Uint8Array {
   pos = 0;
   if (code !== 0) {
     varint(0x08);
@@ -302,7 +341,7 @@ export function encodeEndStatusFast(code: number, message: string, trailers: Met
   }
   if (message) bytesField(0x12, utf8(message));
   if (trailers) entries(0x1a, trailers);
-  return scratch.slice(0, pos);
+  return scratch.subarray(0, pos);
 }
 
 /** A TypeError from the strict decoder as a CallHeadError; others pass through. */
@@ -342,7 +381,7 @@ export function decodeEndStatusFast(bytes: Uint8Array): { code: number; message:
     while (c.at < c.end) {
       const tag = readVarint(c);
       if (tag === 0x08) out.code = readUint32(c);
-      else if (tag === 0x12) out.message = strictDecoder.decode(readSlice(c));
+      else if (tag === 0x12) out.message = readText(c, strictDecoder);
       else if (tag === 0x1a) readEntry(c, out.trailers, strictDecoder);
       else skip(c, tag & 7);
     }

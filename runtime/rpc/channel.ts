@@ -27,7 +27,8 @@ import {
   type ServerHandler,
   type UnaryResult,
 } from "./types.ts";
-import { decodeCallHead, decodeEndStatus, decodeHeaders, encodeCallHeadTransient, encodeEndStatus, encodeHeaders, WireError } from "./wire.ts";
+// Transient encoders: every body goes straight to Transport.send, which copies it before returning.
+import { decodeCallHead, decodeEndStatus, decodeHeaders, encodeCallHeadTransient, encodeEndStatusTransient, encodeHeadersTransient, WireError } from "./wire.ts";
 
 /** Above this many bytes buffered in the transport, writers wait for it to drain. */
 const TRANSPORT_HIGH_WATER = 8 * 1024 * 1024;
@@ -617,7 +618,7 @@ export class RpcChannel {
   /** @internal */
   serverSendHeaders(call: ServerCallImpl, metadata: Metadata): void {
     if (call.ended || this.isClosed) return;
-    this.transport.send(FrameKind.MESSAGE, FrameFlag.HEADERS, call.callId, 0, encodeHeaders(metadata));
+    this.transport.send(FrameKind.MESSAGE, FrameFlag.HEADERS, call.callId, 0, encodeHeadersTransient(metadata));
   }
 
   /** @internal */
@@ -683,7 +684,7 @@ export class RpcChannel {
         }
         this.transport.send(FrameKind.MESSAGE, 0, call.callId, 0, held);
       }
-      this.transport.send(FrameKind.END, 0, call.callId, code, encodeEndStatus(code, details, trailers));
+      this.transport.send(FrameKind.END, 0, call.callId, code, encodeEndStatusTransient(code, details, trailers));
     }
     this.retireServer(call);
   }
@@ -763,7 +764,7 @@ export class RpcChannel {
 
   /** Ends a call the peer started before any state was made for it. */
   private rejectCall(callId: number, code: number, details: string): void {
-    this.transport.send(FrameKind.END, 0, callId, code, encodeEndStatus(code, details));
+    this.transport.send(FrameKind.END, 0, callId, code, encodeEndStatusTransient(code, details));
   }
 
   private handlerFailed(call: ServerCallImpl, e: unknown): void {

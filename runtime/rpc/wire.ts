@@ -3,7 +3,16 @@
 // a WireError naming the message and turn it into a status or a closed session, never a crash.
 // All are hand-coded (call-head-codec.ts, hello-codec.ts), so importing this loads no protobufjs (~6 MB
 // of a sidecar's RSS); protobufjs is only the reference the codecs' tests check against.
-import { decodeCallHeadFast, decodeEndStatusFast, decodeHeadersFast, encodeCallHeadTransient, encodeEndStatusFast, encodeHeadersFast } from "./call-head-codec.ts";
+import {
+  decodeCallHeadFast,
+  decodeEndStatusFast,
+  decodeHeadersFast,
+  encodeCallHeadTransient,
+  encodeEndStatusFast,
+  encodeEndStatusTransient as encodeEndStatusFastTransient,
+  encodeHeadersFast,
+  encodeHeadersTransient,
+} from "./call-head-codec.ts";
 import { decodeHelloFields, encodeHelloFields, HelloError } from "./hello-codec.ts";
 import { hasMetadata, type Metadata } from "./status.ts";
 
@@ -69,6 +78,12 @@ export function encodeEndStatus(code: number, message: string, trailers?: Metada
   return encodeEndStatusFast(code, message, trailers);
 }
 
+/** encodeEndStatus into a shared scratch buffer: valid only until the next encode (for Transport.send, which copies). */
+export function encodeEndStatusTransient(code: number, message: string, trailers?: Metadata): Uint8Array {
+  if (code === 0 && !message && !hasMetadata(trailers)) return EMPTY;
+  return encodeEndStatusFastTransient(code, message, trailers);
+}
+
 export function decodeEndStatus(bytes: Uint8Array): EndStatusMsg {
   // The common case (OK, no message, no trailers) is an empty body.
   if (bytes.byteLength === 0) return { code: 0, message: "", trailers: {} };
@@ -82,6 +97,8 @@ export function decodeEndStatus(bytes: Uint8Array): EndStatusMsg {
 export function encodeHeaders(md: Metadata): Uint8Array {
   return encodeHeadersFast(md);
 }
+
+export { encodeHeadersTransient };
 
 export function decodeHeaders(bytes: Uint8Array): Metadata {
   try {
