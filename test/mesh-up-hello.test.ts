@@ -128,9 +128,10 @@ describe("mesh up on examples/hello (real sidecars)", () => {
         expect(["uds", "shm", "rpal"]).toContain(p.transport!);
         expect(p.restarts).toBe(0);
         expect(pidAlive(p.pid!)).toBe(true);
-        // Sidecars get JSC's heap sized for a pod (mesh/sidecar/process-env.ts); apps keep their own.
+        // Sidecars get JSC's heap sized for a pod and no FTL tier (mesh/sidecar/process-env.ts); apps keep their own.
         const environ = readFileSync(`/proc/${p.pid}/environ`, "latin1").split("\0");
         expect(environ.includes("BUN_JSC_forceRAMSize=536870912")).toBe(p.role === "sidecar");
+        expect(environ.includes("BUN_JSC_useFTLJIT=0")).toBe(p.role === "sidecar");
       }
     }
   });
