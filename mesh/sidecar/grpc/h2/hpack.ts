@@ -418,11 +418,25 @@ function encodeField(name: string, value: string): void {
  * view of a shared scratch buffer, valid until the next call: copy it out (into frames) at once.
  */
 export function encodeHeaders(list: HeaderList): Buffer {
+  const length = encodeHeaderBlock(list); // first: encoding may replace scratch with a bigger buffer
+  return scratch.subarray(0, length);
+}
+
+/**
+ * encodeHeaders without making a view: the block is left in headerBlockScratch()[0, returned length),
+ * valid until the next call (the session copies it into its output buffer at once).
+ */
+export function encodeHeaderBlock(list: HeaderList): number {
   slen = 0;
   for (let i = 0; i < list.length; i++) {
     const f = list[i]!;
     encodeField(f[0], f[1]);
   }
-  return scratch.subarray(0, slen);
+  return slen;
+}
+
+/** The buffer encodeHeaderBlock wrote into (it may be replaced by a bigger one on the next call). */
+export function headerBlockScratch(): Buffer {
+  return scratch;
 }
 

@@ -8,7 +8,7 @@
 // connection ends; a broken stream gets RST_STREAM and the others go on. Memory is bounded by what we
 // announce: frame size 16 KiB, header list size, concurrent streams, and the receive windows.
 import { frameMessage } from "../wire.ts";
-import { type DecodeResult, encodeHeaders, type HeaderList, HpackDecoder, HpackError } from "./hpack.ts";
+import { type DecodeResult, encodeHeaderBlock, type HeaderList, headerBlockScratch, HpackDecoder, HpackError } from "./hpack.ts";
 
 export const PREFACE = Buffer.from("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", "latin1");
 
@@ -85,7 +85,8 @@ const MAX_CONTINUATIONS = 256;
 
 /** The socket calls the session makes (a Bun TCP socket has them). */
 export interface SocketLike {
-  write(data: Uint8Array): number;
+  /** Writes data[byteOffset, byteOffset + byteLength) (the whole of it by default); returns the bytes taken. */
+  write(data: Uint8Array, byteOffset?: number, byteLength?: number): number;
   end(): void;
 }
 
@@ -341,6 +342,21 @@ export class H2Session {
 
   private frame(type: number, flags: number, stream: number, payload?: Uint8Array): void {
     const len = payload ? payload.length : 0;
+    const i = this.frameHeader(type, flags, stream, len);
+    if (len) this.obuf.set(payload!, i);
+    this.olen = i + len;
+  }
+
+  /** A frame whose payload is src[start, end) (copied by offsets, with no view made). */
+  private frameFrom(type: number, flags: number, stream: number, src: Buffer, start: number, end: number): void {
+    const len = end - start;
+    const i = this.frameHeader(type, flags, stream, len);
+    src.copy(this.obuf, i, start, end);
+    this.olen = i + len;
+  }
+
+  /** Reserves room for a frame of `len` payload bytes, writes its 9-byte header; returns where the payload goes. */
+  private frameHeader(type: number, flags: number, stream: number, len: number): number {
     const o = this.reserve(9 + len);
     let i = this.olen;
     o[i++] = len >>> 16;
@@ -352,15 +368,7 @@ export class H2Session {
     o[i++] = (stream >>> 16) & 0xff;
     o[i++] = (stream >>> 8) & 0xff;
     o[i++] = stream & 0xff;
-    if (len) o.set(payload!, i);
-    this.olen = i + len;
-  }
-
-  /** Takes what was gathered (a view of the reused buffer: write or copy it before the next frame). */
-  private takeOut(): Buffer {
-    const data = this.obuf.subarray(0, this.olen);
-    this.olen = 0;
-    return data;
+    return i;
   }
 
   /** Writes what the tick gathered in one socket write. */
@@ -372,9 +380,12 @@ export class H2Session {
       if (this.olen + this.pendingWrite.length > MAX_QUEUED_OUTPUT) this.destroy(new Error("the peer does not read its connection"));
       return;
     }
-    const data = this.takeOut();
-    const n = this.socket.write(data);
-    if (n < data.length) this.pendingWrite = Buffer.from(data.subarray(Math.max(0, n)));
+    // Written from the reused buffer by offset and length (no view made per write); what the socket
+    // did not take is copied out, as the buffer is reused at once.
+    const len = this.olen;
+    this.olen = 0;
+    const n = this.socket.write(this.obuf, 0, len);
+    if (n < len) this.pendingWrite = Buffer.from(this.obuf.subarray(Math.max(0, n), len));
     if (this.obuf.length > OUT_CHUNK * 4) this.obuf = Buffer.allocUnsafe(OUT_CHUNK);
   }
 
@@ -407,16 +418,18 @@ export class H2Session {
 
   /** @internal */
   writeHeaders(s: H2Stream, list: HeaderList, endStream: boolean): void {
-    const block = encodeHeaders(list);
+    // The block is copied from the encoder's scratch buffer by offsets: no view of it per call.
+    const length = encodeHeaderBlock(list);
+    const block = headerBlockScratch();
     const max = this.peerMaxFrame;
-    if (block.length <= max) {
-      this.frame(FrameType.HEADERS, FLAG_END_HEADERS | (endStream ? FLAG_END_STREAM : 0), s.id, block);
+    if (length <= max) {
+      this.frameFrom(FrameType.HEADERS, FLAG_END_HEADERS | (endStream ? FLAG_END_STREAM : 0), s.id, block, 0, length);
       return;
     }
-    this.frame(FrameType.HEADERS, endStream ? FLAG_END_STREAM : 0, s.id, block.subarray(0, max));
-    for (let off = max; off < block.length; off += max) {
-      const last = off + max >= block.length;
-      this.frame(FrameType.CONTINUATION, last ? FLAG_END_HEADERS : 0, s.id, block.subarray(off, Math.min(block.length, off + max)));
+    this.frameFrom(FrameType.HEADERS, endStream ? FLAG_END_STREAM : 0, s.id, block, 0, max);
+    for (let off = max; off < length; off += max) {
+      const last = off + max >= length;
+      this.frameFrom(FrameType.CONTINUATION, last ? FLAG_END_HEADERS : 0, s.id, block, off, Math.min(length, off + max));
     }
   }
 
@@ -576,7 +589,8 @@ export class H2Session {
     if (this.destroyed) return;
     this.destroyed = true;
     try {
-      if (this.socket && this.olen && !this.pendingWrite) this.socket.write(this.takeOut());
+      if (this.socket && this.olen && !this.pendingWrite) this.socket.write(this.obuf, 0, this.olen);
+      this.olen = 0;
       this.socket?.end();
     } catch {
       // already gone

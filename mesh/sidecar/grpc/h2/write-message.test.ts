@@ -11,7 +11,7 @@ import { type Frame, SETTINGS, windowUpdate } from "./test-frames.ts";
 /** A client session on a socket that records what it writes; the test plays the server. */
 function client(peerSettings: [number, number][]) {
   const out: Buffer[] = [];
-  const session = new H2Session({ write: (d) => (out.push(Buffer.from(d)), d.length), end: () => {} }, { server: false });
+  const session = new H2Session({ write: (d, off = 0, len = d.length - off) => (out.push(Buffer.from(d.subarray(off, off + len))), len), end: () => {} }, { server: false });
   session.onData(SETTINGS(peerSettings));
   session.flush();
   let seen = 0;
@@ -132,5 +132,28 @@ describe("H2Stream.writeMessage", () => {
     const fs = c.frames();
     expect(data(fs, s.id).length).toBe(1);
     expect(data(fs, r.id).length).toBe(0);
+  });
+});
+
+describe("HEADERS from the encoder's scratch buffer (copied by offsets)", () => {
+  test("small and large header lists (scratch grown, CONTINUATION frames) go out byte for byte, in order", async () => {
+    const { HpackDecoder } = await import("./hpack.ts");
+    const c = client([]);
+    const lists: [string, string][][] = [
+      [[":path", "/t.S/A"], ["x-small", "1"]],
+      [[":path", "/t.S/B"], ["x-big", "b".repeat(40_000)]], // > 4 KiB scratch and > one 16 KiB frame
+      [[":path", "/t.S/C"], ["x-after", "2"]],
+    ];
+    const streams = lists.map((l) => c.session.request([[":method", "POST"], ...l], false));
+    const fs = c.frames();
+    const dec = new HpackDecoder(4096, 1 << 20);
+    for (let i = 0; i < lists.length; i++) {
+      const mine = fs.filter((f) => f.stream === streams[i]!.id && (f.type === 1 || f.type === 9));
+      expect(mine[0]!.type).toBe(1);
+      expect(mine.at(-1)!.flags & 4).toBe(4); // END_HEADERS on the last
+      expect(mine.length).toBe(i === 1 ? 3 : 1);
+      const got = dec.decode(Buffer.concat(mine.map((f) => f.payload))).headers as Record<string, string>;
+      expect(got).toEqual(Object.fromEntries([[":method", "POST"], ...lists[i]!]));
+    }
   });
 });
