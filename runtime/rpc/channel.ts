@@ -475,14 +475,14 @@ export class RpcChannel {
     call.deadline = deadline;
     if (deadline !== undefined) {
       const ms = Math.max(0, deadline - Date.now());
-      call.timer = setTimeout(() => this.clientCancel(call, Status.DEADLINE_EXCEEDED, `deadline exceeded after ${ms} ms (${method})`), ms);
+      call.timer = setTimeout(clientDeadlinePassed, ms, this, call, ms);
     }
     if (opts.signal) {
       if (opts.signal.aborted) {
         this.clientCancel(call, Status.CANCELLED, "cancelled by the caller before it started");
         return call;
       }
-      opts.signal.addEventListener("abort", () => this.clientCancel(call, Status.CANCELLED, "cancelled by the caller"), { once: true });
+      cancelOnAbort(this, call, opts.signal);
     }
     if (request !== undefined) {
       if (request.byteLength > this.peerSettings.maxMessageBytes) {
@@ -655,11 +655,7 @@ export class RpcChannel {
     }
     if (call.shape.serverStreaming || call.responsesSent > 0 || call.heldResponse !== undefined) {
       // Not the one-response case: the general path keeps its checks and flow control.
-      void this.serverWrite(call, message).then(
-        () => this.serverEnd(call, Status.OK, "", trailers),
-        (e) => this.handlerFailed(call, e),
-      );
-      return;
+      return this.writeThenEnd(call, message, trailers);
     }
     call.responsesSent++;
     call.sendWindow -= message.byteLength;
@@ -667,6 +663,14 @@ export class RpcChannel {
     // may pass a buffer it reuses or a view of memory that is valid only during this call.
     call.heldResponse = message;
     this.serverEnd(call, Status.OK, "", trailers);
+  }
+
+  /** respond()'s general path. Its own method, so that serverRespond captures nothing (no scope object per call). */
+  private writeThenEnd(call: ServerCallImpl, message: Uint8Array, trailers: Metadata | undefined): void {
+    void this.serverWrite(call, message).then(
+      () => this.serverEnd(call, Status.OK, "", trailers),
+      (e) => this.handlerFailed(call, e),
+    );
   }
 
   /** @internal */
@@ -726,14 +730,7 @@ export class RpcChannel {
     this.serverCalls.set(callId, call);
     this.stats.activeServerCalls++;
     this.stats.callsServed++;
-    if (deadline !== undefined) {
-      call.timer = setTimeout(() => {
-        if (call.ended) return;
-        const details = `deadline exceeded (${(head.timeoutUs / 1000).toFixed(1)} ms) while serving ${head.method}`;
-        call.abort(new RpcError(Status.DEADLINE_EXCEEDED, details));
-        this.serverEnd(call, Status.DEADLINE_EXCEEDED, details);
-      }, head.timeoutUs / 1000);
-    }
+    if (deadline !== undefined) call.timer = setTimeout(serverDeadlinePassed, head.timeoutUs / 1000, this, call, head.timeoutUs);
     if (withMessage) {
       this.requestMessage(call, flags & FrameFlag.END_STREAM, body, headEnd);
       if (call.ended) return;
@@ -753,13 +750,21 @@ export class RpcChannel {
       // Most unary handlers answer (respond) before their first await: their promise is already
       // fulfilled and the call over, and a reaction would only cost a promise and a microtask.
       if (call.ended && Bun.peek.status(result) === "fulfilled") return;
-      (result as Promise<void>).then(
-        () => this.serverEnd(call, Status.OK, ""),
-        (e) => this.handlerFailed(call, e),
-      );
+      this.endWhenSettled(call, result as Promise<void>);
     } else {
       // A synchronous handler that did not end the call keeps it open (it may end it later).
     }
+  }
+
+  /**
+   * Ends the call when its handler's promise settles. Its own method: the closures live here, so onCall
+   * itself captures nothing and makes no scope object per call.
+   */
+  private endWhenSettled(call: ServerCallImpl, result: Promise<void>): void {
+    result.then(
+      () => this.serverEnd(call, Status.OK, ""),
+      (e) => this.handlerFailed(call, e),
+    );
   }
 
   /** Ends a call the peer started before any state was made for it. */
@@ -1016,6 +1021,24 @@ export class RpcChannel {
   }
 }
 
+
+// Deadline timers get their state as setTimeout arguments: no closure (and no captured scope) per call.
+
+/** Outside open(), so that open() captures nothing (a call with a signal is rare). */
+function cancelOnAbort(ch: RpcChannel, call: ClientCallImpl, signal: AbortSignal): void {
+  signal.addEventListener("abort", () => ch.clientCancel(call, Status.CANCELLED, "cancelled by the caller"), { once: true });
+}
+
+function clientDeadlinePassed(ch: RpcChannel, call: ClientCallImpl, ms: number): void {
+  ch.clientCancel(call, Status.DEADLINE_EXCEEDED, `deadline exceeded after ${ms} ms (${call.method})`);
+}
+
+function serverDeadlinePassed(ch: RpcChannel, call: ServerCallImpl, timeoutUs: number): void {
+  if (call.ended) return;
+  const details = `deadline exceeded (${(timeoutUs / 1000).toFixed(1)} ms) while serving ${call.method}`;
+  call.abort(new RpcError(Status.DEADLINE_EXCEEDED, details));
+  ch.serverEnd(call, Status.DEADLINE_EXCEEDED, details);
+}
 
 /** Method names already checked: a connection sees the same few on every call. */
 const checkedMethods = new Set<string>();

@@ -74,6 +74,11 @@ export function baseRequestHeaders(path: string): http2.OutgoingHttpHeaders {
   };
 }
 
+/** The deadline timer's callback, with the call as its argument: no closure per call. */
+function deadlinePassed(call: GrpcClientCall): void {
+  call.deadlinePassed();
+}
+
 export class GrpcClientCall {
   private done = false;
   private httpStatus = 0;
@@ -100,9 +105,7 @@ export class GrpcClientCall {
   /** @internal */
   attach(stream: http2.ClientHttp2Stream, session: http2.ClientHttp2Session, deadline: number | undefined): void {
     this.stream = stream;
-    if (deadline !== undefined) {
-      this.timer = setTimeout(() => this.abort(Status.DEADLINE_EXCEEDED, `deadline exceeded waiting for ${this.client.address}`), Math.max(0, deadline - Date.now()));
-    }
+    if (deadline !== undefined) this.timer = setTimeout(deadlinePassed, Math.max(0, deadline - Date.now()), this);
     stream.on("response", (headers: http2.IncomingHttpHeaders) => {
       if (!this.done) this.onResponse(headers);
     });
@@ -120,9 +123,7 @@ export class GrpcClientCall {
   /** @internal The call on our own HTTP/2 stream (h2c). */
   attachOwn(stream: H2Stream, deadline: number | undefined): void {
     this.own = stream;
-    if (deadline !== undefined) {
-      this.timer = setTimeout(() => this.abort(Status.DEADLINE_EXCEEDED, `deadline exceeded waiting for ${this.client.address}`), Math.max(0, deadline - Date.now()));
-    }
+    if (deadline !== undefined) this.timer = setTimeout(deadlinePassed, Math.max(0, deadline - Date.now()), this);
     stream.onHeaders = (h: DecodeResult, endStream: boolean) => {
       if (this.done) return;
       const headers = h.headers as http2.IncomingHttpHeaders;
@@ -273,6 +274,11 @@ export class GrpcClientCall {
       }
     }
     this.settle(code, details, EMPTY);
+  }
+
+  /** @internal The call's deadline timer fired. */
+  deadlinePassed(): void {
+    this.abort(Status.DEADLINE_EXCEEDED, `deadline exceeded waiting for ${this.client.address}`);
   }
 
   /** Cancels the call (the caller gave up): RST_STREAM CANCEL, status CANCELLED. */
