@@ -187,11 +187,16 @@ export class GrpcClientCall {
     if (this.done || this.code !== undefined) return;
     if (this.httpStatus !== 200) return;
     try {
-      this.decoder.push(chunk, (m, compressed) => this.listener.onMessage(compressed ? decompress(m, this.encoding, this.maxBytes) : m));
+      this.decoder.push(chunk, this);
     } catch (e) {
       const err = e instanceof GrpcError ? e : new GrpcError(Status.INTERNAL, (e as Error).message);
       this.abort(err.code, `response from ${this.client.address}: ${err.details}`);
     }
+  }
+
+  /** @internal A response message from the decoder (throws, into onData's catch, if it does not decompress). */
+  onDecoded(m: Buffer, compressed: boolean): void {
+    this.listener.onMessage(compressed ? decompress(m, this.encoding, this.maxBytes) : m);
   }
 
   private takeStatus(headers: http2.IncomingHttpHeaders): void {

@@ -442,6 +442,11 @@ export class GrpcServerCall {
   }
 
   /** @internal */
+  /** @internal A request message from the decoder (throws, into the data handler's catch, if it does not decompress). */
+  onDecoded(m: Buffer, compressed: boolean): void {
+    this.pushRequest(compressed ? decompress(m, this.encoding, this.maxBytes) : m);
+  }
+
   pushRequest(m: Buffer): void {
     if (this.shape.clientStreaming) {
       // Queued even if the handler has not asked for messages() yet (it may never: the queue pauses the stream).
@@ -742,7 +747,7 @@ export class GrpcServer {
       data: (chunk) => {
         if (call.ended) return;
         try {
-          call.decoder.push(chunk, (m, compressed) => call.pushRequest(compressed ? decompress(m, call.encoding, call.maxBytes) : m));
+          call.decoder.push(chunk, call);
         } catch (e) {
           call.fail(e instanceof GrpcError ? e : new GrpcError(Status.INTERNAL, (e as Error).message));
         }

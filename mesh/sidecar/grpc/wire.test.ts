@@ -10,7 +10,7 @@ function decodeAll(chunks: Buffer[], max = 1 << 20): { messages: number[][]; com
   const d = new MessageDecoder(max);
   const messages: number[][] = [];
   const compressed: boolean[] = [];
-  for (const c of chunks) d.push(c, (m, z) => (messages.push([...m]), compressed.push(z)));
+  for (const c of chunks) d.push(c, { onDecoded: (m, z) => (messages.push([...m]), compressed.push(z)) });
   return { messages, compressed, mid: d.midMessage };
 }
 
@@ -60,27 +60,27 @@ describe("MessageDecoder", () => {
 
   test("an absurd length prefix is refused with RESOURCE_EXHAUSTED from the prefix alone", () => {
     const d = new MessageDecoder(4 * 1024 * 1024);
-    expect(codeOf(() => d.push(Buffer.from([0, 0xff, 0xff, 0xff, 0xff]), () => {}))).toBe(Status.RESOURCE_EXHAUSTED);
+    expect(codeOf(() => d.push(Buffer.from([0, 0xff, 0xff, 0xff, 0xff]), { onDecoded: () => {} }))).toBe(Status.RESOURCE_EXHAUSTED);
     // Also when the prefix arrives split.
     const d2 = new MessageDecoder(10);
-    d2.push(Buffer.from([0, 0, 0]), () => {});
-    expect(codeOf(() => d2.push(Buffer.from([0, 11]), () => {}))).toBe(Status.RESOURCE_EXHAUSTED);
+    d2.push(Buffer.from([0, 0, 0]), { onDecoded: () => {} });
+    expect(codeOf(() => d2.push(Buffer.from([0, 11]), { onDecoded: () => {} }))).toBe(Status.RESOURCE_EXHAUSTED);
     // Exactly the limit is fine.
     const d3 = new MessageDecoder(3);
     const got: number[][] = [];
-    d3.push(Buffer.from([0, 0, 0, 0, 3, 1, 2, 3]), (m) => got.push([...m]));
+    d3.push(Buffer.from([0, 0, 0, 0, 3, 1, 2, 3]), { onDecoded: (m) => got.push([...m]) });
     expect(got).toEqual([[1, 2, 3]]);
   });
 
   test("a flag byte other than 0 or 1 is a protocol error (INTERNAL)", () => {
-    expect(codeOf(() => new MessageDecoder(100).push(Buffer.from([2, 0, 0, 0, 0]), () => {}))).toBe(Status.INTERNAL);
-    expect(codeOf(() => new MessageDecoder(100).push(Buffer.from([0xff, 0, 0, 0, 0]), () => {}))).toBe(Status.INTERNAL);
+    expect(codeOf(() => new MessageDecoder(100).push(Buffer.from([2, 0, 0, 0, 0]), { onDecoded: () => {} }))).toBe(Status.INTERNAL);
+    expect(codeOf(() => new MessageDecoder(100).push(Buffer.from([0xff, 0, 0, 0, 0]), { onDecoded: () => {} }))).toBe(Status.INTERNAL);
   });
 
   test("messages whole in a chunk are views (no copy); messages across chunks are copied out", () => {
     const chunk = frameMessage(new Uint8Array([5, 6]));
     let view: Buffer | undefined;
-    new MessageDecoder(100).push(chunk, (m) => (view = m));
+    new MessageDecoder(100).push(chunk, { onDecoded: (m) => (view = m) });
     expect(view!.buffer).toBe(chunk.buffer);
   });
 });

@@ -22,7 +22,10 @@ export function frameMessage(message: Uint8Array): Buffer {
   return out;
 }
 
-export type OnMessage = (message: Buffer, compressed: boolean) => void;
+/** Takes the decoder's messages: the call object itself (a method, not a closure per chunk). */
+export interface MessageSink {
+  onDecoded(message: Buffer, compressed: boolean): void;
+}
 
 export class MessageDecoder {
   /** A prefix split across chunks is gathered here (made on first need: most calls never split one). */
@@ -41,11 +44,11 @@ export class MessageDecoder {
   }
 
   /**
-   * Feeds one DATA chunk; calls `onMessage` for each complete message, in order. Throws GrpcError
+   * Feeds one DATA chunk; calls `sink.onDecoded` for each complete message, in order. Throws GrpcError
    * (INTERNAL for a bad flag byte, RESOURCE_EXHAUSTED for a length over the limit); after a throw the
    * decoder is unusable and the call must end.
    */
-  push(chunk: Buffer, onMessage: OnMessage): void {
+  push(chunk: Buffer, sink: MessageSink): void {
     const len = chunk.length;
     let i = 0;
     while (i < len) {
@@ -58,7 +61,7 @@ export class MessageDecoder {
           const msg = this.body;
           this.body = undefined;
           this.bodyFill = 0;
-          onMessage(msg, this.compressed);
+          sink.onDecoded(msg, this.compressed);
         }
         continue;
       }
@@ -88,7 +91,7 @@ export class MessageDecoder {
         // The whole message is in this chunk: hand out a view, no copy.
         const msg = chunk.subarray(i, i + size);
         i += size;
-        onMessage(msg, compressed);
+        sink.onDecoded(msg, compressed);
       } else {
         this.body = Buffer.allocUnsafe(size);
         this.bodyFill = 0;

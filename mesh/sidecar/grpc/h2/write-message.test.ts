@@ -41,7 +41,7 @@ const bytes = (n: number) => Buffer.from(Array.from({ length: n }, (_, i) => (i 
 /** The messages a receiver decodes from these DATA payloads. */
 function decode(payload: Buffer): Buffer[] {
   const got: Buffer[] = [];
-  new MessageDecoder(1 << 24).push(payload, (m) => got.push(Buffer.from(m)));
+  new MessageDecoder(1 << 24).push(payload, { onDecoded: (m) => got.push(Buffer.from(m)) });
   return got;
 }
 
