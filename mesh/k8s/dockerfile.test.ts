@@ -6,7 +6,7 @@ import { existsSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import { REPO_ROOT, TestResources } from "../../test/helpers.ts";
 import { carriesRpalMark } from "../../runtime/transport/rpal/elf-mark.ts";
-import { RPAL_BUN } from "./names.ts";
+import { IMAGE_ROOT, RPAL_BUN, SIDECAR_BUNDLE, SIDECAR_BUNDLE_DIR } from "./names.ts";
 
 const DOCKERFILE = readFileSync(join(import.meta.dir, "Dockerfile"), "utf8");
 const res = new TestResources();
@@ -29,7 +29,7 @@ describe("mesh/k8s/Dockerfile", () => {
       for (const src of parts.slice(0, -1)) expect(existsSync(join(REPO_ROOT, src))).toBe(true);
     }
     const copied = copies.flatMap((l) => l.split(/\s+/).slice(1, -1));
-    // The manifests run /app/mesh/sidecar/main.ts and the apps under /app/examples.
+    // The manifests run the sidecar bundle built from /app/mesh and the apps under /app/examples.
     expect(copied).toContain("mesh");
     expect(copied).toContain("runtime");
     expect(copied).toContain("examples");
@@ -56,5 +56,23 @@ describe("mesh/k8s/Dockerfile", () => {
     const version = res.spawn([target, "--version"]);
     expect(await version.proc.exited).toBe(0);
     expect(version.output().trim()).toBe(Bun.version);
+  });
+
+  test("its bundle step builds the sidecar the manifests run, and that file starts", async () => {
+    const run = instructions().find((l) => l.startsWith("RUN ") && l.includes("mesh/sidecar/bundle.ts"));
+    expect(run).toBe(`RUN bun mesh/sidecar/bundle.ts ${SIDECAR_BUNDLE_DIR}`);
+    expect(SIDECAR_BUNDLE).toBe(`${SIDECAR_BUNDLE_DIR}/sidecar.js`);
+    expect(SIDECAR_BUNDLE.startsWith(`${IMAGE_ROOT}/`)).toBe(true);
+    // The same line here (WORKDIR is the project root), writing into a scratch directory instead.
+    const dir = res.scratchDir("rpal-mesh-docker-bundle-");
+    const build = res.spawn([process.execPath, "mesh/sidecar/bundle.ts", dir], { cwd: REPO_ROOT });
+    expect(await build.proc.exited).toBe(0);
+    const bundle = join(dir, "sidecar.js");
+    expect(readFileSync(bundle, "utf8").startsWith("// @bun")).toBe(true);
+    // Started with a config file that does not exist, it loads and answers as main.ts does: exit 2, one line.
+    const missing = join(dir, "no-such-mesh.yaml");
+    const sidecar = res.spawn([process.execPath, bundle, "--config", missing, "--pod", "greeter", "--app-socket", join(dir, "app.sock")]);
+    expect(await sidecar.proc.exited).toBe(2);
+    expect(sidecar.output()).toContain(missing);
   });
 });

@@ -9,6 +9,9 @@ export class K8sRenderError extends Error {
 
 /** Where the Dockerfile puts the project (its build context). */
 export const IMAGE_ROOT = "/app";
+/** The sidecar as the image's Dockerfile pre-builds it (mesh/sidecar/bundle.ts), as `mesh up` runs it. */
+export const SIDECAR_BUNDLE_DIR = `${IMAGE_ROOT}/.sidecar-bundle`;
+export const SIDECAR_BUNDLE = `${SIDECAR_BUNDLE_DIR}/sidecar.js`;
 /** The emptyDir both containers mount; the control socket lives in it. */
 export const SOCKET_DIR = "/var/run/rpal-mesh";
 // In a subdirectory the sidecar creates 0700 for itself: the emptyDir's own root is 0777 (or group-

@@ -20,6 +20,7 @@ import {
   CONFIG_FILE,
   DEFAULT_ADMIN_PORT,
   IMAGE_ROOT,
+  SIDECAR_BUNDLE,
   K8sRenderError,
   RPAL_BUN,
   RPAL_NODE_LABEL,
@@ -182,7 +183,9 @@ function renderDeployment(pod: PodConfig, opts: RenderOptions, configHash: strin
     imagePullPolicy: "IfNotPresent",
     // A native sidecar: an init container that keeps running, started before the app and stopped after it.
     restartPolicy: "Always",
-    command: [bun, `${IMAGE_ROOT}/mesh/sidecar/main.ts`, "--config", CONFIG_FILE, "--pod", pod.name, "--app-socket", APP_SOCKET],
+    // The pre-built bundle, as `mesh up` runs sidecars (~3 MB less RSS than from source: no transpiler and
+    // module loader left resident); the Dockerfile builds it.
+    command: [bun, SIDECAR_BUNDLE, "--config", CONFIG_FILE, "--pod", pod.name, "--app-socket", APP_SOCKET],
     // The same runtime settings `mesh up` gives its sidecars (process-env.ts), so a pod measures as bench-mesh does.
     env: [{ name: "MESH_LOG_FORMAT", value: "json" }, ...Object.entries(sidecarProcessEnv({})).map(([name, value]) => ({ name, value }))],
     ports: sidecarPorts,
