@@ -4,6 +4,9 @@ import { DEFAULT_RING_BYTES, parseRingBytes, shmProvider } from "./provider.ts";
 describe("shm provider settings", () => {
   test("ring size: bytes or k/m/g, a power of two from 4 KiB to 1 GiB; errors name the source and the fix", () => {
     expect(parseRingBytes(undefined)).toBe(DEFAULT_RING_BYTES);
+    // 256 KiB: small enough that the resident part of both rings stays small, see provider.ts.
+    expect(DEFAULT_RING_BYTES).toBe(256 * 1024);
+    expect(parseRingBytes("")).toBe(256 * 1024);
     expect(parseRingBytes("4096")).toBe(4096);
     expect(parseRingBytes("256k")).toBe(256 * 1024);
     expect(parseRingBytes("4M")).toBe(4 << 20);
