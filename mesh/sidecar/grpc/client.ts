@@ -8,7 +8,7 @@
 // call ends DEADLINE_EXCEEDED whatever the server does.
 import type * as http2 from "node:http2";
 import { createRequire } from "node:module";
-import { isIP } from "node:net";
+import { isIP } from "../discovery/ip.ts";
 import type { SecureContextOptions } from "node:tls";
 import { type Metadata, Status } from "../../../runtime/rpc/status.ts";
 import { GrpcError } from "./errors.ts";
