@@ -31,7 +31,7 @@ describe("loadConfig: valid files", () => {
     const pod = c.pods[0]!;
     expect(pod.app).toEqual({ command: "bun", args: [], env: {}, cwd: dir });
     expect(pod.sidecar.transport).toBe("auto");
-    expect(pod.sidecar.shm).toEqual({ ring_bytes: 1048576, spin: "auto" });
+    expect(pod.sidecar.shm).toEqual({ ring_bytes: 262144, spin: "auto" });
     expect(pod.sidecar.admin).toEqual({ host: "127.0.0.1", port: 0 });
     expect(pod.sidecar.inbound).toBeUndefined();
     expect(pod.sidecar.max_message_bytes).toBe(4194304);

@@ -77,7 +77,7 @@ const ShmSchema = z.strictObject({
     .refine((n) => (n & (n - 1)) === 0, {
       error: expectFix("expected a power of two", "use a power of two such as 65536, 1048576 or 4194304"),
     })
-    .default(1048576),
+    .default(262144), // runtime/transport/shm/provider.ts DEFAULT_RING_BYTES: 256 KiB per direction
   spin: z
     .union([z.enum(["off", "auto"]), z.number().int().min(0).max(1_000_000)], {
       error: expectFix("expected off, auto or microseconds from 0 to 1000000", "write spin: auto"),
