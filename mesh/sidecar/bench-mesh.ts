@@ -391,6 +391,11 @@ async function main(): Promise<void> {
       return {
         vcpu,
         vcpuPer1kRps: vcpu / perK,
+        /**
+         * Against the direct grpc-js server in the same run: the one peer figure measured beside it, so a
+         * slow or fast phase of the host shows in both (this VM's phases move the absolute figure ±10 %).
+         */
+        vsDirectServer: vcpu / perK / directServerVcpuPer1k,
         jitVcpuPer1kRps: jitVcpu / perK,
         /** Spinning on the shm ring toward the app (0 on uds); only the mesh windows have calls to wait for. */
         spinVcpuPer1kRps: (spinAfter[k] - spinBefore[k]) / 1e6 / cpu[k].wallSec / perK,
@@ -440,7 +445,7 @@ async function main(): Promise<void> {
       for (const k of ["frontend", "greeter"] as const) {
         const s = result.sidecars[k];
         console.log(
-          `${k.padEnd(8)} sidecar  ${s.vcpu.toFixed(3)} vCPU = ${s.vcpuPer1kRps.toFixed(3)} vCPU per 1k rps (target <= 0.1; Istio 0.20, Dapr 0.48), of which JIT compiler ${s.jitVcpuPer1kRps.toFixed(3)}, spinning ${s.spinVcpuPer1kRps.toFixed(4)}   ` +
+          `${k.padEnd(8)} sidecar  ${s.vcpu.toFixed(3)} vCPU = ${s.vcpuPer1kRps.toFixed(3)} vCPU per 1k rps (target <= 0.1; Istio 0.20, Dapr 0.48) = ${s.vsDirectServer.toFixed(2)}× the direct grpc-js server's, of which JIT compiler ${s.jitVcpuPer1kRps.toFixed(3)}, spinning ${s.spinVcpuPer1kRps.toFixed(4)}   ` +
             `RSS ${s.rssMB.toFixed(1)} MB (target <= 60) = ${s.rssAnonMB.toFixed(1)} anon + ${s.rssFileMB.toFixed(1)} file-backed (the bun executable), JS heap used ${s.heapUsedMB.toFixed(1)} MB\n` +
             `                  RSS over the measured windows: median ${s.rssMedianMB.toFixed(1)} MB, max ${s.rssMaxMB.toFixed(1)} MB (${s.rssReadings} readings)\n` +
             `                  PSS ${s.pssMB.toFixed(1)} MB = ${s.pssAnonMB.toFixed(1)} anon + ${s.pssFileMB.toFixed(1)} file-backed + ${s.pssShmemMB.toFixed(1)} shmem (file pages split between ${result.bun_processes_sharing_executable} bun processes)`,
