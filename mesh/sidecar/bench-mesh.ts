@@ -18,14 +18,21 @@
 //
 //   bun mesh/sidecar/bench-mesh.ts [--rate 1000] [--seconds 10] [--rounds 5] [--warmup 2]
 //        [--transport auto|uds|shm] [--access-log on|off] [--tls on|off] [--sidecar bundle|source] [--smol]
-//        [--sidecar-env K=V]... [--json]
+//        [--sidecar-env K=V]... [--compare <dir>] [--json]
 // --smol runs the sidecars with `bun --smol` (smaller heap, more frequent GC).
 // --sidecar-env K=V (repeatable) sets K=V in the sidecars' environment only (not the apps' or this process's).
+// --compare <dir>: a paired run against another checkout of this repo (e.g. `git worktree add /tmp/old <commit>`
+// with node_modules symlinked). A second greeter sidecar + echo app + frontend sidecar run from <dir> (its own
+// bundle, or main.ts with --sidecar source; the same sidecar env), and each round measures direct, mesh (this
+// tree), mesh (<dir>) — the two mesh windows swap order every round. This VM's phases move the absolute CPU
+// figure ±10 % over tens of minutes, which hides 3-6 % effects of a change; in a paired run both trees share
+// the phase. Printed after the usual lines (JSON: `compare`): each sidecar's CPU per 1k rps in both trees and
+// the ratio this/compare, RSS median of both, added p99 of both.
 import * as grpc from "@grpc/grpc-js";
 import hdr from "hdr-histogram-js";
-import { join } from "node:path";
+import { join, resolve } from "node:path";
 import protobuf from "protobufjs";
-import { readdirSync, readFileSync, readlinkSync } from "node:fs";
+import { existsSync, mkdirSync, readdirSync, readFileSync, readlinkSync } from "node:fs";
 import { diffSamples, sampleProcess } from "../../runtime/procstat.ts";
 import { connect } from "../../runtime/sdk/index.ts";
 import { TestResources } from "../../test/helpers.ts";
@@ -33,7 +40,7 @@ import { buildSidecarBundle } from "./bundle.ts";
 import { pssParts, rssParts } from "./proc-memory.ts";
 import { sidecarProcessEnv } from "./process-env.ts";
 import { issueCertificates } from "./certs.ts";
-import { ECHO_PROTO, echoClient, SIDECAR_MAIN, startEchoApp, startSidecar, writeMeshYaml } from "./testdata/harness.ts";
+import { ECHO_APP, ECHO_PROTO, echoClient, type RunningSidecar, SIDECAR_MAIN, startSidecar, writeMeshYaml } from "./testdata/harness.ts";
 
 interface Opts {
   rate: number;
@@ -47,6 +54,7 @@ interface Opts {
   smol: boolean;
   bundle: boolean;
   sidecarEnv: Record<string, string>;
+  compare?: string;
 }
 
 function parse(argv: string[]): Opts {
@@ -67,6 +75,7 @@ function parse(argv: string[]): Opts {
     else if (a === "--tls") o.tls = v() === "on";
     else if (a === "--json") o.json = true;
     else if (a === "--smol") o.smol = true;
+    else if (a === "--compare") o.compare = resolve(v());
     else if (a === "--sidecar-env") {
       const x = v();
       const eq = x.indexOf("=");
@@ -80,6 +89,7 @@ function parse(argv: string[]): Opts {
     }
     else throw new Error(`unknown argument ${a}`);
   }
+  if (o.compare && !existsSync(join(o.compare, "mesh", "sidecar", "main.ts"))) throw new Error(`--compare ${o.compare}: not a checkout of this repo (no mesh/sidecar/main.ts)`);
   if (!(o.rate > 0) || !(o.seconds > 0) || !(o.warmup >= 0)) throw new Error("--rate, --seconds must be positive, --warmup >= 0");
   if (!Number.isInteger(o.rounds) || o.rounds < 1 || o.rate * (o.seconds / o.rounds) < 1) throw new Error("--rounds must be a whole number >= 1, with at least one call per window");
   return o;
@@ -292,12 +302,55 @@ function bunProcessesLike(pid: number): number {
   return n;
 }
 
+type Pods = { name: string; sidecar: Record<string, unknown> }[];
+
+/** One tree's mesh path: greeter sidecar + echo app + frontend sidecar, and an SDK client of the frontend. */
+interface MeshPair {
+  greeter: RunningSidecar;
+  frontend: RunningSidecar;
+  app: Awaited<ReturnType<typeof connect>>;
+  pids: { greeter: number; frontend: number };
+}
+
+/**
+ * Starts a mesh pair in `dir` (its mesh.yaml and app sockets) from `entry` (a sidecar bundle or main.ts)
+ * and `echoApp` (a tree's testdata/echo-app.ts, started as the harness's startEchoApp does).
+ */
+async function startMeshPair(
+  res: TestResources,
+  p: { dir: string; entry: string; echoApp: string; pods: (greeter: string) => Pods; env: Record<string, string>; sidecarEnv: Record<string, string>; flags: (name: string) => string[]; transport: string },
+): Promise<MeshPair> {
+  const config = writeMeshYaml(p.dir, p.pods("127.0.0.1:1"));
+  const greeter = await startSidecar(res, config, "greeter", join(p.dir, "g", "app.sock"), p.sidecarEnv, [], p.flags("greeter"), p.entry);
+  const echo = res.spawnBun([p.echoApp], { env: { MESH_SOCKET: greeter.socket, ...p.env } });
+  await echo.waitForLine(/"event":"app-ready"/);
+  writeMeshYaml(p.dir, p.pods(greeter.ready.inbound!));
+  const frontend = await startSidecar(res, config, "frontend", join(p.dir, "f", "app.sock"), p.sidecarEnv, [], p.flags("frontend"), p.entry);
+  const app = await connect({ socketPath: frontend.socket, transport: p.transport === "auto" ? undefined : (p.transport as "uds"), reconnect: false });
+  return { greeter, frontend, app, pids: { greeter: greeter.proc.proc.pid, frontend: frontend.proc.proc.pid } };
+}
+
+/** The sidecar program of another checkout: its own bundle (built by its bundle.ts, in a process of its own) or its main.ts. */
+function compareEntry(tree: string, bundle: boolean, outDir: string): string {
+  if (!bundle) return join(tree, "mesh", "sidecar", "main.ts");
+  const r = Bun.spawnSync([process.execPath, join(tree, "mesh", "sidecar", "bundle.ts"), outDir], { cwd: tree, stdout: "pipe", stderr: "pipe" });
+  const path = r.stdout.toString().trim().split("\n").pop() ?? "";
+  if (r.exitCode !== 0 || !existsSync(path)) throw new Error(`--compare ${tree}: building its bundle failed: ${r.stderr.toString().trim()}`);
+  return path;
+}
+
+/** The short commit hash of a checkout's HEAD, for the header ("" when it is not a git checkout). */
+function treeCommit(tree: string): string {
+  const r = Bun.spawnSync(["git", "-C", tree, "rev-parse", "--short", "HEAD"], { stdout: "pipe", stderr: "ignore" });
+  return r.exitCode === 0 ? r.stdout.toString().trim() : "";
+}
+
 async function main(): Promise<void> {
   let o: Opts;
   try {
     o = parse(process.argv.slice(2));
   } catch (e) {
-    console.error(`bench-mesh: ${(e as Error).message}\nusage: bun mesh/sidecar/bench-mesh.ts [--rate 1000] [--seconds 10] [--rounds 5] [--warmup 2] [--transport auto|uds|shm] [--access-log on|off] [--tls on|off] [--sidecar bundle|source] [--smol] [--sidecar-env K=V]... [--json]`);
+    console.error(`bench-mesh: ${(e as Error).message}\nusage: bun mesh/sidecar/bench-mesh.ts [--rate 1000] [--seconds 10] [--rounds 5] [--warmup 2] [--transport auto|uds|shm] [--access-log on|off] [--tls on|off] [--sidecar bundle|source] [--smol] [--sidecar-env K=V]... [--compare <dir>] [--json]`);
     process.exit(2);
   }
   process.env.MESH_LOG_LEVEL ??= "warn";
@@ -319,11 +372,10 @@ async function main(): Promise<void> {
       const files = (p: string) => ({ ca: join(certs, "ca.pem"), cert: join(certs, `${p}.pem`), key: join(certs, `${p}-key.pem`) });
       tls = { greeter: files("greeter"), frontend: files("frontend") };
     }
-    const pods = (greeter: string) => [
+    const pods = (greeter: string): Pods => [
       { name: "greeter", sidecar: { inbound: { host: "127.0.0.1", port: 0 }, ...(o.tls ? { tls: tls.greeter } : {}) } },
       { name: "frontend", sidecar: { ...(o.tls ? { tls: tls.frontend } : {}), upstreams: [{ service: "meshtest.Echo", endpoints: [greeter] }] } },
     ];
-    const config = writeMeshYaml(dir, pods("127.0.0.1:1"));
     // MESH_BENCH_PROFILE=<dir>: CPU profiles (markdown) of both sidecars, written when they exit.
     const prof = process.env.MESH_BENCH_PROFILE;
     const flags = (name: string) => [
@@ -334,11 +386,18 @@ async function main(): Promise<void> {
     // As `mesh up` starts them (process-env.ts), then what --sidecar-env says; the header prints both.
     Object.assign(o.sidecarEnv, { ...sidecarProcessEnv({ ...process.env, ...env, ...o.sidecarEnv }), ...o.sidecarEnv });
     const sidecarEnv = { ...env, ...o.sidecarEnv };
-    const greeter = await startSidecar(res, config, "greeter", join(dir, "g", "app.sock"), sidecarEnv, [], flags("greeter"), entry);
-    await startEchoApp(res, greeter.socket, env);
-    writeMeshYaml(dir, pods(greeter.ready.inbound!));
-    const frontend = await startSidecar(res, config, "frontend", join(dir, "f", "app.sock"), sidecarEnv, [], flags("frontend"), entry);
-    const app = await connect({ socketPath: frontend.socket, transport: o.transport === "auto" ? undefined : (o.transport as "uds"), reconnect: false });
+    const pair = await startMeshPair(res, { dir, entry, echoApp: ECHO_APP, pods, env, sidecarEnv, flags, transport: o.transport });
+    const { greeter, frontend, app } = pair;
+    // --compare: the same pair from the other tree, in a directory of its own (mesh.yaml, sockets).
+    let cmp: (MeshPair & { tree: string; commit: string }) | undefined;
+    if (o.compare) {
+      const cdir = join(dir, "compare");
+      mkdirSync(cdir);
+      const centry = compareEntry(o.compare, o.bundle, join(cdir, "bundle"));
+      const echoApp = join(o.compare, "mesh", "sidecar", "testdata", "echo-app.ts");
+      const cflags = (name: string) => flags(`compare-${name}`);
+      cmp = { ...(await startMeshPair(res, { dir: cdir, entry: centry, echoApp, pods, env, sidecarEnv, flags: cflags, transport: o.transport })), tree: o.compare, commit: treeCommit(o.compare) };
+    }
 
     const direct = res.spawnBun([join(import.meta.dir, "testdata", "direct-echo.ts")]);
     const address = JSON.parse(await direct.waitForLine(/direct-ready/)).address as string;
@@ -349,6 +408,7 @@ async function main(): Promise<void> {
     const padding = new Uint8Array(1024).fill(7);
     const reqBytes = Req.encode(Req.fromObject({ text: "bench", padding })).finish();
     const viaMesh = () => app.unary("/meshtest.Echo/Unary", reqBytes, { timeoutMs: 5000 });
+    const viaCompare = () => cmp!.app.unary("/meshtest.Echo/Unary", reqBytes, { timeoutMs: 5000 });
     const viaDirect = () =>
       new Promise<void>((resolve, reject) =>
         dclient.Unary({ text: "bench", padding }, new grpc.Metadata(), { deadline: Date.now() + 5000 }, (e: Error | null) => (e ? reject(e) : resolve())),
@@ -358,28 +418,49 @@ async function main(): Promise<void> {
     // windows. CPU is counted over each process's own windows only.
     await openLoop(viaDirect, o.rate, o.warmup);
     await openLoop(viaMesh, o.rate, o.warmup);
-    const pids = { greeter: greeter.proc.proc.pid, frontend: frontend.proc.proc.pid };
+    if (cmp) await openLoop(viaCompare, o.rate, o.warmup);
+    const pids = pair.pids;
     const cpu = { direct: new CpuTotals(direct.proc.pid), greeter: new CpuTotals(pids.greeter), frontend: new CpuTotals(pids.frontend) };
+    const cmpCpu = cmp && { greeter: new CpuTotals(cmp.pids.greeter), frontend: new CpuTotals(cmp.pids.frontend) };
+    const cmpTotals = cmp && new PathTotals();
     const spinBefore = { frontend: await spinUs(frontend.admin), greeter: await spinUs(greeter.admin) };
     const directTotals = new PathTotals();
     const meshTotals = new PathTotals();
     const windowSec = o.seconds / o.rounds;
-    const rssSampler = new RssSampler([pids.greeter, pids.frontend]);
+    const rssSampler = new RssSampler([pids.greeter, pids.frontend, ...(cmp ? [cmp.pids.greeter, cmp.pids.frontend] : [])]);
     rssSampler.start();
-    for (let round = 0; round < o.rounds; round++) {
-      cpu.direct.begin();
-      directTotals.add(await openLoop(viaDirect, o.rate, windowSec, directTotals.h));
-      cpu.direct.end();
+    const meshWindow = async () => {
       cpu.greeter.begin();
       cpu.frontend.begin();
       meshTotals.add(await openLoop(viaMesh, o.rate, windowSec, meshTotals.h));
       cpu.greeter.end();
       cpu.frontend.end();
+    };
+    const compareWindow = async () => {
+      cmpCpu!.greeter.begin();
+      cmpCpu!.frontend.begin();
+      cmpTotals!.add(await openLoop(viaCompare, o.rate, windowSec, cmpTotals!.h));
+      cmpCpu!.greeter.end();
+      cmpCpu!.frontend.end();
+    };
+    for (let round = 0; round < o.rounds; round++) {
+      cpu.direct.begin();
+      directTotals.add(await openLoop(viaDirect, o.rate, windowSec, directTotals.h));
+      cpu.direct.end();
+      // With --compare, the two trees' mesh windows swap order every round (neither always follows direct).
+      if (cmp && round % 2 === 1) {
+        await compareWindow();
+        await meshWindow();
+      } else {
+        await meshWindow();
+        if (cmp) await compareWindow();
+      }
     }
     rssSampler.stop();
     const spinAfter = { frontend: await spinUs(frontend.admin), greeter: await spinUs(greeter.admin) };
     const directRes = directTotals.result();
     const meshRes = meshTotals.result();
+    const cmpRes = cmpTotals?.result();
     const directServerVcpuPer1k = cpu.direct.vcpu() / (directRes.achievedRps / 1000);
     const parts = { greeter: rssParts(pids.greeter), frontend: rssParts(pids.frontend) };
     const pss = { greeter: pssParts(pids.greeter), frontend: pssParts(pids.frontend) };
@@ -413,6 +494,31 @@ async function main(): Promise<void> {
       return m ? Number(m[1]) / 1048576 : NaN;
     };
     const heaps = { frontend: await heapMB(frontend.admin), greeter: await heapMB(greeter.admin) };
+    /** --compare: this tree's figures beside the other tree's, measured in the same rounds. */
+    const compareFigures = () => {
+      const c = cmp!;
+      const r = cmpRes!;
+      const both = (k: "greeter" | "frontend") => {
+        const thisPer1k = cpu[k].vcpu() / (meshRes.achievedRps / 1000);
+        const comparePer1k = cmpCpu![k].vcpu() / (r.achievedRps / 1000);
+        return {
+          thisVcpuPer1kRps: thisPer1k,
+          compareVcpuPer1kRps: comparePer1k,
+          /** this tree / the other tree: below 1 means this tree uses less CPU. */
+          ratio: thisPer1k / comparePer1k,
+          thisRssMedianMB: rssSampler.figures(pids[k]).rssMedianMB,
+          compareRssMedianMB: rssSampler.figures(c.pids[k]).rssMedianMB,
+        };
+      };
+      return {
+        dir: c.tree,
+        commit: c.commit,
+        mesh: r,
+        this_added_p99_us: meshRes.p99Us - directRes.p99Us,
+        compare_added_p99_us: r.p99Us - directRes.p99Us,
+        sidecars: { frontend: both("frontend"), greeter: both("greeter") },
+      };
+    };
     const result = {
       rate: o.rate,
       seconds: o.seconds,
@@ -432,6 +538,7 @@ async function main(): Promise<void> {
       /** Processes running the same bun executable when PSS was read (its file pages are split between them). */
       bun_processes_sharing_executable: bunSharers,
       cpus: navigator.hardwareConcurrency,
+      ...(cmp && cmpCpu && cmpRes ? { compare: compareFigures() } : {}),
     };
     if (o.json) {
       console.log(JSON.stringify(result));
@@ -451,12 +558,27 @@ async function main(): Promise<void> {
             `                  PSS ${s.pssMB.toFixed(1)} MB = ${s.pssAnonMB.toFixed(1)} anon + ${s.pssFileMB.toFixed(1)} file-backed + ${s.pssShmemMB.toFixed(1)} shmem (file pages split between ${result.bun_processes_sharing_executable} bun processes)`,
         );
       }
+      const c = result.compare;
+      if (c) {
+        console.log(`compare: this tree against ${c.dir}${c.commit ? ` (${c.commit})` : ""}, same rounds (direct, this, compare; the two mesh windows swap order every round)`);
+        console.log(`  via 2 sidecars (compare)  p50 ${f(c.mesh.p50Us)}  p90 ${f(c.mesh.p90Us)}  p99 ${f(c.mesh.p99Us)}  max ${f(c.mesh.maxUs)}  ok ${c.mesh.ok}/${c.mesh.sent}`);
+        console.log(`  added p99                 this ${f(c.this_added_p99_us)}  compare ${f(c.compare_added_p99_us)}`);
+        for (const k of ["frontend", "greeter"] as const) {
+          const s = c.sidecars[k];
+          console.log(
+            `  ${k.padEnd(8)} vCPU per 1k rps  this ${s.thisVcpuPer1kRps.toFixed(3)}  compare ${s.compareVcpuPer1kRps.toFixed(3)}  ratio this/compare ${s.ratio.toFixed(3)}   ` +
+              `RSS median this ${s.thisRssMedianMB.toFixed(1)} MB  compare ${s.compareRssMedianMB.toFixed(1)} MB`,
+          );
+        }
+      }
     }
     dclient.close();
     await app.close(100).catch(() => undefined);
+    if (cmp) await cmp.app.close(100).catch(() => undefined);
     if (prof) {
-      for (const sc of [frontend, greeter]) sc.proc.proc.kill("SIGTERM");
-      await Promise.all([frontend.proc.proc.exited, greeter.proc.proc.exited]);
+      const sidecars = [frontend, greeter, ...(cmp ? [cmp.frontend, cmp.greeter] : [])];
+      for (const sc of sidecars) sc.proc.proc.kill("SIGTERM");
+      await Promise.all(sidecars.map((sc) => sc.proc.proc.exited));
     }
   } finally {
     await res.cleanup();
