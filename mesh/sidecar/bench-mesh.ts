@@ -429,20 +429,16 @@ async function main(): Promise<void> {
     const windowSec = o.seconds / o.rounds;
     const rssSampler = new RssSampler([pids.greeter, pids.frontend, ...(cmp ? [cmp.pids.greeter, cmp.pids.frontend] : [])]);
     rssSampler.start();
-    const meshWindow = async () => {
-      cpu.greeter.begin();
-      cpu.frontend.begin();
-      meshTotals.add(await openLoop(viaMesh, o.rate, windowSec, meshTotals.h));
-      cpu.greeter.end();
-      cpu.frontend.end();
+    /** One window of calls through a tree's mesh pair, its two sidecars' CPU counted over it. */
+    const pairWindow = async (sidecars: { greeter: CpuTotals; frontend: CpuTotals }, totals: PathTotals, call: () => Promise<unknown>) => {
+      sidecars.greeter.begin();
+      sidecars.frontend.begin();
+      totals.add(await openLoop(call, o.rate, windowSec, totals.h));
+      sidecars.greeter.end();
+      sidecars.frontend.end();
     };
-    const compareWindow = async () => {
-      cmpCpu!.greeter.begin();
-      cmpCpu!.frontend.begin();
-      cmpTotals!.add(await openLoop(viaCompare, o.rate, windowSec, cmpTotals!.h));
-      cmpCpu!.greeter.end();
-      cmpCpu!.frontend.end();
-    };
+    const meshWindow = () => pairWindow(cpu, meshTotals, viaMesh);
+    const compareWindow = () => pairWindow(cmpCpu!, cmpTotals!, viaCompare);
     for (let round = 0; round < o.rounds; round++) {
       cpu.direct.begin();
       directTotals.add(await openLoop(viaDirect, o.rate, windowSec, directTotals.h));
