@@ -18,7 +18,7 @@
 //
 //   bun mesh/sidecar/bench-mesh.ts [--rate 1000] [--seconds 10] [--rounds 5] [--warmup 2]
 //        [--transport auto|uds|shm] [--access-log on|off] [--tls on|off] [--sidecar bundle|source] [--smol]
-//        [--sidecar-env K=V]... [--compare <dir>] [--json]
+//        [--sidecar-env K=V]... [--compare <dir>] [--compare-env K=V]... [--json]
 // --smol runs the sidecars with `bun --smol` (smaller heap, more frequent GC).
 // --sidecar-env K=V (repeatable) sets K=V in the sidecars' environment only (not the apps' or this process's).
 // --compare <dir>: a paired run against another checkout of this repo (e.g. `git worktree add /tmp/old <commit>`
@@ -28,6 +28,8 @@
 // figure ±10 % over tens of minutes, which hides 3-6 % effects of a change; in a paired run both trees share
 // the phase. Printed after the usual lines (JSON: `compare`): each sidecar's CPU per 1k rps in both trees and
 // the ratio this/compare, RSS median of both, added p99 of both.
+// --compare-env K=V (repeatable) sets K=V in the compare tree's sidecars only: `--compare . --compare-env X=1` is a
+// paired A/B of a setting on this tree.
 import * as grpc from "@grpc/grpc-js";
 import hdr from "hdr-histogram-js";
 import { join, resolve } from "node:path";
@@ -55,10 +57,12 @@ interface Opts {
   bundle: boolean;
   sidecarEnv: Record<string, string>;
   compare?: string;
+  /** Set in the --compare tree's sidecars only, on top of sidecarEnv (an A/B of a setting on one tree). */
+  compareEnv: Record<string, string>;
 }
 
 function parse(argv: string[]): Opts {
-  const o: Opts = { rate: 1000, seconds: 10, rounds: 5, warmup: 2, transport: "auto", accessLog: true, tls: false, json: false, smol: false, bundle: true, sidecarEnv: {} };
+  const o: Opts = { rate: 1000, seconds: 10, rounds: 5, warmup: 2, transport: "auto", accessLog: true, tls: false, json: false, smol: false, bundle: true, sidecarEnv: {}, compareEnv: {} };
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i]!;
     const v = () => {
@@ -76,11 +80,11 @@ function parse(argv: string[]): Opts {
     else if (a === "--json") o.json = true;
     else if (a === "--smol") o.smol = true;
     else if (a === "--compare") o.compare = resolve(v());
-    else if (a === "--sidecar-env") {
+    else if (a === "--sidecar-env" || a === "--compare-env") {
       const x = v();
       const eq = x.indexOf("=");
-      if (eq <= 0) throw new Error(`--sidecar-env ${x}: expected KEY=VALUE`);
-      o.sidecarEnv[x.slice(0, eq)] = x.slice(eq + 1);
+      if (eq <= 0) throw new Error(`${a} ${x}: expected KEY=VALUE`);
+      (a === "--sidecar-env" ? o.sidecarEnv : o.compareEnv)[x.slice(0, eq)] = x.slice(eq + 1);
     }
     else if (a === "--sidecar") {
       const x = v();
@@ -89,6 +93,7 @@ function parse(argv: string[]): Opts {
     }
     else throw new Error(`unknown argument ${a}`);
   }
+  if (Object.keys(o.compareEnv).length && !o.compare) throw new Error("--compare-env needs --compare <dir> (use --compare . to compare a setting on this tree)");
   if (o.compare && !existsSync(join(o.compare, "mesh", "sidecar", "main.ts"))) throw new Error(`--compare ${o.compare}: not a checkout of this repo (no mesh/sidecar/main.ts)`);
   if (!(o.rate > 0) || !(o.seconds > 0) || !(o.warmup >= 0)) throw new Error("--rate, --seconds must be positive, --warmup >= 0");
   if (!Number.isInteger(o.rounds) || o.rounds < 1 || o.rate * (o.seconds / o.rounds) < 1) throw new Error("--rounds must be a whole number >= 1, with at least one call per window");
@@ -350,7 +355,7 @@ async function main(): Promise<void> {
   try {
     o = parse(process.argv.slice(2));
   } catch (e) {
-    console.error(`bench-mesh: ${(e as Error).message}\nusage: bun mesh/sidecar/bench-mesh.ts [--rate 1000] [--seconds 10] [--rounds 5] [--warmup 2] [--transport auto|uds|shm] [--access-log on|off] [--tls on|off] [--sidecar bundle|source] [--smol] [--sidecar-env K=V]... [--compare <dir>] [--json]`);
+    console.error(`bench-mesh: ${(e as Error).message}\nusage: bun mesh/sidecar/bench-mesh.ts [--rate 1000] [--seconds 10] [--rounds 5] [--warmup 2] [--transport auto|uds|shm] [--access-log on|off] [--tls on|off] [--sidecar bundle|source] [--smol] [--sidecar-env K=V]... [--compare <dir>] [--compare-env K=V]... [--json]`);
     process.exit(2);
   }
   process.env.MESH_LOG_LEVEL ??= "warn";
@@ -396,7 +401,7 @@ async function main(): Promise<void> {
       const centry = compareEntry(o.compare, o.bundle, join(cdir, "bundle"));
       const echoApp = join(o.compare, "mesh", "sidecar", "testdata", "echo-app.ts");
       const cflags = (name: string) => flags(`compare-${name}`);
-      cmp = { ...(await startMeshPair(res, { dir: cdir, entry: centry, echoApp, pods, env, sidecarEnv, flags: cflags, transport: o.transport })), tree: o.compare, commit: treeCommit(o.compare) };
+      cmp = { ...(await startMeshPair(res, { dir: cdir, entry: centry, echoApp, pods, env, sidecarEnv: { ...sidecarEnv, ...o.compareEnv }, flags: cflags, transport: o.transport })), tree: o.compare, commit: treeCommit(o.compare) };
     }
 
     const direct = res.spawnBun([join(import.meta.dir, "testdata", "direct-echo.ts")]);
@@ -509,6 +514,7 @@ async function main(): Promise<void> {
       return {
         dir: c.tree,
         commit: c.commit,
+        env: o.compareEnv,
         mesh: r,
         this_added_p99_us: meshRes.p99Us - directRes.p99Us,
         compare_added_p99_us: r.p99Us - directRes.p99Us,
@@ -556,7 +562,7 @@ async function main(): Promise<void> {
       }
       const c = result.compare;
       if (c) {
-        console.log(`compare: this tree against ${c.dir}${c.commit ? ` (${c.commit})` : ""}, same rounds (direct, this, compare; the two mesh windows swap order every round)`);
+        console.log(`compare: this tree against ${c.dir}${c.commit ? ` (${c.commit})` : ""}${Object.keys(o.compareEnv).length ? ` with ${Object.entries(o.compareEnv).map(([k, x]) => `${k}=${x}`).join(" ")} in its sidecars` : ""}, same rounds (direct, this, compare; the two mesh windows swap order every round)`);
         console.log(`  via 2 sidecars (compare)  p50 ${f(c.mesh.p50Us)}  p90 ${f(c.mesh.p90Us)}  p99 ${f(c.mesh.p99Us)}  max ${f(c.mesh.maxUs)}  ok ${c.mesh.ok}/${c.mesh.sent}`);
         console.log(`  added p99                 this ${f(c.this_added_p99_us)}  compare ${f(c.compare_added_p99_us)}`);
         for (const k of ["frontend", "greeter"] as const) {
