@@ -49,6 +49,9 @@ test("traceparent: the hand-written parser accepts exactly what the regular expr
     good + "-a\u2028",
     good + "x",
     " \t" + good + " \n",
+    "\u3000" + good + "\ufeff",
+    "\u00a0" + good,
+    good + "\u2029",
     "00" + good.slice(2) + "-x",
     good.slice(0, 54),
     good.replace("-", "_"),
@@ -58,7 +61,7 @@ test("traceparent: the hand-written parser accepts exactly what the regular expr
   // Every single-character change of a valid header, to characters that matter to the grammar.
   let x = 7;
   const rnd = () => ((x = (x * 1103515245 + 12345) % 2147483648) / 2147483648);
-  const alphabet = "0123456789abcdefgABF- \n\u2028é";
+  const alphabet = "0123456789abcdefgABF- \n\u2028\u3000é";
   for (let i = 0; i < good.length + 3; i++) {
     for (const c of alphabet) cases.add(good.slice(0, i) + c + good.slice(i + 1));
     cases.add(good.slice(0, i) + good.slice(i + 1));

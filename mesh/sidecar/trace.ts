@@ -36,6 +36,11 @@ function isHex(s: string, from: number, to: number): boolean {
   return true;
 }
 
+/** Could String#trim remove this character? (Conservative: every control, space and non-ASCII character.) */
+function isSpace(c: number): boolean {
+  return c <= 32 || c >= 127;
+}
+
 /** What `.` in a regular expression does not match. */
 function hasLineTerminator(s: string, from: number): boolean {
   for (let i = from; i < s.length; i++) {
@@ -63,7 +68,8 @@ export interface TraceContext {
  */
 export function parseTraceparent(value: string | undefined): { traceId: string; spanId: string; flags: string } | undefined {
   if (!value) return undefined;
-  const v = value.trim();
+  // trim() only when there is something to trim: the call into the runtime is the dearer part.
+  const v = isSpace(value.charCodeAt(0)) || isSpace(value.charCodeAt(value.length - 1)) ? value.trim() : value;
   const n = v.length;
   if (n < 55) return undefined;
   if (v.charCodeAt(2) !== 45 || v.charCodeAt(35) !== 45 || v.charCodeAt(52) !== 45) return undefined;
