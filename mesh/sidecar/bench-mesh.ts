@@ -215,6 +215,8 @@ function jitNs(before: Map<string, number>, after: Map<string, number>): number 
 
 /** CPU and JIT-thread time of one process, summed over the windows between begin() and end(). */
 class CpuTotals {
+  /** vCPU per 1k rps of each window, in order (end() given the window's achieved rate). */
+  readonly windows: number[] = [];
   private cpuNs = 0;
   private jitNsSum = 0;
   private wallMs = 0;
@@ -226,9 +228,10 @@ class CpuTotals {
     this.before = { sample: sampleProcess(this.pid), jit: jitThreads(this.pid) };
   }
 
-  end(): void {
+  end(achievedRps?: number): void {
     const b = this.before!;
     const d = diffSamples(b.sample, sampleProcess(this.pid));
+    if (achievedRps) this.windows.push(d.cpuNs / 1e6 / d.wallMs / (achievedRps / 1000));
     this.cpuNs += d.cpuNs;
     this.wallMs += d.wallMs;
     this.jitNsSum += jitNs(b.jit, jitThreads(this.pid));
@@ -247,6 +250,15 @@ class CpuTotals {
   jitVcpu(): number {
     return this.jitNsSum / 1e6 / this.wallMs;
   }
+}
+
+/** "min–max (median m)" of a few figures. */
+function spread(xs: number[], digits: number): string {
+  if (xs.length === 0) return "n/a";
+  const v = [...xs].sort((a, b) => a - b);
+  const mid = v.length >> 1;
+  const median = v.length % 2 ? v[mid]! : (v[mid - 1]! + v[mid]!) / 2;
+  return `${v[0]!.toFixed(digits)}–${v[v.length - 1]!.toFixed(digits)} (median ${median.toFixed(digits)})`;
 }
 
 /** µs the sidecar's shm sessions have spent spinning, from its /metrics (0 when none is on shm). */
@@ -438,16 +450,18 @@ async function main(): Promise<void> {
     const pairWindow = async (sidecars: { greeter: CpuTotals; frontend: CpuTotals }, totals: PathTotals, call: () => Promise<unknown>) => {
       sidecars.greeter.begin();
       sidecars.frontend.begin();
-      totals.add(await openLoop(call, o.rate, windowSec, totals.h));
-      sidecars.greeter.end();
-      sidecars.frontend.end();
+      const w = await openLoop(call, o.rate, windowSec, totals.h);
+      totals.add(w);
+      sidecars.greeter.end(w.sent / w.wallSec);
+      sidecars.frontend.end(w.sent / w.wallSec);
     };
     const meshWindow = () => pairWindow(cpu, meshTotals, viaMesh);
     const compareWindow = () => pairWindow(cmpCpu!, cmpTotals!, viaCompare);
     for (let round = 0; round < o.rounds; round++) {
       cpu.direct.begin();
-      directTotals.add(await openLoop(viaDirect, o.rate, windowSec, directTotals.h));
-      cpu.direct.end();
+      const w = await openLoop(viaDirect, o.rate, windowSec, directTotals.h);
+      directTotals.add(w);
+      cpu.direct.end(w.sent / w.wallSec);
       // With --compare, the two trees' mesh windows swap order every round (neither always follows direct).
       if (cmp && round % 2 === 1) {
         await compareWindow();
@@ -478,6 +492,12 @@ async function main(): Promise<void> {
          * slow or fast phase of the host shows in both (this VM's phases move the absolute figure ±10 %).
          */
         vsDirectServer: vcpu / perK / directServerVcpuPer1k,
+        /**
+         * Each window's figure (the spread is this VM's noise), and each round's ratio to the direct
+         * server's window of the same round (a paired figure: the two windows are seconds apart).
+         */
+        windowsVcpuPer1kRps: cpu[k].windows,
+        vsDirectServerByRound: cpu[k].windows.map((x, i) => x / cpu.direct.windows[i]!),
         jitVcpuPer1kRps: jitVcpu / perK,
         /** Spinning on the shm ring toward the app (0 on uds); only the mesh windows have calls to wait for. */
         spinVcpuPer1kRps: (spinAfter[k] - spinBefore[k]) / 1e6 / cpu[k].wallSec / perK,
@@ -556,6 +576,7 @@ async function main(): Promise<void> {
         console.log(
           `${k.padEnd(8)} sidecar  ${s.vcpu.toFixed(3)} vCPU = ${s.vcpuPer1kRps.toFixed(3)} vCPU per 1k rps (target <= 0.1; Istio 0.20, Dapr 0.48) = ${s.vsDirectServer.toFixed(2)}× the direct grpc-js server's, of which JIT compiler ${s.jitVcpuPer1kRps.toFixed(3)}, spinning ${s.spinVcpuPer1kRps.toFixed(4)}   ` +
             `RSS ${s.rssMB.toFixed(1)} MB (target <= 60) = ${s.rssAnonMB.toFixed(1)} anon + ${s.rssFileMB.toFixed(1)} file-backed (the bun executable), JS heap used ${s.heapUsedMB.toFixed(1)} MB\n` +
+            `                  CPU per window ${spread(s.windowsVcpuPer1kRps, 3)} vCPU per 1k rps; against the direct server's window of the same round ${spread(s.vsDirectServerByRound, 2)}×\n` +
             `                  RSS over the measured windows: median ${s.rssMedianMB.toFixed(1)} MB, max ${s.rssMaxMB.toFixed(1)} MB (${s.rssReadings} readings)\n` +
             `                  PSS ${s.pssMB.toFixed(1)} MB = ${s.pssAnonMB.toFixed(1)} anon + ${s.pssFileMB.toFixed(1)} file-backed + ${s.pssShmemMB.toFixed(1)} shmem (file pages split between ${result.bun_processes_sharing_executable} bun processes)`,
         );
