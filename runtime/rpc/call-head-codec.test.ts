@@ -162,6 +162,22 @@ describe("metadata strings", () => {
     }
   });
 
+  test("short ASCII strings seen before come back from the cache only when every byte matches", () => {
+    // 5,000 distinct keys and values of every short length share the cache's 256 slots: many collide, and
+    // strings of one length and hash slot differ in a byte; each must decode to exactly what was sent.
+    let x = 11;
+    const rnd = () => (x = (x * 1103515245 + 12345) % 2147483648);
+    for (let i = 0; i < 5000; i++) {
+      const len = 1 + (rnd() % 64);
+      let v = "";
+      for (let j = 0; j < len; j++) v += String.fromCharCode(33 + (rnd() % 94));
+      const md = { [`k${i % 97}`]: v, "x-same": "always", "x-len": v.slice(0, len - 1) + (i % 2 ? "a" : "b") };
+      const head = { method: "/a.B/C", metadata: md, timeoutUs: 0, serverStreaming: false, clientStreaming: false };
+      expect(decodeCallHeadFast(encodeCallHeadTransient(head)).metadata).toEqual(md);
+      expect(decodeHeaders(encodeHeaders(md))).toEqual(md);
+    }
+  });
+
   test("a byte over 0x7f after ASCII ones is still checked as UTF-8 (strict for headers)", () => {
     // Entry { key "ab\x80" }: ASCII, then a lone continuation byte.
     expect(() => decodeHeaders(new Uint8Array([0x0a, 0x05, 0x0a, 0x03, 0x61, 0x62, 0x80]))).toThrow(/malformed headers: invalid UTF-8/);

@@ -235,10 +235,17 @@ function methodName(buf: Uint8Array, at: number, len: number): string {
 // Buffer's latin1Slice makes a string from any Uint8Array's bytes in one native step, with no view.
 const latin1Slice = (Buffer.prototype as unknown as { latin1Slice?: (this: Uint8Array, start: number, end: number) => string }).latin1Slice;
 
+/** Slots (a power of 2) and longest string of the cache of short ASCII strings read (see readText). */
+const TEXT_SLOTS = 256;
+const TEXT_MAX_LEN = 64;
+const textSeen: (string | undefined)[] = new Array<string | undefined>(TEXT_SLOTS).fill(undefined);
+
 /**
  * A length-delimited string field: ASCII (metadata keys, and nearly every value) is read in place,
  * with no view made (ASCII is the same in Latin-1 and UTF-8, and always valid); anything else goes
- * through `text`, which decides what invalid UTF-8 does.
+ * through `text`, which decides what invalid UTF-8 does. A short ASCII string read before (the same
+ * keys and most values come on every call) is returned from `textSeen`, found by a hash taken in the
+ * loop that checks for ASCII anyway: a runtime call per string ran cold at 1,000 calls/s (perf).
  */
 function readText(c: Cursor, text: TextDecoder): string {
   const len = readVarint(c);
@@ -249,8 +256,21 @@ function readText(c: Cursor, text: TextDecoder): string {
   c.at = end;
   if (latin1Slice !== undefined) {
     let i = start;
-    while (i < end && buf[i]! < 0x80) i++;
-    if (i === end) return latin1Slice.call(buf, start, end);
+    let h = len;
+    while (i < end && buf[i]! < 0x80) h = (Math.imul(h, 31) + buf[i++]!) | 0;
+    if (i === end) {
+      if (len > TEXT_MAX_LEN) return latin1Slice.call(buf, start, end);
+      const slot = h & (TEXT_SLOTS - 1);
+      const seen = textSeen[slot];
+      if (seen !== undefined && seen.length === len) {
+        let k = 0;
+        while (k < len && seen.charCodeAt(k) === buf[start + k]) k++;
+        if (k === len) return seen;
+      }
+      const fresh = latin1Slice.call(buf, start, end);
+      textSeen[slot] = fresh;
+      return fresh;
+    }
   }
   return text.decode(buf.subarray(start, end));
 }
