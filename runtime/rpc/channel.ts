@@ -12,6 +12,7 @@
 import { logger, type Logger } from "../log.ts";
 import type { Transport } from "../transport/types.ts";
 import { encodeCallHeadAndMessageTransient } from "./call-head-codec.ts";
+import { type DeadlineEntry, deadlines, NOT_QUEUED } from "./deadline-queue.ts";
 import { FrameFlag, FrameKind, MAX_CONTROL_BODY } from "./frame.ts";
 import { MessageQueue } from "./message-queue.ts";
 import { hasMetadata, type Metadata, RpcError, Status } from "./status.ts";
@@ -111,7 +112,7 @@ class Window {
 type UnaryResolve = (r: UnaryResult) => void;
 type UnaryReject = (e: RpcError) => void;
 
-class ClientCallImpl extends Window implements ClientCall {
+class ClientCallImpl extends Window implements ClientCall, DeadlineEntry {
   /**
    * A unary call's response, kept here until somebody wants a queue: unary() takes it directly, so
    * the common call never builds one.
@@ -122,8 +123,11 @@ class ClientCallImpl extends Window implements ClientCall {
   begun = false;
   halfClosed = false;
   finalStatus: FinalStatus | undefined;
-  timer: ReturnType<typeof setTimeout> | undefined;
   deadline: number | undefined;
+  /** @internal The call's place in the deadline queue. */
+  deadlineSlot = NOT_QUEUED;
+  /** @internal The time it had when it started (ms, for DEADLINE_EXCEEDED's details). */
+  deadlineMs = 0;
   /** Writers waiting for a call queued behind the concurrency limit to begin (made on first use). */
   beginWaiters: (() => void)[] | undefined;
   /** The one request of a unary or server-streaming call, sent with the CALL frame when it begins. */
@@ -147,6 +151,11 @@ class ClientCallImpl extends Window implements ClientCall {
     readonly options: CallOptions,
   ) {
     super(ch.peerSettings.initialWindowBytes);
+  }
+
+  /** @internal The deadline passed (see deadline-queue.ts). */
+  onDeadline(): void {
+    this.ch.clientCancel(this, Status.DEADLINE_EXCEEDED, `deadline exceeded after ${this.deadlineMs} ms (${this.method})`);
   }
 
   get status(): Promise<FinalStatus> {
@@ -293,7 +302,7 @@ class ClientCallImpl extends Window implements ClientCall {
   }
 }
 
-class ServerCallImpl extends Window implements ServerCall {
+class ServerCallImpl extends Window implements ServerCall, DeadlineEntry {
   readonly requests: MessageQueue;
   /** Created on first use: most unary handlers never look at their signal. */
   private abortController: AbortController | undefined;
@@ -302,7 +311,10 @@ class ServerCallImpl extends Window implements ServerCall {
   responsesSent = 0;
   /** A unary call's small response, held back to travel in the END frame (FrameFlag.WITH_MESSAGE). */
   heldResponse: Uint8Array | undefined;
-  timer: ReturnType<typeof setTimeout> | undefined;
+  /** @internal The call's place in the deadline queue. */
+  deadlineSlot = NOT_QUEUED;
+  /** @internal The client's timeout (µs, for DEADLINE_EXCEEDED's details). */
+  timeoutUs = 0;
 
   constructor(
     private readonly ch: RpcChannel,
@@ -342,6 +354,14 @@ class ServerCallImpl extends Window implements ServerCall {
       this.onAbort = undefined;
       f(reason);
     }
+  }
+
+  /** @internal The deadline passed (see deadline-queue.ts): the handler is told, the client gets the status. */
+  onDeadline(): void {
+    if (this.ended) return;
+    const details = `deadline exceeded (${(this.timeoutUs / 1000).toFixed(1)} ms) while serving ${this.method}`;
+    this.abort(new RpcError(Status.DEADLINE_EXCEEDED, details));
+    this.ch.serverEnd(this, Status.DEADLINE_EXCEEDED, details);
   }
 
   sendHeaders(metadata: Metadata): void {
@@ -474,8 +494,8 @@ export class RpcChannel {
     if (opts.timeoutMs !== undefined) deadline = Math.min(deadline ?? Infinity, Date.now() + opts.timeoutMs);
     call.deadline = deadline;
     if (deadline !== undefined) {
-      const ms = Math.max(0, deadline - Date.now());
-      call.timer = setTimeout(clientDeadlinePassed, ms, this, call, ms);
+      call.deadlineMs = Math.max(0, deadline - Date.now());
+      deadlines.add(call, deadline);
     }
     if (opts.signal) {
       if (opts.signal.aborted) {
@@ -591,7 +611,7 @@ export class RpcChannel {
   private finishClient(call: ClientCallImpl, status: FinalStatus): void {
     if (call.finished) return;
     call.finished = true;
-    if (call.timer) clearTimeout(call.timer);
+    deadlines.remove(call);
     if (this.clientCalls.delete(call.callId)) this.stats.activeClientCalls--;
     if (!call.begun) {
       // Only a call that has not begun can wait in the start queue.
@@ -696,7 +716,7 @@ export class RpcChannel {
   private retireServer(call: ServerCallImpl): void {
     call.ended = true;
     call.heldResponse = undefined;
-    if (call.timer) clearTimeout(call.timer);
+    deadlines.remove(call);
     call.wakeWriters();
     call.requests.end();
     if (this.serverCalls.delete(call.callId)) this.stats.activeServerCalls--;
@@ -730,7 +750,10 @@ export class RpcChannel {
     this.serverCalls.set(callId, call);
     this.stats.activeServerCalls++;
     this.stats.callsServed++;
-    if (deadline !== undefined) call.timer = setTimeout(serverDeadlinePassed, head.timeoutUs / 1000, this, call, head.timeoutUs);
+    if (deadline !== undefined) {
+      call.timeoutUs = head.timeoutUs;
+      deadlines.add(call, deadline);
+    }
     if (withMessage) {
       this.requestMessage(call, flags & FrameFlag.END_STREAM, body, headEnd);
       if (call.ended) return;
@@ -1021,23 +1044,9 @@ export class RpcChannel {
   }
 }
 
-
-// Deadline timers get their state as setTimeout arguments: no closure (and no captured scope) per call.
-
 /** Outside open(), so that open() captures nothing (a call with a signal is rare). */
 function cancelOnAbort(ch: RpcChannel, call: ClientCallImpl, signal: AbortSignal): void {
   signal.addEventListener("abort", () => ch.clientCancel(call, Status.CANCELLED, "cancelled by the caller"), { once: true });
-}
-
-function clientDeadlinePassed(ch: RpcChannel, call: ClientCallImpl, ms: number): void {
-  ch.clientCancel(call, Status.DEADLINE_EXCEEDED, `deadline exceeded after ${ms} ms (${call.method})`);
-}
-
-function serverDeadlinePassed(ch: RpcChannel, call: ServerCallImpl, timeoutUs: number): void {
-  if (call.ended) return;
-  const details = `deadline exceeded (${(timeoutUs / 1000).toFixed(1)} ms) while serving ${call.method}`;
-  call.abort(new RpcError(Status.DEADLINE_EXCEEDED, details));
-  ch.serverEnd(call, Status.DEADLINE_EXCEEDED, details);
 }
 
 /** Method names already checked: a connection sees the same few on every call. */

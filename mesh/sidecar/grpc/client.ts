@@ -4,12 +4,13 @@
 // The status of a call comes from its trailers (or a trailers-only response); without one, from what
 // ended the stream, the way grpc-js maps it: a connection that cannot be made or is lost → UNAVAILABLE,
 // RST_STREAM → its code's status, an HTTP error status → the spec's mapping. A deadline goes upstream as
-// grpc-timeout and is also kept by a local timer: when it passes the stream is reset (CANCEL) and the
-// call ends DEADLINE_EXCEEDED whatever the server does.
+// grpc-timeout and is also kept here (the process's deadline queue): when it passes the stream is reset
+// (CANCEL) and the call ends DEADLINE_EXCEEDED whatever the server does.
 import type * as http2 from "node:http2";
 import { createRequire } from "node:module";
 import { isIP } from "../discovery/ip.ts";
 import type { SecureContextOptions } from "node:tls";
+import { type DeadlineEntry, deadlines, NOT_QUEUED } from "../../../runtime/rpc/deadline-queue.ts";
 import { type Metadata, Status } from "../../../runtime/rpc/status.ts";
 import { GrpcError } from "./errors.ts";
 import { fromHeaders } from "./metadata.ts";
@@ -74,12 +75,7 @@ export function baseRequestHeaders(path: string): http2.OutgoingHttpHeaders {
   };
 }
 
-/** The deadline timer's callback, with the call as its argument: no closure per call. */
-function deadlinePassed(call: GrpcClientCall): void {
-  call.deadlinePassed();
-}
-
-export class GrpcClientCall {
+export class GrpcClientCall implements DeadlineEntry {
   private done = false;
   private httpStatus = 0;
   private code: number | undefined;
@@ -88,7 +84,8 @@ export class GrpcClientCall {
   private error: Error | undefined;
   private encoding: string | undefined;
   private readonly decoder: MessageDecoder;
-  private timer: ReturnType<typeof setTimeout> | undefined;
+  /** @internal The call's place in the deadline queue (runtime/rpc/deadline-queue.ts). */
+  deadlineSlot = NOT_QUEUED;
   private stream: http2.ClientHttp2Stream | undefined;
   private own: H2Stream | undefined;
   private gotResponse = false;
@@ -105,7 +102,7 @@ export class GrpcClientCall {
   /** @internal */
   attach(stream: http2.ClientHttp2Stream, session: http2.ClientHttp2Session, deadline: number | undefined): void {
     this.stream = stream;
-    if (deadline !== undefined) this.timer = setTimeout(deadlinePassed, Math.max(0, deadline - Date.now()), this);
+    if (deadline !== undefined) deadlines.add(this, deadline);
     stream.on("response", (headers: http2.IncomingHttpHeaders) => {
       if (!this.done) this.onResponse(headers);
     });
@@ -123,7 +120,7 @@ export class GrpcClientCall {
   /** @internal The call on our own HTTP/2 stream (h2c). */
   attachOwn(stream: H2Stream, deadline: number | undefined): void {
     this.own = stream;
-    if (deadline !== undefined) this.timer = setTimeout(deadlinePassed, Math.max(0, deadline - Date.now()), this);
+    if (deadline !== undefined) deadlines.add(this, deadline);
     stream.onHeaders = (h: DecodeResult, endStream: boolean) => {
       if (this.done) return;
       const headers = h.headers as http2.IncomingHttpHeaders;
@@ -258,7 +255,7 @@ export class GrpcClientCall {
   private settle(code: number, details: string, trailers: Metadata): void {
     if (this.done) return;
     this.done = true;
-    if (this.timer) clearTimeout(this.timer);
+    deadlines.remove(this);
     this.listener.onStatus(code, details, trailers);
   }
 
@@ -281,8 +278,8 @@ export class GrpcClientCall {
     this.settle(code, details, EMPTY);
   }
 
-  /** @internal The call's deadline timer fired. */
-  deadlinePassed(): void {
+  /** @internal The call's deadline passed (see deadline-queue.ts). */
+  onDeadline(): void {
     this.abort(Status.DEADLINE_EXCEEDED, `deadline exceeded waiting for ${this.client.address}`);
   }
 

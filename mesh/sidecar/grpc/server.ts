@@ -16,6 +16,7 @@ import type { TCPSocketListener } from "bun";
 import type * as http2 from "node:http2";
 import { createRequire } from "node:module";
 import type { SecureContextOptions } from "node:tls";
+import { type DeadlineEntry, deadlines, NOT_QUEUED } from "../../../runtime/rpc/deadline-queue.ts";
 import { type Metadata, Status } from "../../../runtime/rpc/status.ts";
 import type { CallShape } from "../../../runtime/rpc/types.ts";
 import { GrpcError } from "./errors.ts";
@@ -269,7 +270,7 @@ class RequestQueue implements AsyncIterable<Buffer> {
 }
 
 /** One call as the handler sees it. */
-export class GrpcServerCall {
+export class GrpcServerCall implements DeadlineEntry {
   /** The single request of a unary or server-streaming call. */
   request: Buffer | undefined;
   /** Fired once if the call ends from the network side first: client reset, connection lost, bad request data. */
@@ -282,7 +283,8 @@ export class GrpcServerCall {
   private queue: RequestQueue | undefined;
   private drainWaiters: (() => void)[] | undefined;
   /** @internal */ decoder: MessageDecoder;
-  /** @internal */ timer: ReturnType<typeof setTimeout> | undefined;
+  /** @internal The call's place in the deadline queue while the server holds its deadline (see armDeadlines). */
+  deadlineSlot = NOT_QUEUED;
   /** @internal */ handed = false;
 
   constructor(
@@ -385,7 +387,7 @@ export class GrpcServerCall {
       this.wroteMessage = true;
     }
     this.endedCode = code;
-    if (this.timer) clearTimeout(this.timer);
+    deadlines.remove(this);
     this.queue?.end();
     if (this.cancelled) return;
     const t: http2.OutgoingHttpHeaders = { "grpc-status": String(code) };
@@ -427,7 +429,7 @@ export class GrpcServerCall {
 
   /** @internal The network side ended the call (reset, lost connection, protocol error). */
   cancel(reason: string): void {
-    if (this.timer) clearTimeout(this.timer);
+    deadlines.remove(this);
     this.queue?.end(new GrpcError(Status.CANCELLED, reason));
     const f = this.onCancel;
     this.onCancel = undefined;
@@ -439,6 +441,11 @@ export class GrpcServerCall {
     if (this.ended) return;
     this.end(e.code, e.details);
     this.cancel(e.details);
+  }
+
+  /** @internal The deadline passed before the request arrived (the server queues it only until then). */
+  onDeadline(): void {
+    this.fail(new GrpcError(Status.DEADLINE_EXCEEDED, "deadline exceeded before the request arrived"));
   }
 
   /** @internal */
@@ -765,7 +772,7 @@ export class GrpcServer {
         }
       },
       close: (reason) => {
-        if (call.timer) clearTimeout(call.timer);
+        deadlines.remove(call);
         if (!call.ended) call.cancel(reason);
       },
     };
@@ -774,7 +781,7 @@ export class GrpcServer {
     } else if (deadline !== undefined) {
       // Until the request has arrived no handler holds the deadline: the server does. A unary request
       // usually arrives in the same read as its headers (handed before this read's microtasks run): the
-      // timer is set only for calls still waiting then, not set and cleared for each call.
+      // deadline is queued only for calls still waiting then, not added and removed for each call.
       this.awaitingRequest.push(call);
       if (this.awaitingRequest.length === 1) queueMicrotask(this.armDeadlines);
     }
@@ -789,20 +796,14 @@ export class GrpcServer {
     this.awaitingRequest = [];
     for (const call of calls) {
       if (call.handed || call.ended || call.cancelled || call.deadline === undefined) continue;
-      call.timer = setTimeout(
-        () => call.fail(new GrpcError(Status.DEADLINE_EXCEEDED, "deadline exceeded before the request arrived")),
-        Math.max(0, call.deadline - Date.now()),
-      );
+      deadlines.add(call, call.deadline);
     }
   };
 
   private hand(call: GrpcServerCall): void {
     if (call.handed) return;
     call.handed = true;
-    if (call.timer) {
-      clearTimeout(call.timer);
-      call.timer = undefined;
-    }
+    deadlines.remove(call);
     this.opts.onCall(call);
   }
 }
