@@ -15,7 +15,9 @@
 //
 // The timer is unref'd: a process whose only pending work is deadlines can exit. Every call that has
 // a deadline here also holds its connection's socket, which keeps the process alive while it runs.
-// Entries whose deadlines come due together fire in no particular order.
+// Deadlines are Date.now() ms, as the call sites compute them (CallOptions.deadline, grpc-timeout), so
+// a step of the wall clock moves them (a per-call setTimeout counted monotonic time); NTP slews, it
+// does not step. Entries whose deadlines come due together fire in no particular order.
 
 /** An entry's slot when it is not queued: entries start with `deadlineSlot = NOT_QUEUED`. */
 export const NOT_QUEUED = -1;
