@@ -106,6 +106,32 @@ describe("DeadlineQueue on a fake clock", () => {
     expect(q.size).toBe(0);
   });
 
+  test("deadlines come on the wall clock and are kept on the monotonic one: a wall-clock step after add() moves nothing", () => {
+    // The fake clock's time is the monotonic clock; the wall clock runs 5,000 ms ahead of it and then
+    // steps back an hour, then forward two.
+    const clock = new FakeClock();
+    let wallOffset = 5_000;
+    const wallClock: DeadlineClock = {
+      now: () => clock.now(),
+      wall: () => clock.now() + wallOffset,
+      set: (fire, ms) => clock.set(fire, ms),
+      clear: (h) => clock.clear(h),
+    };
+    const q = new DeadlineQueue(wallClock);
+    const log: string[] = [];
+    const t0 = clock.t;
+    q.add(new Entry("a", log), t0 + wallOffset + 100); // due 100 ms from now
+    wallOffset -= 3_600_000;
+    q.add(new Entry("b", log), t0 + wallOffset + 200); // due 200 ms from now, by the stepped wall clock
+    wallOffset += 7_200_000;
+    clock.advance(t0 + 99);
+    expect(log).toEqual([]);
+    clock.advance(t0 + 100);
+    expect(log).toEqual(["a"]);
+    clock.advance(t0 + 200);
+    expect(log).toEqual(["a", "b"]);
+  });
+
   test("the timer is off while the queue is empty, and goes off again after the last firing", () => {
     const { clock, q } = setup();
     expect(q.timerAt).toBe(Infinity);

@@ -15,9 +15,11 @@
 //
 // The timer is unref'd: a process whose only pending work is deadlines can exit. Every call that has
 // a deadline here also holds its connection's socket, which keeps the process alive while it runs.
-// Deadlines are Date.now() ms, as the call sites compute them (CallOptions.deadline, grpc-timeout), so
-// a step of the wall clock moves them (a per-call setTimeout counted monotonic time); NTP slews, it
-// does not step. Entries whose deadlines come due together fire in no particular order.
+// Deadlines come in as Date.now() ms, as the call sites compute them (CallOptions.deadline,
+// grpc-timeout), and are kept on the monotonic clock (performance.now()): converted once in add(),
+// so a step of the wall clock afterwards (a VM resumed, a clock set by hand) neither fires a call's
+// deadline early nor holds it late, as with the per-call setTimeout before (and grpc-js, Envoy).
+// Entries whose deadlines come due together fire in no particular order.
 
 /** An entry's slot when it is not queued: entries start with `deadlineSlot = NOT_QUEUED`. */
 export const NOT_QUEUED = -1;
@@ -37,8 +39,13 @@ export interface DeadlineEntry {
 
 /** The clock and the native timer; a test passes its own. */
 export interface DeadlineClock {
-  /** Milliseconds on the scale of the deadlines passed to add(). */
+  /** Milliseconds on the scale the queue keeps deadlines on (monotonic for the real clock). */
   now(): number;
+  /**
+   * The scale of the deadlines passed to add(), when it differs from now()'s (the real clock: Date.now());
+   * add() converts with both clocks read then. Without it, add() takes deadlines on now()'s scale.
+   */
+  wall?(): number;
   /** Arms a one-shot timer that calls `fire` after `ms` (0 ≤ ms ≤ MAX_TIMER_MS); returns its handle. */
   set(fire: () => void, ms: number): unknown;
   clear(handle: unknown): void;
@@ -47,9 +54,10 @@ export interface DeadlineClock {
 /** setTimeout's limit: a longer delay is taken as 1 ms (with a TimeoutOverflowWarning). */
 export const MAX_TIMER_MS = 2 ** 31 - 1;
 
-/** Date.now(), as the call sites compute deadlines (CallOptions.deadline, grpc-timeout); unref'd timers. */
+/** Monotonic time for the queue, Date.now() for the deadlines the call sites pass; unref'd timers. */
 const SYSTEM_CLOCK: DeadlineClock = {
-  now: () => Date.now(),
+  now: () => performance.now(),
+  wall: () => Date.now(),
   set: (fire, ms) => setTimeout(fire, ms).unref(),
   clear: (handle) => clearTimeout(handle as Timer),
 };
@@ -78,12 +86,14 @@ export class DeadlineQueue {
   }
 
   /**
-   * Queues `entry` to have onDeadline() called once the clock reaches `at` (a deadline already past
-   * fires on a later turn, never inside add()). An entry already queued moves to the new deadline.
+   * Queues `entry` to have onDeadline() called once the wall clock reaches `at` (Date.now() ms; a
+   * deadline already past fires on a later turn, never inside add()). An entry already queued moves
+   * to the new deadline.
    */
   add(entry: DeadlineEntry, at: number): void {
     if (entry.deadlineSlot !== NOT_QUEUED) this.remove(entry);
     if (Number.isNaN(at)) at = -Infinity; // as setTimeout(f, NaN): at once
+    else if (this.clock.wall && Number.isFinite(at)) at = at - this.clock.wall() + this.clock.now();
     const i = this.entries.length;
     this.entries.push(entry);
     this.keys.push(at);
