@@ -64,21 +64,6 @@ function backoffOver(oc: OutboundCall): void {
 }
 
 /**
- * What sc.onAbort is set to for an OutboundCall. The channel calls onAbort as a plain function, so
- * pointing it at one call would take a function made per call (a closure, or a bind: a runtime call
- * from cold code). Relays are lent instead: one listens for a call while an attempt runs or a retry
- * waits, and comes back when that ends. The channel keeps onAbort nowhere else and clears it before
- * calling it, so a relay handed back is referenced by no call.
- */
-class AbortRelay {
-  target: OutboundCall | undefined = undefined;
-  readonly fn = (): void => this.target?.appAborted();
-}
-const idleRelays: AbortRelay[] = [];
-/** Idle relays kept: more than calls usually wait at once; a burst's extra ones are left to the GC. */
-const MAX_IDLE_RELAYS = 256;
-
-/**
  * One call from the app: what it needs from attempt to attempt (the loop's locals of an async handler),
  * and the owner of its attempts, which decides on each one's end whether to retry or answer.
  */
@@ -99,8 +84,11 @@ class OutboundCall implements AttemptOwner {
   /** The attempt in flight, if any. */
   private attempt: Attempt | undefined;
   private backoffTimer: ReturnType<typeof setTimeout> | undefined;
-  /** Lent while an attempt runs or a retry waits (sc.onAbort is its fn). */
-  private relay: AbortRelay | undefined;
+  /**
+   * sc.onAbort while an attempt runs or a retry waits. The channel calls onAbort as a plain function,
+   * so this is the call's one closure, made the first time it listens.
+   */
+  private onAbort: (() => void) | undefined;
 
   constructor(
     private readonly deps: OutboundDeps,
@@ -286,30 +274,20 @@ class OutboundCall implements AttemptOwner {
   }
 
   private listenForAbort(): void {
-    let r = this.relay;
-    if (r === undefined) {
-      r = this.relay = idleRelays.pop() ?? new AbortRelay();
-      r.target = this;
-    }
-    this.sc.onAbort = r.fn;
+    this.sc.onAbort = this.onAbort ??= () => this.appAborted();
   }
 
   private stopListening(): void {
-    const r = this.relay;
-    if (r === undefined) return;
-    this.relay = undefined;
-    if (this.sc.onAbort === r.fn) this.sc.onAbort = undefined;
-    r.target = undefined;
-    if (idleRelays.length < MAX_IDLE_RELAYS) idleRelays.push(r);
+    if (this.onAbort !== undefined && this.sc.onAbort === this.onAbort) this.sc.onAbort = undefined;
   }
 
   /**
    * The app cancelled, its deadline passed or its connection went, while an attempt ran or a retry
    * waited. The channel ends the call right after telling us: acting from inside would end it first,
    * with the attempt's CANCELLED instead of the channel's reason. So it waits a microtask, as every
-   * step did when the handler awaited each one (and this path is rare). @internal (AbortRelay)
+   * step did when the handler awaited each one (and this path is rare).
    */
-  appAborted(): void {
+  private appAborted(): void {
     queueMicrotask(() => {
       if (this.attempt) {
         this.attempt.cancel("the app cancelled the call"); // its status comes back to attemptDone
