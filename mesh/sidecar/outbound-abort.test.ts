@@ -1,13 +1,13 @@
 // Outbound, real processes: the app giving up on a call while the sidecar waits for an attempt or for a
-// retry's backoff (OutboundCall listens through the call's onAbort, with listener functions lent from a
-// pool, and acts a microtask later, once the channel has ended the call). The upstream fails
+// retry's backoff (OutboundCall listens through the call's onAbort and acts a microtask later, once the
+// channel has ended the call). The upstream fails
 // UNAVAILABLE unless a test says otherwise; the backoff is long (full jitter up to 60 s, doubling per
 // retry), so a call is almost always between attempts when it matters.
 // - Cancelling during a backoff ends the call at once: CANCELLED, logged and counted, no later attempt.
 // - A backoff that would outlast the deadline is not waited: the failure is returned at once, saying so.
 // - Cancelling while an attempt runs records what the app saw (the channel's reason), not the
 //   cancelled attempt's status.
-// - Cancelling some of many calls in flight cancels those and no other (the listeners are reused).
+// - Cancelling some of many calls in flight cancels those and no other.
 import { afterAll, beforeAll, expect, setDefaultTimeout, test } from "bun:test";
 import * as grpc from "@grpc/grpc-js";
 import { join } from "node:path";
