@@ -8,7 +8,8 @@ import {
   JitSymbols,
   NO_JS,
   parseJitDump,
-  parsePerfScript,
+  parsePerfScriptStream,
+  type Sample,
   render,
   summarize,
   type JitEntry,
@@ -217,19 +218,37 @@ describe("JitSymbols", () => {
   });
 });
 
+/** `text` as the CLI reads stdin, in small chunks so that lines are split across them. */
+function chunked(text: string, size = 7): ReadableStream<Uint8Array> {
+  const bytes = new TextEncoder().encode(text);
+  let at = 0;
+  return new ReadableStream({
+    pull(c) {
+      if (at >= bytes.length) return c.close();
+      c.enqueue(bytes.slice(at, (at += size)));
+    },
+  });
+}
+
+async function samplesOf(text: string): Promise<Sample[]> {
+  const out: Sample[] = [];
+  for await (const s of parsePerfScriptStream(chunked(text))) out.push(s);
+  return out;
+}
+
 describe("summarize", () => {
   const symbols = new JitSymbols(parseJitDump(jitdump(RECORDS)));
 
-  test("perf script blocks: comm with spaces, tid last, leaf first", () => {
-    const samples = [...parsePerfScript(PERF_SCRIPT)];
+  test("perf script blocks: comm with spaces, tid last, leaf first", async () => {
+    const samples = await samplesOf(PERF_SCRIPT);
     expect(samples).toHaveLength(8);
     expect(samples[7]).toMatchObject({ comm: "Bun Pool 0", tid: 102 });
     expect(samples[0]!.frames[0]).toEqual({ addr: DFG + 0x10, sym: "[unknown]", dso: "/tmp/perf-100.map" });
     expect(samples[0]!.frames[3]).toEqual({ addr: 0x2724a, sym: "__libc_start_call_main", dso: "/usr/lib/x86_64-linux-gnu/libc.so.6" });
   });
 
-  test("category split, syscalls, self per function with tiers merged, inclusive once per sample", () => {
-    const sum = summarize(parsePerfScript(PERF_SCRIPT), symbols);
+  test("category split, syscalls, self per function with tiers merged, inclusive once per sample", async () => {
+    const sum = await summarize(parsePerfScriptStream(chunked(PERF_SCRIPT)), symbols);
     expect(sum.total).toBe(8);
     expect(sum.mainComm).toBe("bun.exe");
     const pct = (rows: Iterable<[string, number]>) => [...rows].map(([label, n]) => [label, ((100 * n) / sum.total).toFixed(2)]);
@@ -256,8 +275,8 @@ describe("summarize", () => {
     expect(text).not.toContain("#");
   });
 
-  test("--top cuts the list and sums the rest", () => {
-    const text = render(summarize(parsePerfScript(PERF_SCRIPT), symbols), 1);
+  test("--top cuts the list and sums the rest", async () => {
+    const text = render(await summarize(parsePerfScriptStream(chunked(PERF_SCRIPT)), symbols), 1);
     expect(text).toMatch(/^ {3}25\.00% {2}2 {2}\(2 more functions\)$/m); // foo + (runtime, no JS) in the self list
   });
 });

@@ -304,19 +304,6 @@ function parseFrame(line: string): Frame | undefined {
   return p < 0 ? { addr, sym: rest, dso: "" } : { addr, sym: rest.slice(0, p), dso: rest.slice(p + 2, -1) };
 }
 
-export function* parsePerfScript(text: string, parser = new PerfScriptParser()): Generator<Sample> {
-  let start = 0;
-  while (start < text.length) {
-    let nl = text.indexOf("\n", start);
-    if (nl < 0) nl = text.length;
-    const s = parser.line(text.slice(start, nl));
-    if (s) yield s;
-    start = nl + 1;
-  }
-  const last = parser.end();
-  if (last) yield last;
-}
-
 /** Streams samples so a ~50 MB perf script dump is never held whole, nor split into one array of lines. */
 export async function* parsePerfScriptStream(
   stream: ReadableStream<Uint8Array>,
@@ -504,9 +491,9 @@ export class Summarizer {
   }
 }
 
-export function summarize(samples: Iterable<Sample>, symbols: JitSymbols): Summary {
+export async function summarize(samples: AsyncIterable<Sample>, symbols: JitSymbols): Promise<Summary> {
   const s = new Summarizer(symbols);
-  for (const sample of samples) s.add(sample);
+  for await (const sample of samples) s.add(sample);
   return s.result();
 }
 
@@ -661,9 +648,7 @@ export async function main(argv: string[]): Promise<number> {
     if (process.stdin.isTTY) throw new UsageError(`stdin is a terminal: ${PIPE_HINT}`);
 
     const parser = new PerfScriptParser();
-    const summarizer = new Summarizer(symbols);
-    for await (const s of parsePerfScriptStream(Bun.stdin.stream(), parser)) summarizer.add(s);
-    const sum = summarizer.result();
+    const sum = await summarize(parsePerfScriptStream(Bun.stdin.stream(), parser), symbols);
     if (parser.lines === 0) throw new UsageError(`no input on stdin: ${PIPE_HINT}`);
     if (sum.total === 0) throw new UsageError(`no samples in the input (${parser.lines} lines): ${PIPE_HINT}`);
     if (sum.noStack === sum.total) {
