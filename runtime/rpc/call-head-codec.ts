@@ -8,6 +8,7 @@
 //   3 timeout_us   uint64   (VARINT)
 //   4 server_streaming bool, 5 client_streaming bool
 import type { Metadata } from "./status.ts";
+import { latin1, SeenStrings } from "./latin1.ts";
 
 export class CallHeadError extends Error {
   override name = "WireError";
@@ -232,13 +233,10 @@ function methodName(buf: Uint8Array, at: number, len: number): string {
   return text;
 }
 
-// Buffer's latin1Slice makes a string from any Uint8Array's bytes in one native step, with no view.
-const latin1Slice = (Buffer.prototype as unknown as { latin1Slice?: (this: Uint8Array, start: number, end: number) => string }).latin1Slice;
-
 /** Slots (a power of 2) and longest string of the cache of short ASCII strings read (see readText). */
 const TEXT_SLOTS = 256;
 const TEXT_MAX_LEN = 64;
-const textSeen: (string | undefined)[] = new Array<string | undefined>(TEXT_SLOTS).fill(undefined);
+const textSeen = new SeenStrings(TEXT_SLOTS);
 
 /**
  * A length-delimited string field: ASCII (metadata keys, and nearly every value) is read in place,
@@ -254,24 +252,10 @@ function readText(c: Cursor, text: TextDecoder): string {
   const start = c.at;
   const end = start + len;
   c.at = end;
-  if (latin1Slice !== undefined) {
-    let i = start;
-    let h = len;
-    while (i < end && buf[i]! < 0x80) h = (Math.imul(h, 31) + buf[i++]!) | 0;
-    if (i === end) {
-      if (len > TEXT_MAX_LEN) return latin1Slice.call(buf, start, end);
-      const slot = h & (TEXT_SLOTS - 1);
-      const seen = textSeen[slot];
-      if (seen !== undefined && seen.length === len) {
-        let k = 0;
-        while (k < len && seen.charCodeAt(k) === buf[start + k]) k++;
-        if (k === len) return seen;
-      }
-      const fresh = latin1Slice.call(buf, start, end);
-      textSeen[slot] = fresh;
-      return fresh;
-    }
-  }
+  let i = start;
+  let h = len;
+  while (i < end && buf[i]! < 0x80) h = (Math.imul(h, 31) + buf[i++]!) | 0;
+  if (i === end) return len > TEXT_MAX_LEN ? latin1(buf, start, end) : textSeen.get(buf, start, end, h);
   return text.decode(buf.subarray(start, end));
 }
 
