@@ -18,10 +18,12 @@ interface Target {
 
 const CFLAGS = ["-O2", "-Wall", "-Wextra", "-Werror"];
 
-export const TARGETS: Record<"pingpong" | "oneway" | "tsc", Target> = {
+export const TARGETS: Record<"pingpong" | "oneway" | "tsc" | "tcp-proxy", Target> = {
   pingpong: { out: "pingpong", sources: ["pingpong.c"], headers: ["common.h"], flags: CFLAGS },
   oneway: { out: "oneway", sources: ["oneway.c"], headers: ["common.h"], flags: CFLAGS },
   tsc: { out: "libbenchtsc.so", sources: ["tsc.c"], headers: [], flags: [...CFLAGS, "-shared", "-fPIC"] },
+  // bench-mesh's floor for a sidecar's CPU: a byte forwarder making the sidecars' per-call syscalls.
+  "tcp-proxy": { out: "tcp-proxy", sources: ["tcp-proxy.c"], headers: [], flags: CFLAGS },
 };
 
 export class BuildError extends Error {
