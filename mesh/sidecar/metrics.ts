@@ -239,6 +239,7 @@ export class SidecarMetrics {
     };
     (requests as unknown as { collect?: () => void }).collect = flush;
     (attempts as unknown as { collect?: () => void }).collect = flush;
+    (this.duration as unknown as { collect?: () => void }).collect = flush;
   }
 
   /** Records one finished call. */
@@ -336,13 +337,23 @@ class CodeCounts {
 class CallCell {
   private readonly pending = new CodeCounts();
   private readonly labels: ({ direction: string; method: string; code: string } | undefined)[] = [];
+  /**
+   * Calls per bucket since the last flush, by bound index. The entry's bucketValues is keyed by the
+   * bound itself, a fraction such as 0.005: each increment there turned the number into a property
+   * name in the runtime (~1.2 % of a sidecar's CPU at 1,000 calls/s in perf). Sum and count are still
+   * added to the entry per call, in prom-client's order, so the float sum comes out the same.
+   */
+  private readonly pendingBuckets: Float64Array;
+  private bucketsDirty = false;
 
   constructor(
     private readonly direction: Direction,
     private readonly method: string,
     private readonly hist: HistogramEntry,
     private readonly bounds: readonly number[],
-  ) {}
+  ) {
+    this.pendingBuckets = new Float64Array(bounds.length);
+  }
 
   /** `code` is 0..16. */
   record(code: number, seconds: number): void {
@@ -352,9 +363,9 @@ class CallCell {
     const bounds = this.bounds;
     if (!Number.isFinite(seconds)) return;
     for (let i = 0; i < bounds.length; i++) {
-      const b = bounds[i]!;
-      if (seconds <= b) {
-        h.bucketValues[b]!++;
+      if (seconds <= bounds[i]!) {
+        this.pendingBuckets[i]!++;
+        this.bucketsDirty = true;
         break;
       }
     }
@@ -362,8 +373,17 @@ class CallCell {
     h.count += 1;
   }
 
+  /** Hands pending request counts to `requests` and pending bucket counts to the histogram entry. */
   flush(requests: Counter<"direction" | "method" | "code">): void {
     this.pending.drain((code, n) => requests.inc((this.labels[code] ??= { direction: this.direction, method: this.method, code: statusName(code) }), n));
+    if (!this.bucketsDirty) return;
+    this.bucketsDirty = false;
+    const pending = this.pendingBuckets;
+    for (let i = 0; i < pending.length; i++) {
+      if (pending[i] === 0) continue;
+      this.hist.bucketValues[this.bounds[i]!]! += pending[i]!;
+      pending[i] = 0;
+    }
   }
 }
 
