@@ -12,19 +12,25 @@
 // measured windows are printed beside it.
 // The sidecars run from the bundle `mesh up` runs (mesh/sidecar/bundle.ts), or with --sidecar source
 // from main.ts.
-// The two paths are measured in alternating windows (--rounds of them each: direct, mesh, direct, …),
-// so a slow moment of the shared machine falls on both instead of making the added p99 negative or
-// doubling it; CPU is summed over each process's own windows.
+// The paths are measured in alternating windows (--rounds of them each: direct, mesh, C proxies, direct,
+// …), so a slow moment of the shared machine falls on all of them instead of making the added p99
+// negative or doubling it; CPU is summed over each process's own windows.
+// A third path, "via 2 C proxies" (--c-proxy on, the default), is this machine's floor for a sidecar's
+// CPU: the same grpc-js client and load go through two bench/c/tcp-proxy.c processes chained in the
+// sidecars' places (client → F → G → the direct grpc-js server), byte forwarders that make the same
+// per-call syscalls as a sidecar (2 epoll waits, 2 recvs, 2 sends: under nested virtualisation ~45 % of
+// a sidecar's CPU is those wakeups) and nothing else. Each sidecar's CPU is printed as a ratio to the two
+// proxies' mean, over the run and per round (against the C proxies' window of the same round).
 //
 //   bun mesh/sidecar/bench-mesh.ts [--rate 1000] [--seconds 10] [--rounds 5] [--warmup 2]
 //        [--transport auto|uds|shm] [--access-log on|off] [--tls on|off] [--sidecar bundle|source] [--smol]
-//        [--sidecar-env K=V]... [--compare <dir>] [--compare-env K=V]... [--json]
+//        [--sidecar-env K=V]... [--compare <dir>] [--compare-env K=V]... [--c-proxy on|off] [--json]
 // --smol runs the sidecars with `bun --smol` (smaller heap, more frequent GC).
 // --sidecar-env K=V (repeatable) sets K=V in the sidecars' environment only (not the apps' or this process's).
 // --compare <dir>: a paired run against another checkout of this repo (e.g. `git worktree add /tmp/old <commit>`
 // with node_modules symlinked). A second greeter sidecar + echo app + frontend sidecar run from <dir> (its own
 // bundle, or main.ts with --sidecar source; the same sidecar env), and each round measures direct, mesh (this
-// tree), mesh (<dir>) — the two mesh windows swap order every round. This VM's phases move the absolute CPU
+// tree), mesh (<dir>), C proxies — the two mesh windows swap order every round. This VM's phases move the absolute CPU
 // figure ±10 % over tens of minutes, which hides 3-6 % effects of a change; in a paired run both trees share
 // the phase. Printed after the usual lines (JSON: `compare`): each sidecar's CPU per 1k rps in both trees and
 // the ratio this/compare, RSS median of both, added p99 of both.
@@ -38,11 +44,12 @@ import { existsSync, mkdirSync, readdirSync, readFileSync, readlinkSync } from "
 import { diffSamples, sampleProcess } from "../../runtime/procstat.ts";
 import { connect } from "../../runtime/sdk/index.ts";
 import { TestResources } from "../../test/helpers.ts";
+import { buildC } from "../../bench/lib/build-c.ts";
 import { buildSidecarBundle } from "./bundle.ts";
 import { pssParts, rssParts } from "./proc-memory.ts";
 import { sidecarProcessEnv } from "./process-env.ts";
 import { issueCertificates } from "./certs.ts";
-import { ECHO_APP, ECHO_PROTO, echoClient, type RunningSidecar, SIDECAR_MAIN, startSidecar, writeMeshYaml } from "./testdata/harness.ts";
+import { ECHO_APP, ECHO_PROTO, echoClient, type EchoClient, type RunningSidecar, SIDECAR_MAIN, startSidecar, writeMeshYaml } from "./testdata/harness.ts";
 
 interface Opts {
   rate: number;
@@ -59,10 +66,12 @@ interface Opts {
   compare?: string;
   /** Set in the --compare tree's sidecars only, on top of sidecarEnv (an A/B of a setting on one tree). */
   compareEnv: Record<string, string>;
+  /** The "via 2 C proxies" path, the floor a sidecar's CPU is judged against. */
+  cProxy: boolean;
 }
 
 function parse(argv: string[]): Opts {
-  const o: Opts = { rate: 1000, seconds: 10, rounds: 5, warmup: 2, transport: "auto", accessLog: true, tls: false, json: false, smol: false, bundle: true, sidecarEnv: {}, compareEnv: {} };
+  const o: Opts = { rate: 1000, seconds: 10, rounds: 5, warmup: 2, transport: "auto", accessLog: true, tls: false, json: false, smol: false, bundle: true, sidecarEnv: {}, compareEnv: {}, cProxy: true };
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i]!;
     const v = () => {
@@ -85,6 +94,11 @@ function parse(argv: string[]): Opts {
       const eq = x.indexOf("=");
       if (eq <= 0) throw new Error(`${a} ${x}: expected KEY=VALUE`);
       (a === "--sidecar-env" ? o.sidecarEnv : o.compareEnv)[x.slice(0, eq)] = x.slice(eq + 1);
+    }
+    else if (a === "--c-proxy") {
+      const x = v();
+      if (x !== "on" && x !== "off") throw new Error(`--c-proxy ${x}: expected on or off`);
+      o.cProxy = x === "on";
     }
     else if (a === "--sidecar") {
       const x = v();
@@ -367,7 +381,7 @@ async function main(): Promise<void> {
   try {
     o = parse(process.argv.slice(2));
   } catch (e) {
-    console.error(`bench-mesh: ${(e as Error).message}\nusage: bun mesh/sidecar/bench-mesh.ts [--rate 1000] [--seconds 10] [--rounds 5] [--warmup 2] [--transport auto|uds|shm] [--access-log on|off] [--tls on|off] [--sidecar bundle|source] [--smol] [--sidecar-env K=V]... [--compare <dir>] [--compare-env K=V]... [--json]`);
+    console.error(`bench-mesh: ${(e as Error).message}\nusage: bun mesh/sidecar/bench-mesh.ts [--rate 1000] [--seconds 10] [--rounds 5] [--warmup 2] [--transport auto|uds|shm] [--access-log on|off] [--tls on|off] [--sidecar bundle|source] [--smol] [--sidecar-env K=V]... [--compare <dir>] [--compare-env K=V]... [--c-proxy on|off] [--json]`);
     process.exit(2);
   }
   process.env.MESH_LOG_LEVEL ??= "warn";
@@ -419,6 +433,26 @@ async function main(): Promise<void> {
     const direct = res.spawnBun([join(import.meta.dir, "testdata", "direct-echo.ts")]);
     const address = JSON.parse(await direct.waitForLine(/direct-ready/)).address as string;
     const dclient = echoClient(address);
+    // --c-proxy: two C forwarders in the sidecars' places, client → F → G → the same direct server
+    // (started G first: F needs its port). res tracks them, so they go with the rest on any exit.
+    let cproxy: { client: EchoClient; pids: { frontend: number; greeter: number } } | undefined;
+    if (o.cProxy) {
+      let exe: string;
+      try {
+        exe = buildC("tcp-proxy");
+      } catch (e) {
+        throw new Error(`building the C proxy reference (bench/c/tcp-proxy.c) failed; --c-proxy off runs without it: ${(e as Error).message}`);
+      }
+      const startProxy = async (upstreamHost: string, upstreamPort: string) => {
+        const p = res.spawn([exe, upstreamHost, upstreamPort]);
+        const port = (JSON.parse(await p.waitForLine(/"ready":true/)) as { port: number }).port;
+        return { pid: p.proc.pid, port };
+      };
+      const colon = address.lastIndexOf(":");
+      const g = await startProxy(address.slice(0, colon), address.slice(colon + 1));
+      const f = await startProxy("127.0.0.1", String(g.port));
+      cproxy = { client: echoClient(`127.0.0.1:${f.port}`), pids: { frontend: f.pid, greeter: g.pid } };
+    }
 
     const root = protobuf.loadSync(ECHO_PROTO);
     const Req = root.lookupType("meshtest.EchoRequest");
@@ -426,20 +460,27 @@ async function main(): Promise<void> {
     const reqBytes = Req.encode(Req.fromObject({ text: "bench", padding })).finish();
     const viaMesh = () => app.unary("/meshtest.Echo/Unary", reqBytes, { timeoutMs: 5000 });
     const viaCompare = () => cmp!.app.unary("/meshtest.Echo/Unary", reqBytes, { timeoutMs: 5000 });
-    const viaDirect = () =>
+    const viaGrpcJs = (client: EchoClient) => () =>
       new Promise<void>((resolve, reject) =>
-        dclient.Unary({ text: "bench", padding }, new grpc.Metadata(), { deadline: Date.now() + 5000 }, (e: Error | null) => (e ? reject(e) : resolve())),
+        client.Unary({ text: "bench", padding }, new grpc.Metadata(), { deadline: Date.now() + 5000 }, (e: Error | null) => (e ? reject(e) : resolve())),
       );
+    const viaDirect = viaGrpcJs(dclient);
+    const viaCProxy = cproxy && viaGrpcJs(cproxy.client);
 
-    // Warm both paths (JIT, connections), then measure each at the same fixed rate, in alternating
+    // Warm the paths (JIT, connections), then measure each at the same fixed rate, in alternating
     // windows. CPU is counted over each process's own windows only.
     await openLoop(viaDirect, o.rate, o.warmup);
     await openLoop(viaMesh, o.rate, o.warmup);
     if (cmp) await openLoop(viaCompare, o.rate, o.warmup);
+    // The C proxies have no JIT, and the client and server code is the direct path's, warm already:
+    // a short warm-up only opens the channel.
+    if (viaCProxy) await openLoop(viaCProxy, o.rate, Math.min(o.warmup, 2));
     const pids = pair.pids;
     const cpu = { direct: new CpuTotals(direct.proc.pid), greeter: new CpuTotals(pids.greeter), frontend: new CpuTotals(pids.frontend) };
     const cmpCpu = cmp && { greeter: new CpuTotals(cmp.pids.greeter), frontend: new CpuTotals(cmp.pids.frontend) };
     const cmpTotals = cmp && new PathTotals();
+    const cCpu = cproxy && { frontend: new CpuTotals(cproxy.pids.frontend), greeter: new CpuTotals(cproxy.pids.greeter) };
+    const cTotals = cproxy && new PathTotals();
     const spinBefore = { frontend: await spinUs(frontend.admin), greeter: await spinUs(greeter.admin) };
     const directTotals = new PathTotals();
     const meshTotals = new PathTotals();
@@ -457,6 +498,7 @@ async function main(): Promise<void> {
     };
     const meshWindow = () => pairWindow(cpu, meshTotals, viaMesh);
     const compareWindow = () => pairWindow(cmpCpu!, cmpTotals!, viaCompare);
+    const cproxyWindow = () => pairWindow(cCpu!, cTotals!, viaCProxy!);
     for (let round = 0; round < o.rounds; round++) {
       cpu.direct.begin();
       const w = await openLoop(viaDirect, o.rate, windowSec, directTotals.h);
@@ -470,13 +512,26 @@ async function main(): Promise<void> {
         await meshWindow();
         if (cmp) await compareWindow();
       }
+      if (cproxy) await cproxyWindow();
     }
     rssSampler.stop();
     const spinAfter = { frontend: await spinUs(frontend.admin), greeter: await spinUs(greeter.admin) };
     const directRes = directTotals.result();
     const meshRes = meshTotals.result();
     const cmpRes = cmpTotals?.result();
+    const cRes = cTotals?.result();
     const directServerVcpuPer1k = cpu.direct.vcpu() / (directRes.achievedRps / 1000);
+    /** Each C proxy's vCPU per 1k rps over its windows, and the two's mean: the floor the sidecars are divided by. */
+    const cPer1k =
+      cCpu && cRes
+        ? (() => {
+            const perK = cRes.achievedRps / 1000;
+            const frontend = cCpu.frontend.vcpu() / perK;
+            const greeter = cCpu.greeter.vcpu() / perK;
+            return { frontend, greeter, mean: (frontend + greeter) / 2 };
+          })()
+        : undefined;
+    const cMeanByRound = cCpu ? cCpu.frontend.windows.map((x, i) => (x + cCpu.greeter.windows[i]!) / 2) : [];
     const parts = { greeter: rssParts(pids.greeter), frontend: rssParts(pids.frontend) };
     const pss = { greeter: pssParts(pids.greeter), frontend: pssParts(pids.frontend) };
     const bunSharers = bunProcessesLike(pids.frontend);
@@ -498,6 +553,11 @@ async function main(): Promise<void> {
          */
         windowsVcpuPer1kRps: cpu[k].windows,
         vsDirectServerByRound: cpu[k].windows.map((x, i) => x / cpu.direct.windows[i]!),
+        /**
+         * Against the two C proxies' mean (the floor of a forwarder's wakeups on this machine), over the
+         * run and per round against their window of the same round. Absent with --c-proxy off.
+         */
+        ...(cPer1k ? { vsCProxy: vcpu / perK / cPer1k.mean, vsCProxyByRound: cpu[k].windows.map((x, i) => x / cMeanByRound[i]!) } : {}),
         jitVcpuPer1kRps: jitVcpu / perK,
         /** Spinning on the shm ring toward the app (0 on uds); only the mesh windows have calls to wait for. */
         spinVcpuPer1kRps: (spinAfter[k] - spinBefore[k]) / 1e6 / cpu[k].wallSec / perK,
@@ -556,6 +616,14 @@ async function main(): Promise<void> {
       added_p99_us: meshRes.p99Us - directRes.p99Us,
       sidecars: { frontend: side("frontend"), greeter: side("greeter") },
       direct_grpc_server_vcpu_per_1k_rps: directServerVcpuPer1k,
+      /** --c-proxy on: the "via 2 C proxies" path's latencies, and each proxy's CPU (absent with --c-proxy off). */
+      ...(cRes && cPer1k && cCpu
+        ? {
+            cproxy: cRes,
+            c_proxy_vcpu_per_1k_rps: cPer1k,
+            c_proxy_windows_vcpu_per_1k_rps: { frontend: cCpu.frontend.windows, greeter: cCpu.greeter.windows },
+          }
+        : {}),
       load: (await Bun.file("/proc/loadavg").text()).split(" ").slice(0, 3).join(" "),
       /** Processes running the same bun executable when PSS was read (its file pages are split between them). */
       bun_processes_sharing_executable: bunSharers,
@@ -569,21 +637,31 @@ async function main(): Promise<void> {
       console.log(`fixed rate ${o.rate} rps for ${o.seconds} s per path in ${o.rounds} alternating windows, ${reqBytes.byteLength} B requests, app↔sidecar transport ${status.transport}, access log ${o.accessLog ? "on" : "off"}, mTLS ${o.tls ? "on" : "off"}, sidecars from ${o.bundle ? "the bundle" : "source"}${o.smol ? ", bun --smol" : ""}${Object.keys(o.sidecarEnv).length ? `, sidecar env ${Object.entries(o.sidecarEnv).map(([k, x]) => `${k}=${x}`).join(" ")}` : ""}, ${result.cpus} CPUs`);
       console.log(`direct gRPC      p50 ${f(directRes.p50Us)}  p90 ${f(directRes.p90Us)}  p99 ${f(directRes.p99Us)}  max ${f(directRes.maxUs)}  ok ${directRes.ok}/${directRes.sent}`);
       console.log(`via 2 sidecars   p50 ${f(meshRes.p50Us)}  p90 ${f(meshRes.p90Us)}  p99 ${f(meshRes.p99Us)}  max ${f(meshRes.maxUs)}  ok ${meshRes.ok}/${meshRes.sent}`);
+      if (cRes) console.log(`via 2 C proxies  p50 ${f(cRes.p50Us)}  p90 ${f(cRes.p90Us)}  p99 ${f(cRes.p99Us)}  max ${f(cRes.maxUs)}  ok ${cRes.ok}/${cRes.sent}`);
       console.log(`added latency    p50 ${f(result.added_p50_us)}  p99 ${f(result.added_p99_us)}   (target: added p99 <= 1 ms)`);
       console.log(`reference: the direct grpc-js server process alone used ${directServerVcpuPer1k.toFixed(3)} vCPU per 1k rps; load average ${result.load}`);
+      if (cPer1k && cCpu) {
+        console.log(
+          `reference: 2 C epoll proxies (bench/c/tcp-proxy.c) in the sidecars' places used frontend ${cPer1k.frontend.toFixed(3)}, greeter ${cPer1k.greeter.toFixed(3)}, mean ${cPer1k.mean.toFixed(3)} vCPU per 1k rps; ` +
+            `per window frontend ${spread(cCpu.frontend.windows, 3)}, greeter ${spread(cCpu.greeter.windows, 3)}`,
+        );
+      }
       for (const k of ["frontend", "greeter"] as const) {
         const s = result.sidecars[k];
         console.log(
           `${k.padEnd(8)} sidecar  ${s.vcpu.toFixed(3)} vCPU = ${s.vcpuPer1kRps.toFixed(3)} vCPU per 1k rps (target <= 0.1; Istio 0.20, Dapr 0.48) = ${s.vsDirectServer.toFixed(2)}× the direct grpc-js server's, of which JIT compiler ${s.jitVcpuPer1kRps.toFixed(3)}, spinning ${s.spinVcpuPer1kRps.toFixed(4)}   ` +
             `RSS ${s.rssMB.toFixed(1)} MB (target <= 60) = ${s.rssAnonMB.toFixed(1)} anon + ${s.rssFileMB.toFixed(1)} file-backed (the bun executable), JS heap used ${s.heapUsedMB.toFixed(1)} MB\n` +
             `                  CPU per window ${spread(s.windowsVcpuPer1kRps, 3)} vCPU per 1k rps; against the direct server's window of the same round ${spread(s.vsDirectServerByRound, 2)}×\n` +
+            (s.vsCProxy !== undefined && s.vsCProxyByRound
+              ? `                  against the C proxies' mean: ${s.vsCProxy.toFixed(2)}× over the run; against their window of the same round ${spread(s.vsCProxyByRound, 2)}×\n`
+              : "") +
             `                  RSS over the measured windows: median ${s.rssMedianMB.toFixed(1)} MB, max ${s.rssMaxMB.toFixed(1)} MB (${s.rssReadings} readings)\n` +
             `                  PSS ${s.pssMB.toFixed(1)} MB = ${s.pssAnonMB.toFixed(1)} anon + ${s.pssFileMB.toFixed(1)} file-backed + ${s.pssShmemMB.toFixed(1)} shmem (file pages split between ${result.bun_processes_sharing_executable} bun processes)`,
         );
       }
       const c = result.compare;
       if (c) {
-        console.log(`compare: this tree against ${c.dir}${c.commit ? ` (${c.commit})` : ""}${Object.keys(o.compareEnv).length ? ` with ${Object.entries(o.compareEnv).map(([k, x]) => `${k}=${x}`).join(" ")} in its sidecars` : ""}, same rounds (direct, this, compare; the two mesh windows swap order every round)`);
+        console.log(`compare: this tree against ${c.dir}${c.commit ? ` (${c.commit})` : ""}${Object.keys(o.compareEnv).length ? ` with ${Object.entries(o.compareEnv).map(([k, x]) => `${k}=${x}`).join(" ")} in its sidecars` : ""}, same rounds (direct, this, compare${cRes ? ", C proxies" : ""}; the two mesh windows swap order every round)`);
         console.log(`  via 2 sidecars (compare)  p50 ${f(c.mesh.p50Us)}  p90 ${f(c.mesh.p90Us)}  p99 ${f(c.mesh.p99Us)}  max ${f(c.mesh.maxUs)}  ok ${c.mesh.ok}/${c.mesh.sent}`);
         console.log(`  added p99                 this ${f(c.this_added_p99_us)}  compare ${f(c.compare_added_p99_us)}`);
         for (const k of ["frontend", "greeter"] as const) {
@@ -596,6 +674,7 @@ async function main(): Promise<void> {
       }
     }
     dclient.close();
+    cproxy?.client.close();
     await app.close(100).catch(() => undefined);
     if (cmp) await cmp.app.close(100).catch(() => undefined);
     if (prof) {
