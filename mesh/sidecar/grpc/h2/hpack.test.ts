@@ -1,5 +1,5 @@
 import { describe, expect, test } from "bun:test";
-import { encodeHeaders, field, HpackDecoder, HpackError, huffmanDecode, huffmanEncode } from "./hpack.ts";
+import { encodeHeaders, field, type HeaderList, headerBlockScratch, HpackDecoder, HpackEncoder, HpackError, huffmanDecode, huffmanEncode } from "./hpack.ts";
 
 const hex = (s: string) => Buffer.from(s.replace(/\s+/g, ""), "hex");
 
@@ -139,5 +139,113 @@ describe("HPACK", () => {
     for (const v of ["one", "two", "one", "three"]) {
       expect(d.decode(encodeHeaders([field(":status", "200"), field("x-field-test", v)])).headers).toEqual({ ":status": "200", "x-field-test": v } as never);
     }
+  });
+
+  describe("per-connection encoder with the dynamic table", () => {
+    const block = (e: HpackEncoder, list: HeaderList) => Buffer.from(headerBlockScratch().subarray(0, e.encode(list)));
+    const request = (traceparent: string): HeaderList => [
+      [":method", "POST"],
+      [":scheme", "http"],
+      [":path", "/pkg.Svc/Method"],
+      [":authority", "10.0.0.1:5000"],
+      ["content-type", "application/grpc"],
+      ["te", "trailers"],
+      ["user-agent", "rpal-mesh-sidecar"],
+      ["traceparent", traceparent],
+    ];
+
+    test("a repeating field is added on its first use on the connection, then sent as one index byte", () => {
+      const e = new HpackEncoder();
+      const d = new HpackDecoder(4096, 65536);
+      const first = block(e, request("00-b"));
+      expect(d.decode(first).headers).toEqual(Object.fromEntries(request("00-b")) as never);
+      const second = block(e, request("00-c"));
+      expect(d.decode(second).headers).toEqual(Object.fromEntries(request("00-c")) as never);
+      // :method and :scheme are static entries (1 byte each), the five repeating fields one dynamic
+      // index each; the traceparent (never cached) stays a literal: name index 0 + string.
+      const traceLiteral = 1 + 1 + "traceparent".length + 1 + "00-c".length;
+      expect(second.length).toBe(2 + 5 + traceLiteral);
+      // A second connection starts from an empty table: its peer knows none of the first's entries.
+      const other = new HpackEncoder();
+      expect(new HpackDecoder(4096, 65536).decode(block(other, request("00-d"))).headers).toEqual(Object.fromEntries(request("00-d")) as never);
+    });
+
+    test("only adds while the table has room: never evicts on its own", () => {
+      const e = new HpackEncoder();
+      const d = new HpackDecoder(4096, 65536);
+      // 100 distinct repeating fields of 32 + 9 + 40 = 81 bytes: ~50 fit in 4096.
+      const list: HeaderList = Array.from({ length: 100 }, (_, i) => [`x-f${String(i).padStart(3, "0")}-ab`, "v".repeat(40)] as const);
+      for (let round = 0; round < 3; round++) expect(d.decode(block(e, list)).headers).toEqual(Object.fromEntries(list) as never);
+      const b = block(e, list);
+      expect(d.decode(b).headers).toEqual(Object.fromEntries(list) as never);
+      const fit = Math.floor(4096 / 81);
+      expect(b.length).toBe(fit + (100 - fit) * (1 + 1 + 9 + 1 + 40)); // indexes 62..111: one byte each
+    });
+
+    test("the peer lowering SETTINGS_HEADER_TABLE_SIZE: size updates lead the next block, oldest entries go first", () => {
+      const e = new HpackEncoder();
+      const d = new HpackDecoder(4096, 65536);
+      const list: HeaderList = [
+        ["content-type", "application/grpc"], // 60 bytes in the table
+        ["x-a", "1"], // 36
+        ["x-b", "2"], // 36
+      ];
+      d.decode(block(e, list));
+      e.setPeerTableSize(100);
+      const b = block(e, list);
+      expect([...b.subarray(0, 2)]).toEqual([0x3f, 100 - 31]); // one update: 100
+      expect(d.decode(b).headers).toEqual(Object.fromEntries(list) as never);
+      // content-type was evicted (oldest) and no longer fits beside x-a and x-b (72 of 100 bytes), which
+      // stay indexes: it goes as a literal with the static name (index 31: two bytes).
+      expect(b.length).toBe(2 + 2 + 1 + "application/grpc".length + 1 + 1);
+      // Several changes between two blocks: the lowest first, then the current (RFC 7541 4.2).
+      e.setPeerTableSize(0);
+      e.setPeerTableSize(65536); // more than the encoder uses: it goes back to 4096
+      const c = block(e, list);
+      expect([...c.subarray(0, 4)]).toEqual([0x20, 0x3f, 0xe1, 0x1f]);
+      expect(d.decode(c).headers).toEqual(Object.fromEntries(list) as never);
+      // The same limit again is no change: nothing to signal.
+      e.setPeerTableSize(4096);
+      expect(block(e, list)[0]! & 0xe0).not.toBe(0x20);
+    });
+
+    test("random lists and table sizes decode in step with a strict decoder", () => {
+      let x = 7;
+      const rnd = (n: number) => (x = (x * 1103515245 + 12345) % 2147483648) % n;
+      const pool: [string, string][] = [
+        [":method", "POST"],
+        [":path", "/a.S/One"],
+        [":path", "/a.S/Two"],
+        ["content-type", "application/grpc"],
+        ["grpc-status", "0"],
+        ["grpc-status", "14"],
+        ["x-tenant", "blue"],
+        ["x-tenant", "green"],
+        ["x-long-name-of-some-metadata-key", "v".repeat(60)],
+        ["traceparent", "00-t"],
+        ["grpc-timeout", "5m"],
+      ];
+      const sizes = [0, 40, 100, 200, 300, 4096, 65536];
+      for (let conn = 0; conn < 20; conn++) {
+        const e = new HpackEncoder();
+        const d = new HpackDecoder(4096, 65536);
+        for (let i = 0; i < 200; i++) {
+          if (rnd(10) === 0) {
+            const size = sizes[rnd(sizes.length)]!;
+            e.setPeerTableSize(size);
+          }
+          const list: HeaderList = [];
+          const names = new Set<string>();
+          for (let k = rnd(6); k >= 0; k--) {
+            const f = pool[rnd(pool.length)]!;
+            if (names.has(f[0])) continue;
+            names.add(f[0]);
+            list.push(f);
+          }
+          list.sort((a, b) => Number(b[0].startsWith(":")) - Number(a[0].startsWith(":")));
+          expect(d.decode(block(e, list)).headers).toEqual(Object.fromEntries(list) as never);
+        }
+      }
+    });
   });
 });

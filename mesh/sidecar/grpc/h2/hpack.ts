@@ -1,8 +1,9 @@
 // HPACK (RFC 7541) for the sidecar's own HTTP/2: a decoder with the dynamic table and Huffman strings
 // (grpc-js and grpc-go clients use both), bounded by the header list size we announce, and an encoder
-// that never indexes (literals without indexing, static-table names and exact matches), so the peer's
-// table and ours never have to agree on anything. Errors throw HpackError: the connection must end
-// with COMPRESSION_ERROR, since the decoder's table is then out of step with the peer's.
+// per connection (HpackEncoder) that writes static-table names and exact matches, plain literals, and
+// adds fields that repeat across calls to the peer's dynamic table while it has room. Errors throw
+// HpackError: the connection must end with COMPRESSION_ERROR, since the decoder's table is then out of
+// step with the peer's.
 import { HUFFMAN_CODES, STATIC_TABLE } from "./tables.ts";
 import { latin1, SeenStrings } from "../../../../runtime/rpc/latin1.ts";
 
@@ -199,9 +200,9 @@ export class HpackDecoder {
   }
 
   /**
-   * Plain literals decoded before, by a hash of their bytes: our encoder never indexes, so the same
-   * names and values (content-type, te, user-agent, the path, grpc-status, ...) come as literals on
-   * every call; a hit returns the string decoded last time instead of making a new one.
+   * Plain literals decoded before, by a hash of their bytes: the same names and values (content-type,
+   * te, user-agent, the path, grpc-status, ...) come as literals on every call from encoders that do
+   * not index them; a hit returns the string decoded last time instead of making a new one.
    */
   private readonly seen = new SeenStrings(SEEN_SLOTS);
 
@@ -291,11 +292,14 @@ const EMPTY = new Uint8Array(0);
 
 
 // ---- Encoding
-const EXACT = new Map<string, number>();
+/** name → value → static index, for the fields the static table has exactly. */
+const EXACT = new Map<string, Map<string, number>>();
 const NAMES = new Map<string, number>();
 for (let i = STATIC_TABLE.length - 1; i >= 0; i--) {
   const [n, v] = STATIC_TABLE[i]!;
-  EXACT.set(`${n}\0${v}`, i + 1);
+  let byValue = EXACT.get(n);
+  if (byValue === undefined) EXACT.set(n, (byValue = new Map()));
+  byValue.set(v, i + 1);
   NAMES.set(n, i + 1);
 }
 
@@ -347,6 +351,11 @@ const UNCACHED = new Set(["traceparent", "tracestate", "grpc-timeout", "grpc-mes
 const fieldCache = new Map<string, Map<string, Uint8Array>>();
 let cached = 0;
 
+/** A field that may repeat across calls: worth caching its bytes, or an entry in the peer's table. */
+function cacheable(name: string, value: string): boolean {
+  return value.length <= 64 && !UNCACHED.has(name);
+}
+
 /** The last pair made for each name (see field); at most 1024 names are kept. */
 const lastPair = new Map<string, readonly [string, string]>();
 
@@ -359,10 +368,11 @@ export function field(name: string, value: string): readonly [string, string] {
   const last = lastPair.get(name);
   if (last !== undefined && last[1] === value) return last;
   const pair = [name, value] as const;
-  if (value.length <= 64 && !UNCACHED.has(name) && (last !== undefined || lastPair.size < 1024)) lastPair.set(name, pair);
+  if (cacheable(name, value) && (last !== undefined || lastPair.size < 1024)) lastPair.set(name, pair);
   return pair;
 }
 
+/** Writes one field without touching any dynamic table. */
 function encodeField(name: string, value: string): void {
   let byValue = fieldCache.get(name);
   const hit = byValue?.get(value);
@@ -373,9 +383,8 @@ function encodeField(name: string, value: string): void {
     return;
   }
   const start = slen;
-  // Only a name in the static table can have an exact entry: no lookup key is built for the others.
   const ni = NAMES.get(name);
-  const exact = ni === undefined ? undefined : EXACT.get(`${name}\0${value}`);
+  const exact = EXACT.get(name)?.get(value);
   if (exact !== undefined) {
     writeInt(7, 0x80, exact);
   } else {
@@ -387,7 +396,7 @@ function encodeField(name: string, value: string): void {
     }
     writeString(value);
   }
-  if (cached < 2048 && value.length <= 64 && !UNCACHED.has(name)) {
+  if (cached < 2048 && cacheable(name, value)) {
     if (!byValue) fieldCache.set(name, (byValue = new Map()));
     byValue.set(value, Uint8Array.prototype.slice.call(scratch, start, slen));
     cached++;
@@ -399,25 +408,106 @@ function encodeField(name: string, value: string): void {
  * view of a shared scratch buffer, valid until the next call: copy it out (into frames) at once.
  */
 export function encodeHeaders(list: HeaderList): Buffer {
-  const length = encodeHeaderBlock(list); // first: encoding may replace scratch with a bigger buffer
-  return scratch.subarray(0, length);
-}
-
-/**
- * encodeHeaders without making a view: the block is left in headerBlockScratch()[0, returned length),
- * valid until the next call (the session copies it into its output buffer at once).
- */
-export function encodeHeaderBlock(list: HeaderList): number {
   slen = 0;
   for (let i = 0; i < list.length; i++) {
     const f = list[i]!;
     encodeField(f[0], f[1]);
   }
-  return slen;
+  return scratch.subarray(0, slen);
 }
 
-/** The buffer encodeHeaderBlock wrote into (it may be replaced by a bigger one on the next call). */
+/** The buffer HpackEncoder.encode wrote into (it may be replaced by a bigger one on the next call). */
 export function headerBlockScratch(): Buffer {
   return scratch;
+}
+
+/** The most of the peer's dynamic table an encoder uses, however much the peer allows. */
+const ENCODER_TABLE_MAX = 4096;
+
+/**
+ * The encoder of one connection. A field that may repeat across calls (cacheable) is added to the
+ * peer's dynamic table the first time this connection sends it, and is one index byte after that: the
+ * peer decodes no literal, we copy no cached bytes. Fields are only added while they fit, so the table
+ * never evicts on its own and needs no per-call bookkeeping; the only eviction is the peer lowering its
+ * SETTINGS_HEADER_TABLE_SIZE, which we signal with size updates at the start of the next block (RFC
+ * 7541 4.2). Metadata whose values differ per call yet are not in UNCACHED fills the table early and
+ * leaves later fields as literals: the same bytes as without the table.
+ */
+export class HpackEncoder {
+  /** The table size the peer's decoder has: 4096 until its SETTINGS lower it (RFC 7540 6.5.2). */
+  private limit = ENCODER_TABLE_MAX;
+  /** The lowest limit since the last block, when it changed since then: the size update(s) still to send. */
+  private lowestUnsent = -1;
+  private size = 0;
+  /** Entries added so far; the newest has HPACK index 62, and an entry's index grows with each added after it. */
+  private added = 0;
+  /** The live entries, oldest first. */
+  private readonly entries: (readonly [string, string])[] = [];
+  /** name → value → the number the entry was added as. */
+  private readonly numbers = new Map<string, Map<string, number>>();
+
+  /** The peer's SETTINGS_HEADER_TABLE_SIZE. */
+  setPeerTableSize(v: number): void {
+    const limit = Math.min(v, ENCODER_TABLE_MAX);
+    if (limit === this.limit) return;
+    this.limit = limit;
+    this.lowestUnsent = this.lowestUnsent < 0 ? limit : Math.min(this.lowestUnsent, limit);
+    while (this.size > limit) {
+      const [name, value] = this.entries.shift()!;
+      this.size -= name.length + value.length + 32;
+      const byValue = this.numbers.get(name)!;
+      byValue.delete(value);
+      if (byValue.size === 0) this.numbers.delete(name);
+    }
+  }
+
+  /**
+   * Encodes a header list; the block is left in headerBlockScratch()[0, returned length), valid until
+   * the next encode on any connection (the session copies it into its output buffer at once). The
+   * peer's table follows ours only if every block encoded is sent, in the order encoded.
+   */
+  encode(list: HeaderList): number {
+    slen = 0;
+    if (this.lowestUnsent >= 0) {
+      // The smallest size the table had since the last block first, then the current one (RFC 7541 4.2).
+      if (this.lowestUnsent < this.limit) writeInt(5, 0x20, this.lowestUnsent);
+      writeInt(5, 0x20, this.limit);
+      this.lowestUnsent = -1;
+    }
+    for (let i = 0; i < list.length; i++) {
+      const f = list[i]!;
+      this.field(f[0], f[1]);
+    }
+    return slen;
+  }
+
+  private field(name: string, value: string): void {
+    const n = this.numbers.get(name)?.get(value);
+    if (n !== undefined) {
+      writeInt(7, 0x80, STATIC_LEN + this.added - n + 1);
+      return;
+    }
+    const exact = EXACT.get(name)?.get(value);
+    if (exact !== undefined) {
+      writeInt(7, 0x80, exact);
+      return;
+    }
+    const entrySize = name.length + value.length + 32;
+    if (this.size + entrySize > this.limit || !cacheable(name, value)) return encodeField(name, value);
+    // Literal with incremental indexing, with the static table's name when it has one.
+    const ni = NAMES.get(name);
+    if (ni !== undefined) writeInt(6, 0x40, ni);
+    else {
+      room(1);
+      scratch[slen++] = 0x40;
+      writeString(name);
+    }
+    writeString(value);
+    this.size += entrySize;
+    this.entries.push([name, value]);
+    let byName = this.numbers.get(name);
+    if (byName === undefined) this.numbers.set(name, (byName = new Map()));
+    byName.set(value, ++this.added);
+  }
 }
 

@@ -11,7 +11,7 @@ import type { CallShape } from "../../../../runtime/rpc/types.ts";
 import { issueCertificates } from "../../certs.ts";
 import { baseRequestHeaders, GrpcClient } from "../client.ts";
 import { GrpcServer, type GrpcServerCall } from "../server.ts";
-import { encodeHeaders, HpackDecoder, huffmanEncode } from "./hpack.ts";
+import { encodeHeaders, type HeaderMap, HpackDecoder, huffmanEncode } from "./hpack.ts";
 import { type ConnectionError, ErrorCode, MAX_EMPTY_FRAMES, PREFACE, RESET_BURST } from "./session.ts";
 import { type Frame, frame, SETTINGS, u32 } from "./test-frames.ts";
 
@@ -65,10 +65,18 @@ class Raw {
   closed = false;
   private buf = Buffer.alloc(0);
   private waiters: (() => void)[] = [];
-  readonly hpack = new HpackDecoder(4096, 1 << 20);
-  constructor(private readonly sock: Socket<undefined>) {}
+  readonly hpack: HpackDecoder;
+  /** The decoded header list of each HEADERS frame. */
+  readonly headers = new Map<Frame, HeaderMap>();
+  constructor(
+    private readonly sock: Socket<undefined>,
+    tableSize = 4096,
+  ) {
+    this.hpack = new HpackDecoder(tableSize, 1 << 20);
+  }
 
-  static async open(prefaceAndSettings = true, toPort = port): Promise<Raw> {
+  /** `tableSize`: the SETTINGS_HEADER_TABLE_SIZE to announce (the default, 4096, when not given). */
+  static async open(prefaceAndSettings = true, toPort = port, tableSize?: number): Promise<Raw> {
     let raw!: Raw;
     const sock = await Bun.connect({
       hostname: "127.0.0.1",
@@ -81,8 +89,8 @@ class Raw {
         },
       },
     });
-    raw = new Raw(sock);
-    if (prefaceAndSettings) raw.send(PREFACE, SETTINGS());
+    raw = new Raw(sock, tableSize);
+    if (prefaceAndSettings) raw.send(PREFACE, SETTINGS(tableSize === undefined ? [] : [[1, tableSize]]));
     return raw;
   }
 
@@ -116,7 +124,11 @@ class Raw {
         this.buf = this.buf.subarray(9 + len);
         continue;
       }
-      this.frames.push({ type: this.buf[3]!, flags: this.buf[4]!, stream: this.buf.readUInt32BE(5) & 0x7fffffff, payload: Buffer.from(this.buf.subarray(9, 9 + len)) });
+      const f = { type: this.buf[3]!, flags: this.buf[4]!, stream: this.buf.readUInt32BE(5) & 0x7fffffff, payload: Buffer.from(this.buf.subarray(9, 9 + len)) };
+      // Every header block decoded as it arrives, in order: the server's encoder indexes, so the
+      // decoder's table must see each block once (the server's blocks fit in one frame).
+      if (f.type === 1) this.headers.set(f, this.hpack.decode(f.payload).headers);
+      this.frames.push(f);
       this.buf = this.buf.subarray(9 + len);
     }
     this.wake();
@@ -156,7 +168,7 @@ class Raw {
       if (f.stream !== sid) continue;
       if (f.type === 0) data.push(f.payload);
       if (f.type === 1) {
-        const h = this.hpack.decode(f.payload).headers;
+        const h = this.headers.get(f)!;
         if (h["grpc-status"] !== undefined) code = Number(h["grpc-status"]);
       }
     }
@@ -188,6 +200,31 @@ async function stillServing(): Promise<void> {
     c.close();
   }
 }
+
+describe("own HTTP/2 framing: HPACK", () => {
+  test("a client announcing a small header table: the first response block sets it, every block decodes in step", async () => {
+    const c = await Raw.open(true, port, 64);
+    try {
+      for (let i = 0; i < 6; i++) {
+        const sid = 1 + 2 * i;
+        c.send(frame(1, 4, sid, requestHeaders("/t.S/Unary")), frame(0, 1, sid, grpcMsg(`m${i}`)));
+        const r = await c.status(sid);
+        expect(r.code).toBe(Status.OK);
+        expect(r.data.subarray(5).toString()).toBe(`echo:m${i}`);
+      }
+      const blocks = c.frames.filter((f) => f.type === 1);
+      expect([...blocks[0]!.payload.subarray(0, 2)]).toEqual([0x3f, 64 - 31]); // size update: 64
+      for (const f of blocks.slice(1)) expect(f.payload[0]! & 0xe0).not.toBe(0x20);
+      for (const f of blocks) {
+        const h = c.headers.get(f)!;
+        if (h[":status"] !== undefined) expect(h["content-type"]).toBe("application/grpc");
+        else expect(h["grpc-status"]).toBe("0");
+      }
+    } finally {
+      c.close();
+    }
+  });
+});
 
 describe("own HTTP/2 framing: connection errors end with GOAWAY and the right code", () => {
   const cases: [string, (c: Raw) => void, number, boolean][] = [

@@ -8,7 +8,7 @@
 // connection ends; a broken stream gets RST_STREAM and the others go on. Memory is bounded by what we
 // announce: frame size 16 KiB, header list size, concurrent streams, and the receive windows.
 import { frameMessage } from "../wire.ts";
-import { type DecodeResult, encodeHeaderBlock, type HeaderList, headerBlockScratch, HpackDecoder, HpackError } from "./hpack.ts";
+import { type DecodeResult, type HeaderList, headerBlockScratch, HpackDecoder, HpackEncoder, HpackError } from "./hpack.ts";
 
 export const PREFACE = Buffer.from("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", "latin1");
 
@@ -231,6 +231,7 @@ export class H2Session {
   /** Streams waiting for connection window, in order. */
   private readonly blocked = new Set<H2Stream>();
   private readonly decoder: HpackDecoder;
+  private readonly encoder = new HpackEncoder();
   private readonly maxStreams: number;
   private nextStreamId: number;
   /** Highest stream id the peer opened (server) — for GOAWAY. */
@@ -419,7 +420,7 @@ export class H2Session {
   /** @internal */
   writeHeaders(s: H2Stream, list: HeaderList, endStream: boolean): void {
     // The block is copied from the encoder's scratch buffer by offsets: no view of it per call.
-    const length = encodeHeaderBlock(list);
+    const length = this.encoder.encode(list);
     const block = headerBlockScratch();
     const max = this.peerMaxFrame;
     if (length <= max) {
@@ -841,8 +842,11 @@ export class H2Session {
           if (v < 16384 || v > 16777215) throw new ConnectionError(ErrorCode.PROTOCOL_ERROR, `SETTINGS_MAX_FRAME_SIZE ${v} out of range`);
           this.peerMaxFrame = v;
           break;
+        case 0x1:
+          this.encoder.setPeerTableSize(v);
+          break;
         default:
-          // HEADER_TABLE_SIZE: our encoder never indexes, so any size is fine. MAX_HEADER_LIST_SIZE: advisory.
+          // MAX_HEADER_LIST_SIZE: advisory.
           break;
       }
     }
