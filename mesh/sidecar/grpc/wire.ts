@@ -27,6 +27,11 @@ export interface MessageSink {
   onDecoded(message: Buffer, compressed: boolean): void;
 }
 
+/** The big-endian u32 at b[i]: by hand, as Buffer#readUInt32BE is a call into the runtime. */
+function readU32(b: Uint8Array, i: number): number {
+  return b[i]! * 0x1000000 + ((b[i + 1]! << 16) | (b[i + 2]! << 8) | b[i + 3]!);
+}
+
 export class MessageDecoder {
   /** A prefix split across chunks is gathered here (made on first need: most calls never split one). */
   private head: Buffer | undefined;
@@ -69,7 +74,7 @@ export class MessageDecoder {
       let size: number;
       if (this.headFill === 0 && len - i >= PREFIX_BYTES) {
         flag = chunk[i]!;
-        size = chunk.readUInt32BE(i + 1);
+        size = readU32(chunk, i + 1);
         i += PREFIX_BYTES;
       } else {
         const head = (this.head ??= Buffer.alloc(PREFIX_BYTES));

@@ -107,6 +107,8 @@ describe("HPACK", () => {
     for (const b of [chunk.subarray(11, 11 + block.length), new Uint8Array(chunk.buffer, chunk.byteOffset + 11, block.length)]) {
       expect(new HpackDecoder(4096, 65536).decode(b).headers).toEqual(Object.fromEntries(list) as never);
     }
+    // By offsets into the chunk, as the session decodes a HEADERS frame's block.
+    expect(new HpackDecoder(4096, 65536).decode(chunk, 11, 11 + block.length).headers).toEqual(Object.fromEntries(list) as never);
   });
 
   test("a decoder's reused literal strings never stand in for other bytes (same length, same slot, changed in place)", () => {

@@ -228,8 +228,8 @@ export class HpackDecoder {
     return index <= STATIC_LEN ? STATIC_TABLE[index - 1]![1] : this.values[index - STATIC_LEN - 1]!;
   }
 
-  /** Decodes one complete header block. Throws HpackError on a compression error. */
-  decode(block: Uint8Array): DecodeResult {
+  /** Decodes one complete header block, block[start, end). Throws HpackError on a compression error. */
+  decode(block: Uint8Array, start = 0, end = block.length): DecodeResult {
     const headers: HeaderMap = Object.create(null); // a field named "__proto__" or "constructor" is just a field
     let listSize = 0;
     let tooLarge = false;
@@ -237,8 +237,8 @@ export class HpackDecoder {
     let regularSeen = false;
     let first = true;
     this.buf = block;
-    this.pos = 0;
-    this.end = block.length;
+    this.pos = start;
+    this.end = end;
     try {
       while (this.pos < this.end) {
         const b = block[this.pos]!;

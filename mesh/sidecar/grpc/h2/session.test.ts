@@ -341,6 +341,12 @@ describe("own HTTP/2 framing: what a connection survives", () => {
       const r = await c.status(3);
       expect(r.code).toBe(Status.OK);
       expect(r.data.subarray(5).toString()).toBe("echo:two");
+      // Third: one HEADERS frame, padded and with priority (the block sits between them in the frame).
+      const block3 = Buffer.from([0x83, 0x86, 0xc0, 0xbf, 0xbe]);
+      c.send(frame(1, 0x8 | 0x20 | 0x4, 5, Buffer.concat([Buffer.from([4]), Buffer.alloc(5), block3, Buffer.alloc(4, 0xff)])), frame(0, 1, 5, grpcMsg("three")));
+      const r3 = await c.status(5);
+      expect(r3.code).toBe(Status.OK);
+      expect(r3.data.subarray(5).toString()).toBe("echo:three");
     } finally {
       c.close();
     }
