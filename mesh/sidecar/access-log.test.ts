@@ -5,7 +5,7 @@ import { mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import pino from "pino";
-import { type AccessEntry, accessFields, formatAccessLine } from "./access-log.ts";
+import { type AccessEntry, accessFields, durationText, formatAccessLine, timeText } from "./access-log.ts";
 
 function viaPino(e: AccessEntry): string {
   let out = "";
@@ -28,6 +28,16 @@ const base: AccessEntry = {
 };
 
 describe("access log line", () => {
+  test("time and duration written by hand read as String() of the numbers", () => {
+    const durations = [0, 0.0004, 0.0005, 0.001, 0.05, 0.1, 0.5, 1, 1.23456, 10.07, 99.9999, 999.9994, 999.9995, 1000, 1e6 + 0.5, -0, -1, NaN, Infinity];
+    for (let i = 0; i < 20000; i++) durations.push(Math.random() * 1200, i / 1000, i / 100);
+    for (const d of durations) expect(durationText(d)).toBe(String(Math.round(d * 1000) / 1000));
+    const times = [0, 5, 999, 1000, 1001, 1795677921000, 1795677921005, 1795677921050, 1795677921999, 1795677922000, 1.5, -3];
+    let t = 1795677921000;
+    for (let i = 0; i < 5000; i++) times.push((t += Math.floor(Math.random() * 700)));
+    for (const x of times) expect(timeText(x)).toBe(String(x));
+  });
+
   test("same bytes as pino for an OK call, a failed call with details, and fields needing escapes", () => {
     for (const e of [
       base,

@@ -75,6 +75,8 @@ describe("toHeaders", () => {
         "Bad Key": "v",
         "UPPER": "v",
         "x-newline": "a\nb",
+        "x-del": "a\x7fb",
+        "x-empty": "",
         "x-utf8": "héllo",
         "x-bytes": new Uint8Array([1]),
         te: "trailers",
@@ -83,7 +85,7 @@ describe("toHeaders", () => {
       },
       { ":status": 200 },
     );
-    expect(out).toEqual({ ":status": 200, "x-user": "ada", "x-blob-bin": Buffer.from([9, 8]).toString("base64"), "x-text-bin": Buffer.from("hi").toString("base64") });
+    expect(out).toEqual({ ":status": 200, "x-user": "ada", "x-empty": "", "x-blob-bin": Buffer.from([9, 8]).toString("base64"), "x-text-bin": Buffer.from("hi").toString("base64") });
   });
 
   test("round trip through headers", () => {

@@ -82,7 +82,14 @@ export function fromHeaders(headers: IncomingHttpHeaders): Metadata {
 }
 
 const KEY_RE = /^[0-9a-z_.-]+$/;
-const TEXT_RE = /^[ -~]*$/;
+/** Printable ASCII only (what a text metadata value may hold): a loop, not a RegExp#test per value per call. */
+function isPrintableAscii(s: string): boolean {
+  for (let i = 0; i < s.length; i++) {
+    const c = s.charCodeAt(i);
+    if (c < 0x20 || c > 0x7e) return false;
+  }
+  return true;
+}
 // Keys seen valid before: most calls carry the same few keys, so the regex runs once per key, not per call.
 const goodKeys = new Set<string>();
 
@@ -103,7 +110,7 @@ export function toHeaders(md: Metadata | undefined, out: OutgoingHttpHeaders): O
     if (isBinKey(key)) {
       const b = typeof v === "string" ? Buffer.from(v, "utf8") : Buffer.from(v.buffer, v.byteOffset, v.byteLength);
       out[key] = b.toString("base64");
-    } else if (typeof v === "string" && TEXT_RE.test(v)) {
+    } else if (typeof v === "string" && isPrintableAscii(v)) {
       out[key] = v;
     }
   }
