@@ -33,12 +33,16 @@ function serve(kind: string): void {
               server: true,
               onStream(stream: H2Stream) {
                 const chunks: Buffer[] = [];
-                stream.onData = (c, end) => {
-                  if (c.length) chunks.push(c);
-                  if (!end) return;
-                  stream.sendHeaders([[":status", "200"], ["content-type", "application/grpc"]], false);
-                  stream.write(chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks));
-                  stream.sendHeaders([["grpc-status", "0"]], true);
+                stream.owner = {
+                  streamHeaders() {},
+                  streamData(c, end) {
+                    if (c.length) chunks.push(c);
+                    if (!end) return;
+                    stream.sendHeaders([[":status", "200"], ["content-type", "application/grpc"]], false);
+                    stream.write(chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks));
+                    stream.sendHeaders([["grpc-status", "0"]], true);
+                  },
+                  streamReset() {},
                 };
               },
             }),
@@ -139,13 +143,15 @@ async function client(kind: string, port: number): Promise<() => Promise<void>> 
     return () =>
       new Promise<void>((resolve) => {
         const s = h2.request(headers, false);
-        s.onHeaders = (_h, end) => {
-          if (end) resolve();
+        s.owner = {
+          streamHeaders(_h, end) {
+            if (end) resolve();
+          },
+          streamData(_c, end) {
+            if (end) resolve();
+          },
+          streamReset: () => resolve(),
         };
-        s.onData = (_c, end) => {
-          if (end) resolve();
-        };
-        s.onReset = () => resolve();
         s.write(body, true);
       });
   }

@@ -18,7 +18,7 @@ import { decodeGrpcMessage, parseGrpcStatus, statusFromHttp, statusFromRst } fro
 import { formatGrpcTimeout } from "./timeout.ts";
 import { decompress, frameMessage, MessageDecoder } from "./wire.ts";
 import { type DecodeResult, field, type HeaderList } from "./h2/hpack.ts";
-import { ALPN_H2, ErrorCode, H2Session, type H2Stream } from "./h2/session.ts";
+import { ALPN_H2, ErrorCode, H2Session, type H2Stream, type H2StreamOwner } from "./h2/session.ts";
 
 const NGHTTP2_CANCEL = ErrorCode.CANCEL;
 // node:http2 (about 10 MB of a process's RSS once loaded) is loaded only for TLS.
@@ -75,7 +75,7 @@ export function baseRequestHeaders(path: string): http2.OutgoingHttpHeaders {
   };
 }
 
-export class GrpcClientCall implements DeadlineEntry {
+export class GrpcClientCall implements DeadlineEntry, H2StreamOwner {
   private done = false;
   private httpStatus = 0;
   private code: number | undefined;
@@ -121,28 +121,35 @@ export class GrpcClientCall implements DeadlineEntry {
   attachOwn(stream: H2Stream, deadline: number | undefined): void {
     this.own = stream;
     if (deadline !== undefined) deadlines.add(this, deadline);
-    stream.onHeaders = (h: DecodeResult, endStream: boolean) => {
-      if (this.done) return;
-      const headers = h.headers as http2.IncomingHttpHeaders;
-      if (this.gotResponse) {
-        this.takeStatus(headers); // trailers
-      } else {
-        this.gotResponse = true;
-        this.onResponse(headers);
-      }
-      if (endStream) this.finishOwn(0, false);
-    };
-    stream.onData = (chunk, endStream) => {
-      if (chunk.length) this.onData(chunk);
-      if (!endStream) return;
-      // Ended without a status: an RST_STREAM may follow in the same read and says more.
-      if (this.code === undefined) queueMicrotask(() => this.finishOwn(0, false));
-      else this.finishOwn(0, false);
-    };
-    stream.onReset = (code, lost) => {
-      this.drainWake?.();
-      this.finishOwn(code, lost);
-    };
+    stream.owner = this;
+  }
+
+  /** @internal The own stream's response headers, then its trailers (H2StreamOwner). */
+  streamHeaders(h: DecodeResult, endStream: boolean): void {
+    if (this.done) return;
+    const headers = h.headers as http2.IncomingHttpHeaders;
+    if (this.gotResponse) {
+      this.takeStatus(headers); // trailers
+    } else {
+      this.gotResponse = true;
+      this.onResponse(headers);
+    }
+    if (endStream) this.finishOwn(0, false);
+  }
+
+  /** @internal (H2StreamOwner) */
+  streamData(chunk: Buffer, endStream: boolean): void {
+    if (chunk.length) this.onData(chunk);
+    if (!endStream) return;
+    // Ended without a status: an RST_STREAM may follow in the same read and says more.
+    if (this.code === undefined) queueMicrotask(() => this.finishOwn(0, false));
+    else this.finishOwn(0, false);
+  }
+
+  /** @internal (H2StreamOwner) */
+  streamReset(code: number, lost: boolean): void {
+    this.drainWake?.();
+    this.finishOwn(code, lost);
   }
 
   private finishOwn(rstCode: number, lost: boolean): void {

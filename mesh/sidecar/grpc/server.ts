@@ -25,7 +25,7 @@ import { encodeGrpcMessage } from "./status.ts";
 import { parseGrpcTimeout } from "./timeout.ts";
 import { ACCEPT_ENCODING, decompress, frameMessage, MessageDecoder } from "./wire.ts";
 import { field, type HeaderList, type HeaderMap } from "./h2/hpack.ts";
-import { ALPN_H2, ErrorCode, H2Session, type H2Stream } from "./h2/session.ts";
+import { ALPN_H2, ErrorCode, H2Session, type H2Stream, type H2StreamOwner } from "./h2/session.ts";
 
 // node:http2 (about 10 MB of a process's RSS once loaded) is loaded only for TLS.
 const nodeHttp2 = (): typeof http2 => createRequire(import.meta.url)("node:http2");
@@ -121,9 +121,27 @@ function toList(h: OutHeaders): HeaderList {
   return list;
 }
 
-class OwnPort implements ServerPort {
+/** A call on our own HTTP/2 stream: the port the call writes to, and the stream's owner. */
+class OwnPort implements ServerPort, H2StreamOwner {
   wake: (() => void) | undefined;
+  /** Set once the request headers made a call. */
+  events: RequestEvents | undefined;
   constructor(private readonly s: H2Stream) {}
+
+  streamHeaders(): void {
+    // The client's trailers: a gRPC client sends none; its END_STREAM comes with DATA.
+  }
+
+  streamData(chunk: Buffer, endStream: boolean): void {
+    if (chunk.length) this.events!.data(chunk);
+    if (endStream) this.events!.end();
+  }
+
+  streamReset(code: number, lost: boolean): void {
+    this.events!.close(lost ? "the client connection closed" : `the client reset the stream (code ${code})`);
+    this.wake?.();
+  }
+
   get gone() {
     return this.s.closed;
   }
@@ -481,6 +499,44 @@ interface RequestEvents {
   close(reason: string): void;
 }
 
+/** A call's request stream events: one object per call, not a closure per event. */
+class CallEvents implements RequestEvents {
+  constructor(
+    private readonly server: GrpcServer,
+    private readonly call: GrpcServerCall,
+  ) {}
+
+  data(chunk: Buffer): void {
+    const call = this.call;
+    if (call.ended) return;
+    try {
+      call.decoder.push(chunk, call);
+    } catch (e) {
+      call.fail(e instanceof GrpcError ? e : new GrpcError(Status.INTERNAL, (e as Error).message));
+    }
+  }
+
+  end(): void {
+    const call = this.call;
+    if (call.ended) return;
+    if (call.decoder.midMessage) return call.fail(new GrpcError(Status.INTERNAL, "the request stream ended in the middle of a message (truncated gRPC frame)"));
+    const shape = call.shape;
+    if (!shape.clientStreaming) {
+      if (call.request === undefined) {
+        return call.fail(new GrpcError(Status.UNIMPLEMENTED, `received no request message for ${shape.serverStreaming ? "server-streaming" : "unary"} method ${call.path}`));
+      }
+      this.server.hand(call);
+    } else {
+      call.endRequests();
+    }
+  }
+
+  close(reason: string): void {
+    deadlines.remove(this.call);
+    if (!this.call.ended) this.call.cancel(reason);
+  }
+}
+
 type BunListener = TCPSocketListener<{ h2: H2Session }>;
 
 export class GrpcServer {
@@ -683,14 +739,8 @@ export class GrpcServer {
       if (!stream.remoteEnded && !stream.closed) stream.reset(ErrorCode.NO_ERROR);
       return;
     }
-    stream.onData = (chunk, end) => {
-      if (chunk.length) events.data(chunk);
-      if (end) events.end();
-    };
-    stream.onReset = (code, lost) => {
-      events.close(lost ? "the client connection closed" : `the client reset the stream (code ${code})`);
-      port.wake?.();
-    };
+    port.events = events;
+    stream.owner = port;
     if (stream.remoteEnded) events.end();
   }
 
@@ -750,32 +800,7 @@ export class GrpcServer {
     const enc = headers["grpc-encoding"];
     const call = new GrpcServerCall(port, path, shape, metadata, deadline, typeof enc === "string" ? enc : undefined, this.opts.maxMessageBytes);
 
-    const events: RequestEvents = {
-      data: (chunk) => {
-        if (call.ended) return;
-        try {
-          call.decoder.push(chunk, call);
-        } catch (e) {
-          call.fail(e instanceof GrpcError ? e : new GrpcError(Status.INTERNAL, (e as Error).message));
-        }
-      },
-      end: () => {
-        if (call.ended) return;
-        if (call.decoder.midMessage) return call.fail(new GrpcError(Status.INTERNAL, "the request stream ended in the middle of a message (truncated gRPC frame)"));
-        if (!shape.clientStreaming) {
-          if (call.request === undefined) {
-            return call.fail(new GrpcError(Status.UNIMPLEMENTED, `received no request message for ${shape.serverStreaming ? "server-streaming" : "unary"} method ${path}`));
-          }
-          this.hand(call);
-        } else {
-          call.endRequests();
-        }
-      },
-      close: (reason) => {
-        deadlines.remove(call);
-        if (!call.ended) call.cancel(reason);
-      },
-    };
+    const events = new CallEvents(this, call);
     if (shape.clientStreaming) {
       this.hand(call);
     } else if (deadline !== undefined) {
@@ -800,7 +825,8 @@ export class GrpcServer {
     }
   };
 
-  private hand(call: GrpcServerCall): void {
+  /** @internal The call goes to the handler (once). */
+  hand(call: GrpcServerCall): void {
     if (call.handed) return;
     call.handed = true;
     deadlines.remove(call);
