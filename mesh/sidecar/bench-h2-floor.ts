@@ -35,9 +35,9 @@ function serve(kind: string): void {
                 const chunks: Buffer[] = [];
                 stream.owner = {
                   streamHeaders() {},
-                  streamData(c, end) {
-                    if (c.length) chunks.push(c);
-                    if (!end) return;
+                  streamData(buf, start, end, endStream) {
+                    if (end > start) chunks.push(buf.subarray(start, end));
+                    if (!endStream) return;
                     stream.sendHeaders([[":status", "200"], ["content-type", "application/grpc"]], false);
                     stream.write(chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks));
                     stream.sendHeaders([["grpc-status", "0"]], true);
@@ -147,8 +147,8 @@ async function client(kind: string, port: number): Promise<() => Promise<void>> 
           streamHeaders(_h, end) {
             if (end) resolve();
           },
-          streamData(_c, end) {
-            if (end) resolve();
+          streamData(_buf, _start, _end, endStream) {
+            if (endStream) resolve();
           },
           streamReset: () => resolve(),
         };

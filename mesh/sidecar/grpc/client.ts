@@ -106,7 +106,7 @@ export class GrpcClientCall implements DeadlineEntry, H2StreamOwner {
     stream.on("response", (headers: http2.IncomingHttpHeaders) => {
       if (!this.done) this.onResponse(headers);
     });
-    stream.on("data", (chunk: Buffer) => this.onData(chunk));
+    stream.on("data", (chunk: Buffer) => this.onData(chunk, 0, chunk.length));
     stream.on("trailers", (headers: http2.IncomingHttpHeaders) => {
       if (!this.done) this.takeStatus(headers);
     });
@@ -138,8 +138,8 @@ export class GrpcClientCall implements DeadlineEntry, H2StreamOwner {
   }
 
   /** @internal (H2StreamOwner) */
-  streamData(chunk: Buffer, endStream: boolean): void {
-    if (chunk.length) this.onData(chunk);
+  streamData(buf: Buffer, start: number, end: number, endStream: boolean): void {
+    if (end > start) this.onData(buf, start, end);
     if (!endStream) return;
     // Ended without a status: an RST_STREAM may follow in the same read and says more.
     if (this.code === undefined) queueMicrotask(() => this.finishOwn(0, false));
@@ -187,11 +187,12 @@ export class GrpcClientCall implements DeadlineEntry, H2StreamOwner {
     this.listener.onHeaders(md);
   }
 
-  private onData(chunk: Buffer): void {
+  /** Response data: chunk[start, end). */
+  private onData(chunk: Buffer, start: number, end: number): void {
     if (this.done || this.code !== undefined) return;
     if (this.httpStatus !== 200) return;
     try {
-      this.decoder.push(chunk, this);
+      this.decoder.push(chunk, this, start, end);
     } catch (e) {
       const err = e instanceof GrpcError ? e : new GrpcError(Status.INTERNAL, (e as Error).message);
       this.abort(err.code, `response from ${this.client.address}: ${err.details}`);

@@ -132,8 +132,8 @@ class OwnPort implements ServerPort, H2StreamOwner {
     // The client's trailers: a gRPC client sends none; its END_STREAM comes with DATA.
   }
 
-  streamData(chunk: Buffer, endStream: boolean): void {
-    if (chunk.length) this.events!.data(chunk);
+  streamData(buf: Buffer, start: number, end: number, endStream: boolean): void {
+    if (end > start) this.events!.data(buf, start, end);
     if (endStream) this.events!.end();
   }
 
@@ -492,7 +492,8 @@ export class GrpcServerCall implements DeadlineEntry {
 
 /** What a request stream tells the call, from either HTTP/2 implementation. */
 interface RequestEvents {
-  data(chunk: Buffer): void;
+  /** Request data: chunk[start, end), valid only during the call. */
+  data(chunk: Buffer, start: number, end: number): void;
   /** The client half-closed. */
   end(): void;
   /** The stream is over: `reason` when it ended before the call did (reset, connection lost). */
@@ -506,11 +507,11 @@ class CallEvents implements RequestEvents {
     private readonly call: GrpcServerCall,
   ) {}
 
-  data(chunk: Buffer): void {
+  data(chunk: Buffer, start: number, end: number): void {
     const call = this.call;
     if (call.ended) return;
     try {
-      call.decoder.push(chunk, call);
+      call.decoder.push(chunk, call, start, end);
     } catch (e) {
       call.fail(e instanceof GrpcError ? e : new GrpcError(Status.INTERNAL, (e as Error).message));
     }
@@ -748,7 +749,7 @@ export class GrpcServer {
     stream.on("error", () => {}); // a reset stream; the close handler below sees it
     const events = this.onRequest(new NodePort(stream), headers);
     if (!events) return;
-    stream.on("data", (chunk: Buffer) => events.data(chunk));
+    stream.on("data", (chunk: Buffer) => events.data(chunk, 0, chunk.length));
     stream.on("end", () => {
       // Bun emits "end" also for a stream the client reset (RST_STREAM), and "aborted" only after this
       // tick's microtasks: wait one turn so a reset is not taken for the client's half-close.

@@ -49,13 +49,13 @@ export class MessageDecoder {
   }
 
   /**
-   * Feeds one DATA chunk; calls `sink.onDecoded` for each complete message, in order. Throws GrpcError
-   * (INTERNAL for a bad flag byte, RESOURCE_EXHAUSTED for a length over the limit); after a throw the
-   * decoder is unusable and the call must end.
+   * Feeds one DATA chunk, chunk[start, end); calls `sink.onDecoded` for each complete message, in
+   * order. Throws GrpcError (INTERNAL for a bad flag byte, RESOURCE_EXHAUSTED for a length over the
+   * limit); after a throw the decoder is unusable and the call must end.
    */
-  push(chunk: Buffer, sink: MessageSink): void {
-    const len = chunk.length;
-    let i = 0;
+  push(chunk: Buffer, sink: MessageSink, start = 0, end = chunk.length): void {
+    const len = end;
+    let i = start;
     while (i < len) {
       if (this.body !== undefined) {
         const take = Math.min(this.body.length - this.bodyFill, len - i);
