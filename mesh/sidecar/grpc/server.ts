@@ -106,11 +106,18 @@ class NodePort implements ServerPort {
   }
 }
 
+// gRPC's codes as header text, made once: String() of a number is a call into the runtime.
+const STATUS_TEXT = Array.from({ length: 17 }, (_, code) => String(code));
+
+function statusText(code: number): string {
+  return STATUS_TEXT[code] ?? String(code);
+}
+
 /** Outgoing header object → HPACK field list (pseudo-headers first, as node:http2 sends them). */
 function toList(h: OutHeaders): HeaderList {
   const list: HeaderList = [];
   const status = h[HTTP2_HEADER_STATUS];
-  if (status !== undefined) list.push(field(":status", String(status)));
+  if (status !== undefined) list.push(field(":status", status === HTTP_STATUS_OK ? "200" : String(status)));
   for (const k in h) {
     if (k === HTTP2_HEADER_STATUS) continue;
     const v = h[k];
@@ -408,7 +415,7 @@ export class GrpcServerCall implements DeadlineEntry {
     deadlines.remove(this);
     this.queue?.end();
     if (this.cancelled) return;
-    const t: http2.OutgoingHttpHeaders = { "grpc-status": String(code) };
+    const t: http2.OutgoingHttpHeaders = { "grpc-status": statusText(code) };
     if (details) t["grpc-message"] = encodeGrpcMessage(details);
     // An unsupported compression is answered with the ones we read, as the spec asks.
     if (code === Status.UNIMPLEMENTED) t["grpc-accept-encoding"] = ACCEPT_ENCODING;
