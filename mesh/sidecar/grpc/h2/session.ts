@@ -541,7 +541,10 @@ export class H2Session {
     this.releaseConn(s);
     this.streams.delete(s.id);
     this.blocked.delete(s);
-    s.queue.length = 0;
+    // Only when there is something to drop: setting an array's length is a call into the runtime
+    // each time (no inline cache takes it), 0.8 % of the greeter sidecar at 1,000 calls/s (perf), and a
+    // unary call's queue is empty by now.
+    if (s.queue.length !== 0) s.queue.length = 0;
     s.queued = 0;
     if (this.streams.size === 0 && (this.goawaySent || this.goawayReceived)) this.finishIfIdle();
   }
