@@ -156,17 +156,20 @@ describe("HPACK", () => {
       ["traceparent", traceparent],
     ];
 
-    test("a repeating field is added on its first use on the connection, then sent as one index byte", () => {
+    test("a repeating field is added on its second use on the connection, then sent as one index byte", () => {
       const e = new HpackEncoder();
       const d = new HpackDecoder(4096, 65536);
       const first = block(e, request("00-b"));
       expect(d.decode(first).headers).toEqual(Object.fromEntries(request("00-b")) as never);
-      const second = block(e, request("00-c"));
-      expect(d.decode(second).headers).toEqual(Object.fromEntries(request("00-c")) as never);
+      expect(d.decode(block(e, request("00-x"))).headers).toEqual(Object.fromEntries(request("00-x")) as never);
+      const third = block(e, request("00-c"));
+      expect(d.decode(third).headers).toEqual(Object.fromEntries(request("00-c")) as never);
       // :method and :scheme are static entries (1 byte each), the five repeating fields one dynamic
       // index each; the traceparent (never cached) stays a literal: name index 0 + string.
       const traceLiteral = 1 + 1 + "traceparent".length + 1 + "00-c".length;
-      expect(second.length).toBe(2 + 5 + traceLiteral);
+      expect(third.length).toBe(2 + 5 + traceLiteral);
+      // The first block was all literals: the same bytes as the table-less encoder writes.
+      expect(first.equals(Buffer.from(encodeHeaders(request("00-b"))))).toBe(true);
       // A second connection starts from an empty table: its peer knows none of the first's entries.
       const other = new HpackEncoder();
       expect(new HpackDecoder(4096, 65536).decode(block(other, request("00-d"))).headers).toEqual(Object.fromEntries(request("00-d")) as never);
@@ -177,7 +180,7 @@ describe("HPACK", () => {
       const d = new HpackDecoder(4096, 65536);
       // 100 distinct repeating fields of 32 + 9 + 40 = 81 bytes: ~50 fit in 4096.
       const list: HeaderList = Array.from({ length: 100 }, (_, i) => [`x-f${String(i).padStart(3, "0")}-ab`, "v".repeat(40)] as const);
-      for (let round = 0; round < 3; round++) expect(d.decode(block(e, list)).headers).toEqual(Object.fromEntries(list) as never);
+      for (let round = 0; round < 4; round++) expect(d.decode(block(e, list)).headers).toEqual(Object.fromEntries(list) as never);
       const b = block(e, list);
       expect(d.decode(b).headers).toEqual(Object.fromEntries(list) as never);
       const fit = Math.floor(4096 / 81);
@@ -193,6 +196,7 @@ describe("HPACK", () => {
         ["x-b", "2"], // 36
       ];
       d.decode(block(e, list));
+      d.decode(block(e, list)); // the second use adds all three
       e.setPeerTableSize(100);
       const b = block(e, list);
       expect([...b.subarray(0, 2)]).toEqual([0x3f, 100 - 31]); // one update: 100
@@ -209,6 +213,50 @@ describe("HPACK", () => {
       // The same limit again is no change: nothing to signal.
       e.setPeerTableSize(4096);
       expect(block(e, list)[0]! & 0xe0).not.toBe(0x20);
+    });
+
+    test("values that differ per call stay out of the table and leave room for the fields that repeat", () => {
+      const e = new HpackEncoder();
+      const d = new HpackDecoder(4096, 65536);
+      const list = (i: number): HeaderList => [
+        [":path", "/pkg.Svc/Method"],
+        ["x-request-id", `req-${String(i).padStart(30, "0")}`], // 32 + 12 + 34 = 78 bytes: 52 would fill the table
+      ];
+      for (let i = 0; i < 2000; i++) expect(d.decode(block(e, list(i))).headers).toEqual(Object.fromEntries(list(i)) as never);
+      // Well past 52 calls, and past the 512 remembered sightings: a field first sent now still gets indexed.
+      const late: HeaderList = [["x-tenant", "blue"]];
+      d.decode(block(e, late));
+      d.decode(block(e, late));
+      const b = block(e, late);
+      expect(b.length).toBe(1);
+      expect(d.decode(b).headers).toEqual({ "x-tenant": "blue" } as never);
+      expect(block(e, list(1))[0]).toBeGreaterThanOrEqual(0x80 + 62); // :path: one dynamic index byte
+    });
+
+    test("credentials are never indexed, by the table or the shared field cache", () => {
+      const e = new HpackEncoder();
+      const d = new HpackDecoder(4096, 65536);
+      const list: HeaderList = [
+        ["authorization", "Bearer abc"],
+        ["cookie", "s=1"],
+        ["x-custom-secret-not-listed", "y"],
+      ];
+      let b = Buffer.alloc(0);
+      for (let i = 0; i < 3; i++) {
+        b = block(e, list);
+        expect(d.decode(b).headers).toEqual(Object.fromEntries(list) as never);
+      }
+      // authorization (static name 23) and cookie (32): "never indexed" with the static name, every time.
+      expect([b[0], b[1]]).toEqual([0x1f, 23 - 15]);
+      expect(b.includes(Buffer.from("Bearer abc"))).toBe(true);
+      const cookieAt = 2 + 1 + "Bearer abc".length;
+      expect([b[cookieAt], b[cookieAt + 1]]).toEqual([0x1f, 32 - 15]);
+      // the unlisted one is indexed by the third block: one byte at the end
+      expect(b[b.length - 1]).toBe(0x80 + 62);
+      // the table-less encoder writes credentials never-indexed too
+      const plain = Buffer.from(encodeHeaders([["authorization", "Bearer abc"]]));
+      expect(plain[0]).toBe(0x1f);
+      expect(new HpackDecoder(4096, 65536).decode(plain).headers).toEqual({ authorization: "Bearer abc" } as never);
     });
 
     test("random lists and table sizes decode in step with a strict decoder", () => {

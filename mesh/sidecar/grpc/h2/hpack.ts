@@ -348,12 +348,19 @@ function writeString(s: string): void {
 // Encoded fields seen before (most calls repeat the same few): name → value → bytes. Fields whose
 // values differ per call are not kept.
 const UNCACHED = new Set(["traceparent", "tracestate", "grpc-timeout", "grpc-message", "grpc-trace-bin", "grpc-tags-bin"]);
+/**
+ * Credentials: written as "never indexed" literals (RFC 7541 6.2.3, 7.1.3), so no table on either side
+ * keeps them and no intermediary re-encodes them into one: a peer that can add headers to a shared
+ * connection must not learn a token by watching how well its own guesses compress. Nor are their bytes
+ * kept in this process's cache of encoded fields.
+ */
+const SENSITIVE = new Set(["authorization", "proxy-authorization", "cookie", "set-cookie"]);
 const fieldCache = new Map<string, Map<string, Uint8Array>>();
 let cached = 0;
 
 /** A field that may repeat across calls: worth caching its bytes, or an entry in the peer's table. */
 function cacheable(name: string, value: string): boolean {
-  return value.length <= 64 && !UNCACHED.has(name);
+  return value.length <= 64 && !UNCACHED.has(name) && !SENSITIVE.has(name);
 }
 
 /** The last pair made for each name (see field); at most 1024 names are kept. */
@@ -388,10 +395,12 @@ function encodeField(name: string, value: string): void {
   if (exact !== undefined) {
     writeInt(7, 0x80, exact);
   } else {
-    if (ni !== undefined) writeInt(4, 0, ni);
+    // 0x10: literal never indexed; 0x00: literal without indexing (both with a 4-bit name index).
+    const never = SENSITIVE.has(name) ? 0x10 : 0;
+    if (ni !== undefined) writeInt(4, never, ni);
     else {
       room(1);
-      scratch[slen++] = 0;
+      scratch[slen++] = never;
       writeString(name);
     }
     writeString(value);
@@ -424,14 +433,19 @@ export function headerBlockScratch(): Buffer {
 /** The most of the peer's dynamic table an encoder uses, however much the peer allows. */
 const ENCODER_TABLE_MAX = 4096;
 
+/** Fields sent once and not yet indexed that an encoder remembers (see HpackEncoder.field). */
+const SEEN_ONCE_MAX = 512;
+
 /**
  * The encoder of one connection. A field that may repeat across calls (cacheable) is added to the
- * peer's dynamic table the first time this connection sends it, and is one index byte after that: the
- * peer decodes no literal, we copy no cached bytes. Fields are only added while they fit, so the table
- * never evicts on its own and needs no per-call bookkeeping; the only eviction is the peer lowering its
- * SETTINGS_HEADER_TABLE_SIZE, which we signal with size updates at the start of the next block (RFC
- * 7541 4.2). Metadata whose values differ per call yet are not in UNCACHED fills the table early and
- * leaves later fields as literals: the same bytes as without the table.
+ * peer's dynamic table the second time this connection sends it, and is one index byte after that: the
+ * peer decodes no literal, we copy no cached bytes. Waiting for the second time keeps values that
+ * differ per call (a request id, say) out of the table, which would otherwise fill with them within a
+ * few dozen calls and leave the fields that do repeat as literals for the rest of the connection.
+ * Fields are only added while they fit, so the table never evicts on its own and needs no per-call
+ * bookkeeping; the only eviction is the peer lowering its SETTINGS_HEADER_TABLE_SIZE, which we signal
+ * with size updates at the start of the next block (RFC 7541 4.2). Credentials (SENSITIVE) are never
+ * indexed.
  */
 export class HpackEncoder {
   /** The table size the peer's decoder has: 4096 until its SETTINGS lower it (RFC 7540 6.5.2). */
@@ -445,6 +459,9 @@ export class HpackEncoder {
   private readonly entries: (readonly [string, string])[] = [];
   /** name → value → the number the entry was added as. */
   private readonly numbers = new Map<string, Map<string, number>>();
+  /** Cacheable fields sent once and not indexed yet: name → values; cleared when it holds SEEN_ONCE_MAX. */
+  private readonly seenOnce = new Map<string, Set<string>>();
+  private seenOnceCount = 0;
 
   /** The peer's SETTINGS_HEADER_TABLE_SIZE. */
   setPeerTableSize(v: number): void {
@@ -493,7 +510,7 @@ export class HpackEncoder {
       return;
     }
     const entrySize = name.length + value.length + 32;
-    if (this.size + entrySize > this.limit || !cacheable(name, value)) return encodeField(name, value);
+    if (this.size + entrySize > this.limit || !cacheable(name, value) || this.firstSighting(name, value)) return encodeField(name, value);
     // Literal with incremental indexing, with the static table's name when it has one.
     const ni = NAMES.get(name);
     if (ni !== undefined) writeInt(6, 0x40, ni);
@@ -508,6 +525,23 @@ export class HpackEncoder {
     let byName = this.numbers.get(name);
     if (byName === undefined) this.numbers.set(name, (byName = new Map()));
     byName.set(value, ++this.added);
+    if (this.seenOnce.get(name)?.delete(value)) this.seenOnceCount--;
+  }
+
+  /** True the first time (since the last clear) this connection sends the field: remembers it. */
+  private firstSighting(name: string, value: string): boolean {
+    let values = this.seenOnce.get(name);
+    if (values?.has(value)) return false;
+    if (this.seenOnceCount >= SEEN_ONCE_MAX) {
+      // Mostly values that differ per call: start over rather than grow or track ages.
+      this.seenOnce.clear();
+      this.seenOnceCount = 0;
+      values = undefined;
+    }
+    if (values === undefined) this.seenOnce.set(name, (values = new Set()));
+    values.add(value);
+    this.seenOnceCount++;
+    return true;
   }
 }
 
