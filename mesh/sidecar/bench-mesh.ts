@@ -21,16 +21,25 @@
 // per-call syscalls as a sidecar (2 epoll waits, 2 recvs, 2 sends: under nested virtualisation ~45 % of
 // a sidecar's CPU is those wakeups) and nothing else. Each sidecar's CPU is printed as a ratio to the two
 // proxies' mean, over the run and per round (against the C proxies' window of the same round).
+// A fourth path, "via 2 nginx gRPC proxies" (--nginx on; the default when nginx is installed, from
+// Debian's nginx-light), is a production-grade peer measured in the same run: the same client and load
+// through two single-process nginx (ngx_http_grpc_module, h2c both sides, buffered access log like the
+// sidecars', mesh/sidecar/bench-nginx.ts) in the sidecars' places, in its own window after the C
+// proxies'. Unlike the C forwarder it parses HTTP/2 and HPACK on both sides, as Envoy (Istio's 0.20) does;
+// Envoy is not packaged for Debian. Each sidecar's CPU is printed as a ratio to the two nginx' mean too.
+// The greeter nginx opens a connection per call to the Bun server (oven-sh/bun#19152, see bench-nginx.ts),
+// so the frontend nginx is the like-for-like figure. --nginx-access-log on|off (default: --access-log).
 //
 //   bun mesh/sidecar/bench-mesh.ts [--rate 1000] [--seconds 10] [--rounds 5] [--warmup 2]
 //        [--transport auto|uds|shm] [--access-log on|off] [--tls on|off] [--sidecar bundle|source] [--smol]
-//        [--sidecar-env K=V]... [--compare <dir>] [--compare-env K=V]... [--c-proxy on|off] [--json]
+//        [--sidecar-env K=V]... [--compare <dir>] [--compare-env K=V]... [--c-proxy on|off]
+//        [--nginx on|off] [--nginx-access-log on|off] [--json]
 // --smol runs the sidecars with `bun --smol` (smaller heap, more frequent GC).
 // --sidecar-env K=V (repeatable) sets K=V in the sidecars' environment only (not the apps' or this process's).
 // --compare <dir>: a paired run against another checkout of this repo (e.g. `git worktree add /tmp/old <commit>`
 // with node_modules symlinked). A second greeter sidecar + echo app + frontend sidecar run from <dir> (its own
 // bundle, or main.ts with --sidecar source; the same sidecar env), and each round measures direct, mesh (this
-// tree), mesh (<dir>), C proxies — the two mesh windows swap order every round. This VM's phases move the absolute CPU
+// tree), mesh (<dir>), C proxies, nginx — the two mesh windows swap order every round. This VM's phases move the absolute CPU
 // figure ±10 % over tens of minutes, which hides 3-6 % effects of a change; in a paired run both trees share
 // the phase. Printed after the usual lines (JSON: `compare`): each sidecar's CPU per 1k rps in both trees and
 // the ratio this/compare, RSS median of both, added p99 of both.
@@ -46,6 +55,7 @@ import { connect } from "../../runtime/sdk/index.ts";
 import { TestResources } from "../../test/helpers.ts";
 import { buildC } from "../../bench/lib/build-c.ts";
 import { buildSidecarBundle } from "./bundle.ts";
+import { NGINX_GREETER_CAVEAT, nginxVersion, resolveNginxFlag, startNginxPair } from "./bench-nginx.ts";
 import { pssParts, rssParts } from "./proc-memory.ts";
 import { sidecarProcessEnv } from "./process-env.ts";
 import { issueCertificates } from "./certs.ts";
@@ -68,6 +78,10 @@ interface Opts {
   compareEnv: Record<string, string>;
   /** The "via 2 C proxies" path, the floor a sidecar's CPU is judged against. */
   cProxy: boolean;
+  /** The "via 2 nginx gRPC proxies" path, a production-grade peer (undefined: on when nginx is installed). */
+  nginx?: "on" | "off";
+  /** nginx's access log (undefined: as --access-log). */
+  nginxAccessLog?: boolean;
 }
 
 function parse(argv: string[]): Opts {
@@ -95,10 +109,12 @@ function parse(argv: string[]): Opts {
       if (eq <= 0) throw new Error(`${a} ${x}: expected KEY=VALUE`);
       (a === "--sidecar-env" ? o.sidecarEnv : o.compareEnv)[x.slice(0, eq)] = x.slice(eq + 1);
     }
-    else if (a === "--c-proxy") {
+    else if (a === "--c-proxy" || a === "--nginx" || a === "--nginx-access-log") {
       const x = v();
-      if (x !== "on" && x !== "off") throw new Error(`--c-proxy ${x}: expected on or off`);
-      o.cProxy = x === "on";
+      if (x !== "on" && x !== "off") throw new Error(`${a} ${x}: expected on or off`);
+      if (a === "--c-proxy") o.cProxy = x === "on";
+      else if (a === "--nginx") o.nginx = x;
+      else o.nginxAccessLog = x === "on";
     }
     else if (a === "--sidecar") {
       const x = v();
@@ -266,6 +282,40 @@ class CpuTotals {
   }
 }
 
+/** Two proxies chained in the sidecars' places (C forwarders, nginx): client → frontend → greeter → the direct server. */
+interface RefPair {
+  client: EchoClient;
+  pids: { frontend: number; greeter: number };
+}
+
+/** A reference pair's figures over its windows: each proxy's vCPU per 1k rps, and the two's mean (what a sidecar is divided by), over the run and per round. */
+interface RefFigures {
+  result: RunResult;
+  per1k: { frontend: number; greeter: number; mean: number };
+  windows: { frontend: number[]; greeter: number[] };
+  meanByRound: number[];
+}
+
+/** A reference path: its pair's client and the two proxies' CPU and the calls' latencies over its own windows. */
+class RefPath {
+  readonly cpu: { frontend: CpuTotals; greeter: CpuTotals };
+  readonly totals = new PathTotals();
+
+  constructor(readonly pair: RefPair, readonly call: () => Promise<unknown>) {
+    this.cpu = { frontend: new CpuTotals(pair.pids.frontend), greeter: new CpuTotals(pair.pids.greeter) };
+  }
+
+  /** Once, after the last window (it releases the latency histogram). */
+  figures(): RefFigures {
+    const result = this.totals.result();
+    const perK = result.achievedRps / 1000;
+    const frontend = this.cpu.frontend.vcpu() / perK;
+    const greeter = this.cpu.greeter.vcpu() / perK;
+    const w = { frontend: this.cpu.frontend.windows, greeter: this.cpu.greeter.windows };
+    return { result, per1k: { frontend, greeter, mean: (frontend + greeter) / 2 }, windows: w, meanByRound: w.frontend.map((x, i) => (x + w.greeter[i]!) / 2) };
+  }
+}
+
 /** "min–max (median m)" of a few figures. */
 function spread(xs: number[], digits: number): string {
   if (xs.length === 0) return "n/a";
@@ -381,9 +431,19 @@ async function main(): Promise<void> {
   try {
     o = parse(process.argv.slice(2));
   } catch (e) {
-    console.error(`bench-mesh: ${(e as Error).message}\nusage: bun mesh/sidecar/bench-mesh.ts [--rate 1000] [--seconds 10] [--rounds 5] [--warmup 2] [--transport auto|uds|shm] [--access-log on|off] [--tls on|off] [--sidecar bundle|source] [--smol] [--sidecar-env K=V]... [--compare <dir>] [--compare-env K=V]... [--c-proxy on|off] [--json]`);
+    console.error(`bench-mesh: ${(e as Error).message}\nusage: bun mesh/sidecar/bench-mesh.ts [--rate 1000] [--seconds 10] [--rounds 5] [--warmup 2] [--transport auto|uds|shm] [--access-log on|off] [--tls on|off] [--sidecar bundle|source] [--smol] [--sidecar-env K=V]... [--compare <dir>] [--compare-env K=V]... [--c-proxy on|off] [--nginx on|off] [--nginx-access-log on|off] [--json]`);
     process.exit(2);
   }
+  let nginxOn: boolean;
+  try {
+    const n = resolveNginxFlag(o.nginx);
+    nginxOn = n.on;
+    if (n.note) console.error(n.note);
+  } catch (e) {
+    console.error(`bench-mesh: ${(e as Error).message}`);
+    process.exit(2);
+  }
+  const nginxAccessLog = o.nginxAccessLog ?? o.accessLog;
   process.env.MESH_LOG_LEVEL ??= "warn";
   const res = new TestResources();
   // Stopped by a signal (SIGTERM from a job runner, SIGINT outside a terminal's process group): the
@@ -435,7 +495,7 @@ async function main(): Promise<void> {
     const dclient = echoClient(address);
     // --c-proxy: two C forwarders in the sidecars' places, client → F → G → the same direct server
     // (started G first: F needs its port). res tracks them, so they go with the rest on any exit.
-    let cproxy: { client: EchoClient; pids: { frontend: number; greeter: number } } | undefined;
+    let cproxy: RefPair | undefined;
     if (o.cProxy) {
       let exe: string;
       try {
@@ -453,6 +513,12 @@ async function main(): Promise<void> {
       const f = await startProxy("127.0.0.1", String(g.port));
       cproxy = { client: echoClient(`127.0.0.1:${f.port}`), pids: { frontend: f.pid, greeter: g.pid } };
     }
+    // --nginx: two nginx gRPC proxies the same way (bench-nginx.ts); res tracks them too.
+    let nginx: RefPair | undefined;
+    if (nginxOn) {
+      const n = await startNginxPair(res, address, nginxAccessLog);
+      nginx = { client: echoClient(`127.0.0.1:${n.frontend.port}`), pids: { frontend: n.frontend.pid, greeter: n.greeter.pid } };
+    }
 
     const root = protobuf.loadSync(ECHO_PROTO);
     const Req = root.lookupType("meshtest.EchoRequest");
@@ -465,22 +531,21 @@ async function main(): Promise<void> {
         client.Unary({ text: "bench", padding }, new grpc.Metadata(), { deadline: Date.now() + 5000 }, (e: Error | null) => (e ? reject(e) : resolve())),
       );
     const viaDirect = viaGrpcJs(dclient);
-    const viaCProxy = cproxy && viaGrpcJs(cproxy.client);
+    const cPath = cproxy && new RefPath(cproxy, viaGrpcJs(cproxy.client));
+    const nginxPath = nginx && new RefPath(nginx, viaGrpcJs(nginx.client));
 
     // Warm the paths (JIT, connections), then measure each at the same fixed rate, in alternating
     // windows. CPU is counted over each process's own windows only.
     await openLoop(viaDirect, o.rate, o.warmup);
     await openLoop(viaMesh, o.rate, o.warmup);
     if (cmp) await openLoop(viaCompare, o.rate, o.warmup);
-    // The C proxies have no JIT, and the client and server code is the direct path's, warm already:
-    // a short warm-up only opens the channel.
-    if (viaCProxy) await openLoop(viaCProxy, o.rate, Math.min(o.warmup, 2));
+    // The C proxies and nginx have no JIT, and the client and server code is the direct path's, warm
+    // already: a short warm-up only opens the channel (and fills nginx's upstream keepalive cache).
+    for (const r of [cPath, nginxPath]) if (r) await openLoop(r.call, o.rate, Math.min(o.warmup, 2));
     const pids = pair.pids;
     const cpu = { direct: new CpuTotals(direct.proc.pid), greeter: new CpuTotals(pids.greeter), frontend: new CpuTotals(pids.frontend) };
     const cmpCpu = cmp && { greeter: new CpuTotals(cmp.pids.greeter), frontend: new CpuTotals(cmp.pids.frontend) };
     const cmpTotals = cmp && new PathTotals();
-    const cCpu = cproxy && { frontend: new CpuTotals(cproxy.pids.frontend), greeter: new CpuTotals(cproxy.pids.greeter) };
-    const cTotals = cproxy && new PathTotals();
     const spinBefore = { frontend: await spinUs(frontend.admin), greeter: await spinUs(greeter.admin) };
     const directTotals = new PathTotals();
     const meshTotals = new PathTotals();
@@ -498,7 +563,7 @@ async function main(): Promise<void> {
     };
     const meshWindow = () => pairWindow(cpu, meshTotals, viaMesh);
     const compareWindow = () => pairWindow(cmpCpu!, cmpTotals!, viaCompare);
-    const cproxyWindow = () => pairWindow(cCpu!, cTotals!, viaCProxy!);
+    const refWindow = (r: RefPath) => pairWindow(r.cpu, r.totals, r.call);
     for (let round = 0; round < o.rounds; round++) {
       cpu.direct.begin();
       const w = await openLoop(viaDirect, o.rate, windowSec, directTotals.h);
@@ -512,26 +577,17 @@ async function main(): Promise<void> {
         await meshWindow();
         if (cmp) await compareWindow();
       }
-      if (cproxy) await cproxyWindow();
+      if (cPath) await refWindow(cPath);
+      if (nginxPath) await refWindow(nginxPath);
     }
     rssSampler.stop();
     const spinAfter = { frontend: await spinUs(frontend.admin), greeter: await spinUs(greeter.admin) };
     const directRes = directTotals.result();
     const meshRes = meshTotals.result();
     const cmpRes = cmpTotals?.result();
-    const cRes = cTotals?.result();
+    const cFig = cPath?.figures();
+    const nginxFig = nginxPath?.figures();
     const directServerVcpuPer1k = cpu.direct.vcpu() / (directRes.achievedRps / 1000);
-    /** Each C proxy's vCPU per 1k rps over its windows, and the two's mean: the floor the sidecars are divided by. */
-    const cPer1k =
-      cCpu && cRes
-        ? (() => {
-            const perK = cRes.achievedRps / 1000;
-            const frontend = cCpu.frontend.vcpu() / perK;
-            const greeter = cCpu.greeter.vcpu() / perK;
-            return { frontend, greeter, mean: (frontend + greeter) / 2 };
-          })()
-        : undefined;
-    const cMeanByRound = cCpu ? cCpu.frontend.windows.map((x, i) => (x + cCpu.greeter.windows[i]!) / 2) : [];
     const parts = { greeter: rssParts(pids.greeter), frontend: rssParts(pids.frontend) };
     const pss = { greeter: pssParts(pids.greeter), frontend: pssParts(pids.frontend) };
     const bunSharers = bunProcessesLike(pids.frontend);
@@ -539,6 +595,10 @@ async function main(): Promise<void> {
       const vcpu = cpu[k].vcpu();
       const perK = meshRes.achievedRps / 1000;
       const jitVcpu = cpu[k].jitVcpu();
+      /** This sidecar against a reference pair's mean, over the run and per round against the pair's window of the same round. */
+      const against = (f: RefFigures) => ({ run: vcpu / perK / f.per1k.mean, byRound: cpu[k].windows.map((x, i) => x / f.meanByRound[i]!) });
+      const vsC = cFig && against(cFig);
+      const vsNginx = nginxFig && against(nginxFig);
       return {
         vcpu,
         vcpuPer1kRps: vcpu / perK,
@@ -557,7 +617,9 @@ async function main(): Promise<void> {
          * Against the two C proxies' mean (the floor of a forwarder's wakeups on this machine), over the
          * run and per round against their window of the same round. Absent with --c-proxy off.
          */
-        ...(cPer1k ? { vsCProxy: vcpu / perK / cPer1k.mean, vsCProxyByRound: cpu[k].windows.map((x, i) => x / cMeanByRound[i]!) } : {}),
+        ...(vsC ? { vsCProxy: vsC.run, vsCProxyByRound: vsC.byRound } : {}),
+        /** Against the two nginx gRPC proxies' mean, the same way. Absent with --nginx off. */
+        ...(vsNginx ? { vsNginx: vsNginx.run, vsNginxByRound: vsNginx.byRound } : {}),
         jitVcpuPer1kRps: jitVcpu / perK,
         /** Spinning on the shm ring toward the app (0 on uds); only the mesh windows have calls to wait for. */
         spinVcpuPer1kRps: (spinAfter[k] - spinBefore[k]) / 1e6 / cpu[k].wallSec / perK,
@@ -617,11 +679,17 @@ async function main(): Promise<void> {
       sidecars: { frontend: side("frontend"), greeter: side("greeter") },
       direct_grpc_server_vcpu_per_1k_rps: directServerVcpuPer1k,
       /** --c-proxy on: the "via 2 C proxies" path's latencies, and each proxy's CPU (absent with --c-proxy off). */
-      ...(cRes && cPer1k && cCpu
+      ...(cFig ? { cproxy: cFig.result, c_proxy_vcpu_per_1k_rps: cFig.per1k, c_proxy_windows_vcpu_per_1k_rps: cFig.windows } : {}),
+      /** --nginx on: the "via 2 nginx gRPC proxies" path, the same figures (absent with --nginx off). */
+      ...(nginxFig
         ? {
-            cproxy: cRes,
-            c_proxy_vcpu_per_1k_rps: cPer1k,
-            c_proxy_windows_vcpu_per_1k_rps: { frontend: cCpu.frontend.windows, greeter: cCpu.greeter.windows },
+            nginx: nginxFig.result,
+            nginx_vcpu_per_1k_rps: nginxFig.per1k,
+            nginx_windows_vcpu_per_1k_rps: nginxFig.windows,
+            nginx_version: nginxVersion(),
+            nginx_access_log: nginxAccessLog,
+            /** false: the greeter nginx connects per call (oven-sh/bun#19152), an upper bound on its CPU. */
+            nginx_greeter_upstream_keepalive: NGINX_GREETER_CAVEAT === "",
           }
         : {}),
       load: (await Bun.file("/proc/loadavg").text()).split(" ").slice(0, 3).join(" "),
@@ -637,31 +705,38 @@ async function main(): Promise<void> {
       console.log(`fixed rate ${o.rate} rps for ${o.seconds} s per path in ${o.rounds} alternating windows, ${reqBytes.byteLength} B requests, app↔sidecar transport ${status.transport}, access log ${o.accessLog ? "on" : "off"}, mTLS ${o.tls ? "on" : "off"}, sidecars from ${o.bundle ? "the bundle" : "source"}${o.smol ? ", bun --smol" : ""}${Object.keys(o.sidecarEnv).length ? `, sidecar env ${Object.entries(o.sidecarEnv).map(([k, x]) => `${k}=${x}`).join(" ")}` : ""}, ${result.cpus} CPUs`);
       console.log(`direct gRPC      p50 ${f(directRes.p50Us)}  p90 ${f(directRes.p90Us)}  p99 ${f(directRes.p99Us)}  max ${f(directRes.maxUs)}  ok ${directRes.ok}/${directRes.sent}`);
       console.log(`via 2 sidecars   p50 ${f(meshRes.p50Us)}  p90 ${f(meshRes.p90Us)}  p99 ${f(meshRes.p99Us)}  max ${f(meshRes.maxUs)}  ok ${meshRes.ok}/${meshRes.sent}`);
-      if (cRes) console.log(`via 2 C proxies  p50 ${f(cRes.p50Us)}  p90 ${f(cRes.p90Us)}  p99 ${f(cRes.p99Us)}  max ${f(cRes.maxUs)}  ok ${cRes.ok}/${cRes.sent}`);
+      const latency = (label: string, r: RunResult) => console.log(`${label.padEnd(17)}p50 ${f(r.p50Us)}  p90 ${f(r.p90Us)}  p99 ${f(r.p99Us)}  max ${f(r.maxUs)}  ok ${r.ok}/${r.sent}`);
+      if (cFig) latency("via 2 C proxies", cFig.result);
+      if (nginxFig) latency("via 2 nginx", nginxFig.result);
       console.log(`added latency    p50 ${f(result.added_p50_us)}  p99 ${f(result.added_p99_us)}   (target: added p99 <= 1 ms)`);
       console.log(`reference: the direct grpc-js server process alone used ${directServerVcpuPer1k.toFixed(3)} vCPU per 1k rps; load average ${result.load}`);
-      if (cPer1k && cCpu) {
+      const reference = (label: string, r: RefFigures) =>
         console.log(
-          `reference: 2 C epoll proxies (bench/c/tcp-proxy.c) in the sidecars' places used frontend ${cPer1k.frontend.toFixed(3)}, greeter ${cPer1k.greeter.toFixed(3)}, mean ${cPer1k.mean.toFixed(3)} vCPU per 1k rps; ` +
-            `per window frontend ${spread(cCpu.frontend.windows, 3)}, greeter ${spread(cCpu.greeter.windows, 3)}`,
+          `reference: ${label} in the sidecars' places used frontend ${r.per1k.frontend.toFixed(3)}, greeter ${r.per1k.greeter.toFixed(3)}, mean ${r.per1k.mean.toFixed(3)} vCPU per 1k rps; ` +
+            `per window frontend ${spread(r.windows.frontend, 3)}, greeter ${spread(r.windows.greeter, 3)}`,
         );
+      if (cFig) reference("2 C epoll proxies (bench/c/tcp-proxy.c)", cFig);
+      if (nginxFig) {
+        reference(`2 nginx gRPC proxies (${result.nginx_version}, access log ${nginxAccessLog ? "on" : "off"})`, nginxFig);
+        if (NGINX_GREETER_CAVEAT) console.log(`           (${NGINX_GREETER_CAVEAT})`);
       }
+      const vs = (label: string, run: number | undefined, byRound: number[] | undefined) =>
+        run !== undefined && byRound ? `                  against ${label} mean: ${run.toFixed(2)}× over the run; against their window of the same round ${spread(byRound, 2)}×\n` : "";
       for (const k of ["frontend", "greeter"] as const) {
         const s = result.sidecars[k];
         console.log(
           `${k.padEnd(8)} sidecar  ${s.vcpu.toFixed(3)} vCPU = ${s.vcpuPer1kRps.toFixed(3)} vCPU per 1k rps (target <= 0.1; Istio 0.20, Dapr 0.48) = ${s.vsDirectServer.toFixed(2)}× the direct grpc-js server's, of which JIT compiler ${s.jitVcpuPer1kRps.toFixed(3)}, spinning ${s.spinVcpuPer1kRps.toFixed(4)}   ` +
             `RSS ${s.rssMB.toFixed(1)} MB (target <= 60) = ${s.rssAnonMB.toFixed(1)} anon + ${s.rssFileMB.toFixed(1)} file-backed (the bun executable), JS heap used ${s.heapUsedMB.toFixed(1)} MB\n` +
             `                  CPU per window ${spread(s.windowsVcpuPer1kRps, 3)} vCPU per 1k rps; against the direct server's window of the same round ${spread(s.vsDirectServerByRound, 2)}×\n` +
-            (s.vsCProxy !== undefined && s.vsCProxyByRound
-              ? `                  against the C proxies' mean: ${s.vsCProxy.toFixed(2)}× over the run; against their window of the same round ${spread(s.vsCProxyByRound, 2)}×\n`
-              : "") +
+            vs("the C proxies'", s.vsCProxy, s.vsCProxyByRound) +
+            vs("the nginx proxies'", s.vsNginx, s.vsNginxByRound) +
             `                  RSS over the measured windows: median ${s.rssMedianMB.toFixed(1)} MB, max ${s.rssMaxMB.toFixed(1)} MB (${s.rssReadings} readings)\n` +
             `                  PSS ${s.pssMB.toFixed(1)} MB = ${s.pssAnonMB.toFixed(1)} anon + ${s.pssFileMB.toFixed(1)} file-backed + ${s.pssShmemMB.toFixed(1)} shmem (file pages split between ${result.bun_processes_sharing_executable} bun processes)`,
         );
       }
       const c = result.compare;
       if (c) {
-        console.log(`compare: this tree against ${c.dir}${c.commit ? ` (${c.commit})` : ""}${Object.keys(o.compareEnv).length ? ` with ${Object.entries(o.compareEnv).map(([k, x]) => `${k}=${x}`).join(" ")} in its sidecars` : ""}, same rounds (direct, this, compare${cRes ? ", C proxies" : ""}; the two mesh windows swap order every round)`);
+        console.log(`compare: this tree against ${c.dir}${c.commit ? ` (${c.commit})` : ""}${Object.keys(o.compareEnv).length ? ` with ${Object.entries(o.compareEnv).map(([k, x]) => `${k}=${x}`).join(" ")} in its sidecars` : ""}, same rounds (direct, this, compare${cFig ? ", C proxies" : ""}${nginxFig ? ", nginx" : ""}; the two mesh windows swap order every round)`);
         console.log(`  via 2 sidecars (compare)  p50 ${f(c.mesh.p50Us)}  p90 ${f(c.mesh.p90Us)}  p99 ${f(c.mesh.p99Us)}  max ${f(c.mesh.maxUs)}  ok ${c.mesh.ok}/${c.mesh.sent}`);
         console.log(`  added p99                 this ${f(c.this_added_p99_us)}  compare ${f(c.compare_added_p99_us)}`);
         for (const k of ["frontend", "greeter"] as const) {
@@ -675,6 +750,7 @@ async function main(): Promise<void> {
     }
     dclient.close();
     cproxy?.client.close();
+    nginx?.client.close();
     await app.close(100).catch(() => undefined);
     if (cmp) await cmp.app.close(100).catch(() => undefined);
     if (prof) {

@@ -212,3 +212,27 @@ export async function startNginxPair(res: TestResources, upstream: string, acces
   const frontend = await startNginxGrpcProxy(res, { upstream: `127.0.0.1:${greeter.port}`, accessLog });
   return { frontend, greeter };
 }
+
+/** "nginx/1.22.1", for the bench's header line ("nginx" when `nginx -v` says nothing usable). */
+export function nginxVersion(): string {
+  const exe = findNginx();
+  if (!exe) return "nginx";
+  const r = Bun.spawnSync([exe, "-v"], { stdout: "pipe", stderr: "pipe" });
+  return /nginx\/\S+/.exec(r.stderr.toString() + r.stdout.toString())?.[0] ?? "nginx";
+}
+
+/**
+ * bench-mesh's --nginx: "on" needs nginx (the error names the fix), "off" skips it, no flag means on
+ * when nginx is installed, and otherwise off with a note saying how to get it.
+ */
+export function resolveNginxFlag(flag: "on" | "off" | undefined): { on: boolean; note?: string } {
+  if (flag === "off") return { on: false };
+  if (findNginx()) return { on: true };
+  if (flag === "on") throw new Error(`--nginx on: nginx is not installed: ${NGINX_FIX} (or --nginx off)`);
+  return { on: false, note: `bench-mesh: no nginx on this machine, so the "via 2 nginx gRPC proxies" reference is skipped; ${NGINX_FIX} to measure it` };
+}
+
+/** The pair's caveat, printed under its figures while BUN_UPSTREAM_KEEPALIVE is false. */
+export const NGINX_GREETER_CAVEAT = BUN_UPSTREAM_KEEPALIVE
+  ? ""
+  : "the greeter nginx opens a connection per call to the Bun grpc-js server (Bun ignores nginx's HPACK table size 0 on a kept connection: oven-sh/bun#19152), which no sidecar pays: the frontend nginx, which keeps its connections, is the like-for-like figure";
