@@ -27,8 +27,8 @@
 // sidecars', mesh/sidecar/bench-nginx.ts) in the sidecars' places, in its own window after the C
 // proxies'. Unlike the C forwarder it parses HTTP/2 and HPACK on both sides, as Envoy (Istio's 0.20) does;
 // Envoy is not packaged for Debian. Each sidecar's CPU is printed as a ratio to the two nginx' mean too.
-// The greeter nginx opens a connection per call to the Bun server (oven-sh/bun#19152, see bench-nginx.ts),
-// so the frontend nginx is the like-for-like figure. --nginx-access-log on|off (default: --access-log).
+// The greeter nginx's server is direct-echo.ts on Node.js, which nginx can keep connections to (to
+// the Bun one it cannot: oven-sh/bun#19152, see bench-nginx.ts). --nginx-access-log on|off (default: --access-log).
 //
 //   bun mesh/sidecar/bench-mesh.ts [--rate 1000] [--seconds 10] [--rounds 5] [--warmup 2]
 //        [--transport auto|uds|shm] [--access-log on|off] [--tls on|off] [--sidecar bundle|source] [--smol]
@@ -55,7 +55,7 @@ import { connect } from "../../runtime/sdk/index.ts";
 import { TestResources } from "../../test/helpers.ts";
 import { buildC } from "../../bench/lib/build-c.ts";
 import { buildSidecarBundle } from "./bundle.ts";
-import { NGINX_GREETER_CAVEAT, nginxVersion, resolveNginxFlag, startNginxPair } from "./bench-nginx.ts";
+import { nginxVersion, resolveNginxFlag, startNginxPair, startNodeEchoServer } from "./bench-nginx.ts";
 import { pssParts, rssParts } from "./proc-memory.ts";
 import { sidecarProcessEnv } from "./process-env.ts";
 import { issueCertificates } from "./certs.ts";
@@ -515,9 +515,16 @@ async function main(): Promise<void> {
     }
     // --nginx: two nginx gRPC proxies the same way (bench-nginx.ts); res tracks them too.
     let nginx: RefPair | undefined;
+    let nginxServer = "";
+    let nginxCaveat: string | undefined;
     if (nginxOn) {
-      const n = await startNginxPair(res, address, nginxAccessLog);
+      // Behind the greeter nginx: the direct server's code on Node.js, which nginx can keep connections to
+      // (bench-nginx.ts); the Bun one only where there is no node.
+      const nodeServer = await startNodeEchoServer(res);
+      const n = await startNginxPair(res, { server: nodeServer ?? address, serverOnBun: nodeServer === undefined, accessLog: nginxAccessLog });
       nginx = { client: echoClient(`127.0.0.1:${n.frontend.port}`), pids: { frontend: n.frontend.pid, greeter: n.greeter.pid } };
+      nginxServer = nodeServer ? "grpc-js on Node.js" : "grpc-js on Bun";
+      nginxCaveat = n.caveat;
     }
 
     const root = protobuf.loadSync(ECHO_PROTO);
@@ -688,8 +695,10 @@ async function main(): Promise<void> {
             nginx_windows_vcpu_per_1k_rps: nginxFig.windows,
             nginx_version: nginxVersion(),
             nginx_access_log: nginxAccessLog,
-            /** false: the greeter nginx connects per call (oven-sh/bun#19152), an upper bound on its CPU. */
-            nginx_greeter_upstream_keepalive: NGINX_GREETER_CAVEAT === "",
+            /** The grpc-js server behind the greeter nginx (on Node.js unless this machine has no node). */
+            nginx_server: nginxServer,
+            /** false: the greeter nginx connects per call (no node: oven-sh/bun#19152), an upper bound on its CPU. */
+            nginx_greeter_upstream_keepalive: nginxCaveat === undefined,
           }
         : {}),
       load: (await Bun.file("/proc/loadavg").text()).split(" ").slice(0, 3).join(" "),
@@ -717,8 +726,8 @@ async function main(): Promise<void> {
         );
       if (cFig) reference("2 C epoll proxies (bench/c/tcp-proxy.c)", cFig);
       if (nginxFig) {
-        reference(`2 nginx gRPC proxies (${result.nginx_version}, access log ${nginxAccessLog ? "on" : "off"})`, nginxFig);
-        if (NGINX_GREETER_CAVEAT) console.log(`           (${NGINX_GREETER_CAVEAT})`);
+        reference(`2 nginx gRPC proxies (${result.nginx_version}, access log ${nginxAccessLog ? "on" : "off"}, in front of ${nginxServer})`, nginxFig);
+        if (nginxCaveat) console.log(`           (${nginxCaveat})`);
       }
       const vs = (label: string, run: number | undefined, byRound: number[] | undefined) =>
         run !== undefined && byRound ? `                  against ${label} mean: ${run.toFixed(2)}× over the run; against their window of the same round ${spread(byRound, 2)}×\n` : "";

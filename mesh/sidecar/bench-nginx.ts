@@ -204,15 +204,40 @@ export async function stopNginx(p: NginxProxy, timeoutMs = 5000): Promise<void> 
 export const BUN_UPSTREAM_KEEPALIVE = false;
 
 /**
- * Two nginx proxies chained in the sidecars' places: client → frontend → greeter → `upstream` (a Bun
- * grpc-js server). The frontend keeps its connections to the greeter (nginx's own HTTP/2 encoder never
- * uses the dynamic table), so it is the like-for-like figure.
+ * The gRPC server behind the greeter nginx: testdata/direct-echo.ts bundled for and run by Node.js,
+ * whose own HTTP/2 honours nginx's SETTINGS_HEADER_TABLE_SIZE=0, so nginx keeps its connections to it
+ * as it would to a sidecar (on Bun it cannot: BUN_UPSTREAM_KEEPALIVE). Its address, or undefined when
+ * this machine has no `node`.
  */
-export async function startNginxPair(res: TestResources, upstream: string, accessLog: boolean): Promise<{ frontend: NginxProxy; greeter: NginxProxy }> {
+export async function startNodeEchoServer(res: TestResources): Promise<string | undefined> {
+  const node = Bun.which("node");
+  if (!node) return undefined;
+  const testdata = join(import.meta.dir, "testdata");
+  const built = await Bun.build({ entrypoints: [join(testdata, "direct-echo.ts")], target: "node", outdir: res.scratchDir("bench-nginx-echo-") });
+  if (!built.success) throw new Error(`bundling testdata/direct-echo.ts for Node.js failed:\n${built.logs.join("\n")}`);
+  const server = res.spawn([node, built.outputs[0]!.path], { env: { ECHO_PROTO_PATH: join(testdata, "echo.proto") } });
+  return (JSON.parse(await server.waitForLine(/direct-ready/)) as { address: string }).address;
+}
+
+export interface NginxPair {
+  frontend: NginxProxy;
+  greeter: NginxProxy;
+  /** Set when the greeter nginx connects per call (a server on Bun): why its CPU is an upper bound. */
+  caveat?: string;
+}
+
+/**
+ * Two nginx proxies chained in the sidecars' places: client → frontend → greeter → `server` (a gRPC
+ * server, h2c). Both keep their connections as sidecars do, unless `serverOnBun`: then the greeter nginx
+ * has to connect per call (BUN_UPSTREAM_KEEPALIVE), which the caveat says. bench-mesh serves it with
+ * startNodeEchoServer where it can.
+ */
+export async function startNginxPair(res: TestResources, opts: { server: string; serverOnBun: boolean; accessLog: boolean }): Promise<NginxPair> {
+  const keepalive = !opts.serverOnBun || BUN_UPSTREAM_KEEPALIVE;
   // The greeter first: the frontend needs its port.
-  const greeter = await startNginxGrpcProxy(res, { upstream, accessLog, upstreamKeepalive: BUN_UPSTREAM_KEEPALIVE });
-  const frontend = await startNginxGrpcProxy(res, { upstream: `127.0.0.1:${greeter.port}`, accessLog });
-  return { frontend, greeter };
+  const greeter = await startNginxGrpcProxy(res, { upstream: opts.server, accessLog: opts.accessLog, upstreamKeepalive: keepalive });
+  const frontend = await startNginxGrpcProxy(res, { upstream: `127.0.0.1:${greeter.port}`, accessLog: opts.accessLog });
+  return { frontend, greeter, ...(keepalive ? {} : { caveat: NGINX_GREETER_CAVEAT }) };
 }
 
 /** "nginx/1.22.1", for the bench's header line ("nginx" when `nginx -v` says nothing usable). */
@@ -234,7 +259,6 @@ export function resolveNginxFlag(flag: "on" | "off" | undefined): { on: boolean;
   return { on: false, note: `bench-mesh: no nginx on this machine, so the "via 2 nginx gRPC proxies" reference is skipped; ${NGINX_FIX} to measure it` };
 }
 
-/** The pair's caveat, printed under its figures while BUN_UPSTREAM_KEEPALIVE is false. */
-export const NGINX_GREETER_CAVEAT = BUN_UPSTREAM_KEEPALIVE
-  ? ""
-  : "the greeter nginx opens a connection per call to the Bun grpc-js server (Bun ignores nginx's HPACK table size 0 on a kept connection: oven-sh/bun#19152), which no sidecar pays: the frontend nginx, which keeps its connections, is the like-for-like figure";
+/** The pair's caveat when its greeter nginx has to connect per call (see startNginxPair). */
+const NGINX_GREETER_CAVEAT =
+  "the greeter nginx opens a connection per call to the Bun grpc-js server (Bun ignores nginx's HPACK table size 0 on a kept connection: oven-sh/bun#19152), which no sidecar pays: the frontend nginx, which keeps its connections, is the like-for-like figure";
