@@ -10,6 +10,7 @@
 // `res`, and `res` kills it on any exit of the caller; stopNginx() is the graceful way (SIGQUIT).
 import { existsSync, readdirSync, readFileSync, readlinkSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
+import { canConnect } from "../../runtime/transport/probe.ts";
 import { withParentDeathSignal } from "../supervisor/managed-process.ts";
 import { type Spawned, type TestResources, waitFor } from "../../test/helpers.ts";
 
@@ -121,26 +122,6 @@ function listensOn(pid: number, port: number): boolean {
   return false;
 }
 
-/** Resolves when a TCP connect to 127.0.0.1:port succeeds, false when it is refused. */
-function canConnect(port: number): Promise<boolean> {
-  return new Promise((resolve) => {
-    Bun.connect({
-      hostname: "127.0.0.1",
-      port,
-      socket: {
-        open(s) {
-          s.end();
-          resolve(true);
-        },
-        data() {},
-        connectError() {
-          resolve(false);
-        },
-      },
-    }).catch(() => resolve(false));
-  });
-}
-
 /**
  * Starts one nginx gRPC proxy in front of `upstream` and resolves once it accepts connections on its
  * port. Retries on a new port when the one picked was taken before nginx could bind it.
@@ -167,7 +148,7 @@ export async function startNginxGrpcProxy(res: TestResources, opts: NginxOptions
             throw new Error("port taken");
           }
           if (proc.proc.exitCode !== null || proc.proc.signalCode !== null) throw new Error(`nginx exited (${proc.proc.exitCode ?? proc.proc.signalCode})`);
-          return listensOn(pid, port) && (await canConnect(port));
+          return listensOn(pid, port) && (await canConnect({ hostname: "127.0.0.1", port }));
         },
         { timeoutMs, what: `nginx (pid ${pid}) to accept connections on 127.0.0.1:${port}` },
       );

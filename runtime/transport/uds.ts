@@ -22,6 +22,7 @@ import {
   writeFrameHeader,
 } from "../rpc/frame.ts";
 import { DEFAULT_SETTINGS } from "../rpc/types.ts";
+import { canConnect } from "./probe.ts";
 import type { FrameSink, Transport, TransportStats } from "./types.ts";
 
 const INITIAL_BUFFER = 64 * 1024;
@@ -253,25 +254,7 @@ export async function prepareSocketPath(path: string): Promise<void> {
   if (!lst.isSocket()) {
     throw new Error(`${path} exists and is not a socket: remove it or choose another socket path`);
   }
-  const alive = await new Promise<boolean>((resolve) => {
-    Bun.connect({
-      unix: path,
-      socket: {
-        open(s) {
-          s.end();
-          resolve(true);
-        },
-        data() {},
-        connectError() {
-          resolve(false);
-        },
-        error() {
-          resolve(false);
-        },
-      },
-    }).catch(() => resolve(false));
-  });
-  if (alive) throw new Error(`${path} is in use by a live process: stop it or choose another socket path`);
+  if (await canConnect({ unix: path })) throw new Error(`${path} is in use by a live process: stop it or choose another socket path`);
   unlinkSync(path);
 }
 
