@@ -4,6 +4,7 @@ import { mkdtempSync, rmSync, existsSync, readdirSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import type { Subprocess } from "bun";
+import { withParentDeathSignal } from "../mesh/supervisor/managed-process.ts";
 
 export const REPO_ROOT = join(import.meta.dir, "..");
 
@@ -51,9 +52,13 @@ export class TestResources {
   }
 
   spawn(cmd: string[], opts: { env?: Record<string, string | undefined>; cwd?: string; stdin?: "ignore" | "pipe" } = {}): Spawned {
-    const proc = Bun.spawn(cmd, {
+    const env = { ...process.env, MESH_LOG_FORMAT: "json", ...opts.env };
+    // With the parent-death signal, as `mesh up` starts its processes: a test runner or bench killed
+    // with SIGKILL (cleanup() never runs) takes what it started with it instead of leaving sidecars,
+    // apps and servers running.
+    const proc = Bun.spawn(withParentDeathSignal(cmd, env), {
       cwd: opts.cwd ?? REPO_ROOT,
-      env: { ...process.env, MESH_LOG_FORMAT: "json", ...opts.env } as Record<string, string>,
+      env: env as Record<string, string>,
       stdin: opts.stdin ?? "ignore",
       stdout: "pipe",
       stderr: "pipe",

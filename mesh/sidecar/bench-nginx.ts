@@ -11,7 +11,6 @@
 import { existsSync, readdirSync, readFileSync, readlinkSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { canConnect } from "../../runtime/transport/probe.ts";
-import { withParentDeathSignal } from "../supervisor/managed-process.ts";
 import { type Spawned, type TestResources, waitFor } from "../../test/helpers.ts";
 
 export const NGINX_FIX = "apt-get install nginx-light";
@@ -136,8 +135,8 @@ export async function startNginxGrpcProxy(res: TestResources, opts: NginxOptions
     const conf = join(dir, "nginx.conf");
     writeFileSync(conf, nginxConfig(dir, port, opts.upstream, opts.accessLog ?? true, opts.upstreamKeepalive ?? true));
     // -e: the error log before the config is read (the built-in path is outside the scratch dir).
-    // pdeathsig: a bench killed with SIGKILL leaves no nginx behind either.
-    const proc = res.spawn(withParentDeathSignal([exe, "-p", dir, "-c", conf, "-e", "stderr"]));
+    // res.spawn sets the parent-death signal: a bench killed with SIGKILL leaves no nginx behind either.
+    const proc = res.spawn([exe, "-p", dir, "-c", conf, "-e", "stderr"]);
     const pid = proc.proc.pid;
     let inUse = false;
     try {
